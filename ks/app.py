@@ -1,0 +1,52 @@
+"""The Flask application factory."""
+
+import logging
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from ks import config
+from ks.db import Database
+from ks.errors import KSError
+from ks.render import Renderer
+from ks.web import text
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """What views need, built once per application."""
+
+    def __init__(self, settings: dict, db: Database | None = None):
+        self.settings = settings
+        self.db = db or Database(settings["DATABASE_URL"])
+        self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
+
+
+def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
+    """Build the application: settings from defaults, environment, then ``test_config``."""
+    app = Flask(__name__)
+    settings = config.resolve(test_config)
+    app.config.from_mapping(settings)
+    # Boot requests are small; a larger body is refused with 413 before it is read.
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.extensions["kiwispray"] = Services(settings, db)
+
+    from ks import boot
+
+    app.register_blueprint(boot.bp)
+
+    @app.errorhandler(KSError)
+    def ks_error(exc: KSError):
+        if exc.status >= 500:
+            log.error("%s", exc)
+        return text(f"{exc}\n", exc.status)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        response = exc.get_response()
+        response.set_data(f"{exc.code} {exc.name}: {exc.description}\n")
+        response.mimetype = "text/plain"
+        return response
+
+    return app

@@ -1,0 +1,138 @@
+"""The boot side: endpoints that iPXE and installed systems call (SPEC §4).
+
+Views parse, hand one unit of work to the database, render, and answer.
+Checks run in a fixed order: the id (400/404), the bootid (401), the state (409).
+"""
+
+import logging
+from urllib.parse import urlencode
+
+from flask import Blueprint, request, send_file
+
+from ks import images, machines, render, states
+from ks.errors import BadRequest
+from ks.identity import Identity, normalize_mac, parse_boot_args
+from ks.web import one, parse_id, parse_json_object, services, site, text
+
+log = logging.getLogger(__name__)
+bp = Blueprint("boot", __name__)
+
+UPDATE_FIELDS = {"mac", "metadata"}
+
+
+@bp.get("/bootstrap.ipxe")
+def bootstrap_ipxe():
+    """The chain script that collects a machine's identity."""
+    return text(render.plain_script(services().renderer, "bootstrap.ipxe", site()).text)
+
+
+def poll_url(base_url: str, ident: Identity) -> str:
+    """The /bootstrap URL a waiting machine polls, rebuilt from normalised values."""
+    query = {f"net{i}": mac.replace(":", "-") for i, mac in enumerate(ident.macs)}
+    query.update({k: v for k, v in (("serial", ident.serial), ("uuid", ident.uuid)) if v})
+    query["poll"] = "1"
+    return f"{base_url}/bootstrap?{urlencode(query)}"
+
+
+@bp.get("/bootstrap")
+def bootstrap():
+    """Identify or register the machine, rotate its bootid, answer its state's script."""
+    ks = services()
+    ident = parse_boot_args(request.args.to_dict(flat=False))
+    if not ident:
+        raise BadRequest("no MAC, serial or UUID given; boot through /bootstrap.ipxe")
+    poll = one("poll") == "1"
+    where = site()
+    initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
+    outcome = ks.db.write(lambda session: machines.boot(session, ident, initial, poll=poll))
+    url = poll_url(where.base_url, ident)
+    if outcome.conflict:
+        if not poll:
+            log.warning("conflict: %s", outcome.conflict)
+        return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
+    host, chain = outcome.host, outcome.chain
+    script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
+    if outcome.bootid:  # polls of a waiting machine are not boot decisions
+        log.info(
+            "boot host=%d state=%s template=%s%s",
+            host.id,
+            states.current(chain),
+            script.template,
+            " (new machine)" if outcome.registered else "",
+        )
+    return text(script.text)
+
+
+@bp.get("/post-install")
+def post_install():
+    """The post-install script of the machine's current state."""
+    ks = services()
+    host_id = parse_id(one("id"))
+    bootid = one("bootid")
+    where = site()
+    with ks.db.read() as session:
+        host = machines.get_host(session, host_id)
+        machines.check_bootid(host, bootid)
+        script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
+    log.info("post-install host=%d state=%s template=%s", host.id, states.current(states.parse_chain(host.state)), script.template)
+    return text(script.text)
+
+
+@bp.get("/finish")
+def finish():
+    """Advance the machine's chain once for this boot."""
+    host_id = parse_id(one("id"))
+    bootid = one("bootid")
+    host, advanced = services().db.write(lambda session: machines.finish(session, host_id, bootid))
+    if advanced:
+        log.info("finish host=%d now=%s", host.id, host.state)
+        return text(f"host {host.id} finished its step; next state: {host.state}\n")
+    return text(f"host {host.id} already finished this boot; state: {host.state}\n")
+
+
+@bp.get("/state")
+def state():
+    """The machine's current state, one line."""
+    host_id = parse_id(one("id"))
+    with services().db.read() as session:
+        host = machines.get_host(session, host_id)
+        return text(states.current(states.parse_chain(host.state)) + "\n")
+
+
+@bp.post("/update")
+def update():
+    """In state ``discover``: add MACs and merge metadata the machine reports."""
+    host_id = parse_id(one("id"))
+    bootid = one("bootid")
+    unknown = sorted(set(request.form) - UPDATE_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
+    macs = [normalize_mac(m) for m in request.form.getlist("mac")]
+    documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
+    host = services().db.write(lambda session: machines.update(session, host_id, bootid, macs, documents))
+    log.info("update host=%d macs=%d metadata=%d", host.id, len(macs), len(documents))
+    return text(f"host {host.id} updated\n")
+
+
+LIST_FORMAT = "%4s %-20s %-10s %-s\n"
+
+
+def hosts_table(hosts) -> str:
+    """The original's host table: ``#Id Hostname State Serial#``."""
+    lines = [LIST_FORMAT % ("#Id", "Hostname", "State", "Serial#")]
+    lines += [LIST_FORMAT % (h.id, h.hostname, h.state, h.serial or "") for h in hosts]
+    return "".join(lines)
+
+
+@bp.get("/hosts")
+def hosts():
+    """All hosts as a text table (no bootids, no MACs)."""
+    with services().db.read() as session:
+        return text(hosts_table(machines.list_hosts(session)))
+
+
+@bp.route("/images/<path:relpath>", methods=["GET", "HEAD"])
+def image_file(relpath: str):
+    """Files of image directories, with Range, HEAD and conditional requests."""
+    path = images.resolve_file(services().settings["ROOT"], relpath)
+    return send_file(path, conditional=True, etag=True, max_age=0)

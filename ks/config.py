@@ -1,0 +1,74 @@
+"""Settings: defaults, ``KS_*`` environment variables and ``--root``.
+
+This is the only module that reads ``os.environ``. Everything else receives a
+plain mapping (Flask's ``app.config`` or the dict returned here).
+"""
+
+import os
+from pathlib import Path
+
+from ks.errors import ConfigError
+
+DEFAULTS = {
+    # Site root: images/, templates/ (overrides) and the SQLite database.
+    "ROOT": ".",
+    # SQLAlchemy URL; empty means sqlite:///<ROOT>/kiwispray.db.
+    "DATABASE_URL": "",
+    # Base URL put into scripts; empty means "from the request's Host header".
+    "BASE_URL": "",
+    # Chain given to machines seen for the first time.
+    "INITIAL_CHAIN": "new",
+    # Seconds between two polls of a machine waiting in `new` (or in a conflict).
+    "POLL_INTERVAL": 30,
+    # Largest value accepted for id= (ids are 64-bit integers in the database).
+    "MAX_ID": 2**63 - 1,
+}
+
+# Environment variable -> setting, with the type to convert to.
+ENV_VARS = {
+    "KS_ROOT": ("ROOT", str),
+    "KS_DATABASE_URL": ("DATABASE_URL", str),
+    "KS_BASE_URL": ("BASE_URL", str),
+    "KS_INITIAL_CHAIN": ("INITIAL_CHAIN", str),
+    "KS_POLL_INTERVAL": ("POLL_INTERVAL", int),
+}
+
+
+def from_env(environ=None) -> dict:
+    """Return the settings given by ``KS_*`` environment variables."""
+    environ = os.environ if environ is None else environ
+    settings = {}
+    for var, (key, kind) in ENV_VARS.items():
+        if environ.get(var, "") == "":
+            continue
+        try:
+            settings[key] = kind(environ[var])
+        except ValueError:
+            raise ConfigError(f"{var}={environ[var]!r} is not a valid {kind.__name__}") from None
+    return settings
+
+
+def resolve(overrides=None, environ=None) -> dict:
+    """Layer defaults, environment and explicit overrides; fill derived values."""
+    settings = dict(DEFAULTS)
+    settings.update(from_env(environ))
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    root = Path(settings["ROOT"]).expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"site root {root} is not a directory; create it or pass --root")
+    settings["ROOT"] = str(root)
+    if not settings["DATABASE_URL"]:
+        settings["DATABASE_URL"] = f"sqlite:///{root / 'kiwispray.db'}"
+    settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
+    return settings
+
+
+def shipped(name: str) -> Path:
+    """Directory of shipped files (``templates`` or ``migrations``).
+
+    A wheel carries them inside the package (``ks/_shipped``); a checkout or an
+    editable install finds them at the top of the repository.
+    """
+    package = Path(__file__).resolve().parent
+    inside = package / "_shipped" / name
+    return inside if inside.is_dir() else package.parent / name

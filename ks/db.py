@@ -1,0 +1,100 @@
+"""Engines and sessions: one unit of work per request or command.
+
+Callers never commit inside domain functions; they hand a function to
+``Database.write`` which runs it in one transaction, commits once, and retries
+the whole unit when a concurrent writer won a race on a unique key.
+"""
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_RETRIES = 5
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        # Let SQLAlchemy's "begin" event decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives any process crash (kill -9);
+        # only an operating-system crash may lose the last transactions.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn):
+        # IMMEDIATE takes the write lock up front, so two writers queue on the
+        # busy timeout instead of failing when a read lock cannot be upgraded.
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The engines and session factories of one application or command."""
+
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
+            self.read_engine = _sqlite_engine(url, "BEGIN")
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+            self.read_engine = self.engine
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """Run ``work(session)`` in one transaction and commit; retry lost races."""
+        for attempt in range(WRITE_RETRIES):
+            with self._write() as session:
+                try:
+                    with session.begin():
+                        return work(session)
+                except (IntegrityError, OperationalError) as exc:
+                    if attempt == WRITE_RETRIES - 1 or not _is_transient(exc):
+                        raise
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def read(self):
+        """A session for reading only."""
+        with self._read() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        """Close all pooled connections (after fork, at exit)."""
+        self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Unique-key races and serialisation failures are retried; other errors are not."""
+    if isinstance(exc, IntegrityError):
+        return True
+    text = str(exc.orig).lower() if getattr(exc, "orig", None) else str(exc).lower()
+    return "deadlock" in text or "could not serialize" in text or "database is locked" in text

@@ -1,0 +1,51 @@
+"""Every failure KIWIspray reports, under one base class.
+
+Each subclass carries a message that tells the reader what to do. Views turn
+them into HTTP statuses (``status``), commands into one line on stderr.
+"""
+
+
+class KSError(Exception):
+    """Base class of all KIWIspray errors."""
+
+    status = 400
+
+
+class BadRequest(KSError):
+    """Input that is malformed: a bad id, MAC, JSON document or value."""
+
+    status = 400
+
+
+class Unauthorized(KSError):
+    """A bootid that is missing, wrong or outdated."""
+
+    status = 401
+
+
+class NotFound(KSError):
+    """An id, host, image or file that does not exist."""
+
+    status = 404
+
+
+class Conflict(KSError):
+    """A request that does not fit the machine's current state or identity."""
+
+    status = 409
+
+
+class InvalidState(BadRequest):
+    """A state chain that is malformed or names an unknown image."""
+
+
+class IdentityConflict(Conflict):
+    """Identifiers reported by one machine belong to two different hosts."""
+
+    def __init__(self, message: str, host_ids: list[int]):
+        super().__init__(message)
+        self.host_ids = host_ids
+
+
+class ConfigError(KSError):
+    """A setting that cannot work, such as a root directory that does not exist."""

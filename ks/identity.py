@@ -1,0 +1,170 @@
+"""How a machine is recognised: MACs, DMI serial and UUID. Pure functions.
+
+Firmware fills unset DMI fields with placeholder strings. Those are never
+identity: two machines with the serial "To be filled by O.E.M." are not one
+machine. The list lives here and nowhere else.
+"""
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+from ks.errors import BadRequest
+
+# Compared after upper-casing and trimming.
+PLACEHOLDER_VALUES = frozenset(
+    {
+        "",
+        "NONE",
+        "NULL",
+        "N/A",
+        "NA",
+        "NOT SPECIFIED",
+        "NOT APPLICABLE",
+        "NOT AVAILABLE",
+        "NOT SETTABLE",
+        "NOT PRESENT",
+        "UNKNOWN",
+        "TO BE FILLED BY O.E.M.",
+        "TO BE FILLED BY OEM",
+        "DEFAULT STRING",
+        "SYSTEM SERIAL NUMBER",
+        "SYSTEM PRODUCT NAME",
+        "CHASSIS SERIAL NUMBER",
+        "BASE BOARD SERIAL NUMBER",
+        "SERIAL NUMBER",
+        "INVALID",
+        "EMPTY",
+        "XXXXXXXXXX",
+        "0",
+        "00000000",
+        "0000000000",
+        "0123456789",
+        "1234567890",
+        "123456789",
+        "03000200-0400-0500-0006-000700080009",
+    }
+)
+
+MAX_IDENTIFIER_LENGTH = 128
+MAX_MACS = 16
+
+_HEX12 = re.compile(r"[0-9a-f]{12}")
+_NET_PREFIX = re.compile(r"^net[0-7]\$", re.IGNORECASE)
+# Characters that could end or extend a command in an iPXE or shell script.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029$`\\;&|]")
+
+
+class MacError(BadRequest):
+    """A MAC address that cannot be parsed."""
+
+
+def normalize_mac(text: str) -> str:
+    """Return ``aa:bb:cc:dd:ee:ff`` for any common spelling, or raise MacError.
+
+    Accepts ``aa-bb-…`` (iPXE ``hexhyp``), ``aa:bb:…``, ``aabb.ccdd.eeff`` and the
+    original bootstrap script's ``net0$aa-bb-…`` form of ``dhcp_mac``.
+    """
+    raw = _NET_PREFIX.sub("", text.strip())
+    if len(raw) > 32:
+        raise MacError(f"MAC address {raw[:32]!r}… is too long")
+    digits = re.sub(r"[-:.]", "", raw).lower()
+    if not _HEX12.fullmatch(digits):
+        raise MacError(f"{raw!r} is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
+    if digits in ("000000000000", "ffffffffffff"):
+        raise MacError(f"{raw!r} is not the address of a network card")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def check_reported(name: str, value: str, limit: int = 1024) -> str:
+    """Refuse a machine-reported string that could inject script text."""
+    if len(value) > limit:
+        raise BadRequest(f"{name} is longer than {limit} characters")
+    bad = _UNSAFE.search(value)
+    if bad:
+        raise BadRequest(
+            f"{name} contains the character {bad.group()!r}, which is not allowed in reported values"
+        )
+    return value
+
+
+def is_placeholder(value: str) -> bool:
+    """True for empty values and the strings firmware uses for 'not set'."""
+    v = value.strip().upper()
+    if v in PLACEHOLDER_VALUES:
+        return True
+    compact = v.replace("-", "").replace(" ", "")
+    return len(set(compact)) == 1 and compact[0] in "0F"
+
+
+def normalize_serial(value: str) -> str | None:
+    """Upper-cased serial (as the original stored it), or None for a placeholder."""
+    value = check_reported("serial", value.strip(), MAX_IDENTIFIER_LENGTH)
+    return None if is_placeholder(value) else value.upper()
+
+
+def normalize_uuid(value: str) -> str | None:
+    """Upper-cased canonical UUID, or None for a placeholder; BadRequest if malformed."""
+    value = value.strip()
+    if is_placeholder(value):
+        return None
+    try:
+        parsed = uuidlib.UUID(check_reported("uuid", value, MAX_IDENTIFIER_LENGTH))
+    except ValueError:
+        raise BadRequest(f"uuid {value[:40]!r} is not a UUID") from None
+    text = str(parsed).upper()
+    return None if is_placeholder(text) else text
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a booting machine told us about itself, normalised."""
+
+    macs: tuple[str, ...] = ()
+    serial: str | None = None
+    uuid: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.macs or self.serial or self.uuid)
+
+    def describe(self) -> str:
+        """One line for logs and the conflict history."""
+        parts = [f"mac={m}" for m in self.macs]
+        if self.serial:
+            parts.append(f"serial={self.serial}")
+        if self.uuid:
+            parts.append(f"uuid={self.uuid}")
+        return " ".join(parts) or "no identifiers"
+
+
+BOOT_PARAMS = tuple(f"net{i}" for i in range(8)) + ("dhcp_mac", "serial", "uuid", "buildarch", "platform", "poll")
+
+
+def parse_boot_args(args: dict[str, list[str]]) -> Identity:
+    """Build an Identity from /bootstrap's query (each key mapped to all its values)."""
+    unknown = sorted(set(args) - set(BOOT_PARAMS))
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]!r}; /bootstrap takes {', '.join(BOOT_PARAMS)}")
+    for key, values in args.items():
+        if len(values) > 1:
+            raise BadRequest(f"parameter {key!r} given {len(values)} times; give it once")
+    one = {key: values[0] for key, values in args.items()}
+    macs: list[str] = []
+    for key in BOOT_PARAMS[:9]:
+        value = one.get(key, "").strip()
+        if not value:
+            continue  # iPXE expands a missing netN to an empty string
+        mac = normalize_mac(value)
+        if mac not in macs:
+            macs.append(mac)
+    extra = {}
+    for key in ("buildarch", "platform"):
+        if one.get(key):
+            extra[key] = check_reported(key, one[key], 32)
+    return Identity(
+        macs=tuple(macs),
+        serial=normalize_serial(one.get("serial", "")),
+        uuid=normalize_uuid(one.get("uuid", "")),
+        extra=extra,
+    )

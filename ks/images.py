@@ -1,0 +1,121 @@
+"""Image directories under ``images/``: what they hold and which files may be served.
+
+An image is a directory ``images/<name>/``. A KIWI ``oem`` PXE build puts a
+kernel, an initrd, the compressed disk ``<P>.xz`` and the kernel command line
+``<P>.append`` there; the names differ between KIWI versions, so the files are
+found by the patterns below, first match wins.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ks import states
+from ks.errors import NotFound
+
+KERNEL_NAMES = ("kernel", "pxeboot.kernel", "pxeboot.{p}.kernel", "{p}.kernel", "linux", "vmlinuz")
+INITRD_NAMES = (
+    "initrd",
+    "pxeboot.initrd.xz",
+    "pxeboot.{p}.initrd.xz",
+    "pxeboot.{p}.initrd",
+    "pxeboot.initrd",
+    "{p}.initrd",
+    "initrd.img",
+)
+# KIWI's own .append carries a placeholder install image URL; ours replaces it.
+REPLACED_ARGS = ("rd.kiwi.install.image=",)
+
+
+@dataclass
+class Image:
+    """The bootable parts of one image directory (names relative to it)."""
+
+    name: str
+    path: Path
+    product: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    disk: str | None = None
+    append: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def context(self, base_url: str) -> dict:
+        """The ``image`` variable of templates."""
+        return {
+            "name": self.name,
+            "url": f"{base_url}/images/{self.name}",
+            "kernel": self.kernel,
+            "initrd": self.initrd,
+            "xz": self.disk,
+            "append": self.append,
+            "files": self.files,
+        }
+
+
+def images_dir(root: str | Path) -> Path:
+    """The ``images/`` directory of a site root."""
+    return Path(root) / "images"
+
+
+def image_names(root: str | Path) -> set[str]:
+    """Names of all image directories (valid state names only)."""
+    base = images_dir(root)
+    if not base.is_dir():
+        return set()
+    return {
+        entry.name
+        for entry in os.scandir(base)
+        if entry.is_dir() and states.NAME_PATTERN.fullmatch(entry.name) and states.is_image(entry.name)
+    }
+
+
+def _first(directory: Path, patterns, product: str | None) -> str | None:
+    for pattern in patterns:
+        if "{p}" in pattern and not product:
+            continue
+        name = pattern.format(p=product)
+        if (directory / name).is_file():
+            return name
+    return None
+
+
+def clean_append(text: str) -> str:
+    """The ``.append`` command line without the arguments KIWIspray sets itself."""
+    return " ".join(arg for arg in text.split() if not arg.startswith(REPLACED_ARGS))
+
+
+def load(root: str | Path, name: str) -> Image | None:
+    """Describe ``images/<name>/``, or None if there is no such image."""
+    if not states.NAME_PATTERN.fullmatch(name) or not states.is_image(name):
+        return None
+    directory = images_dir(root) / name
+    if not directory.is_dir():
+        return None
+    files = sorted(p.name for p in directory.iterdir() if p.is_file())
+    appends = [f for f in files if f.endswith(".append")]
+    product = appends[0][: -len(".append")] if appends else None
+    image = Image(name=name, path=directory, product=product, files=files)
+    image.kernel = _first(directory, KERNEL_NAMES, product)
+    image.initrd = _first(directory, INITRD_NAMES, product)
+    if product and (directory / f"{product}.xz").is_file():
+        image.disk = f"{product}.xz"
+    if appends:
+        image.append = clean_append((directory / appends[0]).read_text(errors="replace"))
+    return image
+
+
+def resolve_file(root: str | Path, relpath: str) -> Path:
+    """The real path of ``images/<relpath>``; NotFound for anything outside ``images/``.
+
+    Refuses ``..`` components, absolute paths, NUL bytes, directories and
+    symlinks whose target leaves ``images/``.
+    """
+    base = images_dir(root).resolve()
+    parts = relpath.split("/")
+    if "\x00" in relpath or relpath.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise NotFound("no such image file")
+    candidate = (base / relpath).resolve()
+    if not candidate.is_relative_to(base) or not candidate.is_file():
+        raise NotFound("no such image file")
+    return candidate

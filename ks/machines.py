@@ -1,0 +1,270 @@
+"""Identify, register and move machines through their state chain.
+
+Every function takes a session and leaves committing to its caller (one unit of
+work per request or command, see ``ks.db.Database.write``). Every change is
+recorded in the host's history.
+"""
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from ks import states
+from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
+from ks.identity import Identity, normalize_mac
+from ks.models import Event, Host, HostMac, utcnow
+
+# Event kinds and sources as they appear in the history.
+BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
+
+
+def hash_bootid(bootid: str) -> str:
+    """The stored form of a bootid."""
+    return hashlib.sha256(bootid.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_bootid() -> str:
+    """A fresh boot secret: 128 random bits from ``secrets``."""
+    return secrets.token_hex(16)
+
+
+def record(session: Session, host: Host, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
+    """Append one line to the host's history."""
+    session.add(Event(host_id=host.id, kind=kind, source=source, from_state=before, to_state=after, detail=detail))
+
+
+def get_host(session: Session, host_id: int, lock: bool = False) -> Host:
+    """The host with this id (row-locked for update if asked), or NotFound."""
+    stmt = select(Host).where(Host.id == host_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    host = session.scalars(stmt).first()
+    if host is None:
+        raise NotFound(f"no host with id {host_id}")
+    return host
+
+
+def find_by(session: Session, mac: str | None = None, serial: str | None = None) -> Host:
+    """The host owning a MAC or serial, or NotFound."""
+    if mac:
+        mac = normalize_mac(mac)
+        host = session.scalars(select(Host).join(HostMac).where(HostMac.mac == mac)).first()
+        what = f"MAC {mac}"
+    else:
+        serial = (serial or "").strip().upper()
+        host = session.scalars(select(Host).where(Host.serial == serial)).first()
+        what = f"serial {serial!r}"
+    if host is None:
+        raise NotFound(f"no host with {what}")
+    return host
+
+
+def matching_hosts(session: Session, ident: Identity) -> list[Host]:
+    """All hosts that own any of the identifiers, ordered by id."""
+    conditions = []
+    if ident.macs:
+        conditions.append(Host.id.in_(select(HostMac.host_id).where(HostMac.mac.in_(ident.macs))))
+    if ident.serial:
+        conditions.append(Host.serial == ident.serial)
+    if ident.uuid:
+        conditions.append(Host.uuid == ident.uuid)
+    if not conditions:
+        return []
+    return list(session.scalars(select(Host).where(or_(*conditions)).order_by(Host.id)))
+
+
+def identify(session: Session, ident: Identity) -> Host | None:
+    """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
+    hosts = matching_hosts(session, ident)
+    if len(hosts) > 1:
+        ids = [h.id for h in hosts]
+        raise IdentityConflict(
+            f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
+        )
+    return hosts[0] if hosts else None
+
+
+def register(session: Session, ident: Identity, chain: states.Chain, source: str) -> Host:
+    """Create a host for a machine seen for the first time."""
+    if not ident:
+        raise BadRequest("the machine reported no MAC, serial or UUID; nothing identifies it")
+    host = Host(state=states.format_chain(chain), serial=ident.serial, uuid=ident.uuid, meta={})
+    host.macs = [HostMac(mac=mac, position=i) for i, mac in enumerate(ident.macs)]
+    session.add(host)
+    session.flush()  # assigns the id; a lost registration race fails here
+    record(session, host, REGISTER, source, None, host.state, ident.describe())
+    return host
+
+
+def learn(session: Session, host: Host, ident: Identity, source: str) -> None:
+    """Attach identifiers the host reports for the first time (a new NIC, a serial)."""
+    added = []
+    known = set(host.mac_list)
+    for mac in ident.macs:
+        if mac not in known:
+            host.macs.append(HostMac(mac=mac, position=len(host.macs)))
+            added.append(f"mac={mac}")
+    for attr in ("serial", "uuid"):
+        value = getattr(ident, attr)
+        if value and not getattr(host, attr):
+            setattr(host, attr, value)
+            added.append(f"{attr}={value}")
+    if added:
+        record(session, host, UPDATE, source, detail="learned " + " ".join(added))
+
+
+@dataclass
+class Boot:
+    """What /bootstrap decided for one request."""
+
+    host: Host | None
+    bootid: str | None = None
+    conflict: IdentityConflict | None = None
+    registered: bool = False
+
+    @property
+    def chain(self) -> states.Chain:
+        return states.parse_chain(self.host.state)
+
+
+def boot(session: Session, ident: Identity, initial_chain: states.Chain, poll: bool = False) -> Boot:
+    """Identify or register a booting machine and rotate its bootid.
+
+    A machine polling while it waits in ``new`` only refreshes ``last_seen_at``:
+    polls neither rotate its bootid nor fill its history.
+    """
+    now = utcnow()
+    try:
+        host = identify(session, ident)
+    except IdentityConflict as conflict:
+        if not poll:
+            for host_id in conflict.host_ids:
+                record(session, get_host(session, host_id), CONFLICT, "bootstrap", detail=str(conflict))
+        return Boot(host=None, conflict=conflict)
+    registered = host is None
+    if registered:
+        host = register(session, ident, initial_chain, "bootstrap")
+    else:
+        learn(session, host, ident, "bootstrap")
+    host.last_seen_at = now
+    if poll and states.current(states.parse_chain(host.state)) == states.NEW:
+        return Boot(host=host)
+    bootid = new_bootid()
+    host.bootid_hash = hash_bootid(bootid)
+    host.boot_finished = False
+    host.last_boot_at = now
+    record(session, host, BOOT, "bootstrap", host.state, host.state, ident.describe())
+    return Boot(host=host, bootid=bootid, registered=registered)
+
+
+def check_bootid(host: Host, bootid: str | None) -> None:
+    """Unauthorized unless ``bootid`` is the host's current one (constant-time)."""
+    if not bootid or host.bootid_hash is None:
+        raise Unauthorized("a valid bootid is required; it changes on every boot")
+    if not hmac.compare_digest(hash_bootid(bootid), host.bootid_hash):
+        raise Unauthorized("wrong or outdated bootid; it changes on every boot")
+
+
+def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, bool]:
+    """Advance the chain for this boot; a retry with the same bootid advances nothing.
+
+    Returns the host and whether this call advanced it.
+    """
+    host = get_host(session, host_id, lock=True)
+    check_bootid(host, bootid)
+    if host.boot_finished:
+        return host, False
+    before = host.state
+    host.state = states.format_chain(states.after_finish(states.parse_chain(before)))
+    host.boot_finished = True
+    host.updated_at = utcnow()
+    record(session, host, FINISH, "finish", before, host.state)
+    return host, True
+
+
+def update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
+    """In state ``discover``: add reported MACs and merge reported metadata."""
+    host = get_host(session, host_id, lock=True)
+    check_bootid(host, bootid)
+    current = states.current(states.parse_chain(host.state))
+    if current != "discover":
+        raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
+    new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
+    if new_macs:
+        owners = session.scalars(select(HostMac).where(HostMac.mac.in_(new_macs))).all()
+        if owners:
+            taken = ", ".join(f"{o.mac} (host {o.host_id})" for o in owners)
+            raise Conflict(f"MAC already belongs to another host: {taken}")
+        for mac in new_macs:
+            host.macs.append(HostMac(mac=mac, position=len(host.macs)))
+    meta = dict(host.meta or {})
+    for document in documents:
+        meta.update(document)
+    changed = [k for k in meta if (host.meta or {}).get(k) != meta[k]]
+    host.meta = meta
+    host.updated_at = utcnow()
+    detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
+    record(session, host, UPDATE, "update", detail=detail or "nothing new")
+    return host
+
+
+def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:
+    """Replace the host's whole chain (an operator's decision)."""
+    before = host.state
+    host.state = states.format_chain(chain)
+    host.updated_at = utcnow()
+    record(session, host, STATE, source, before, host.state)
+
+
+def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
+    """Rename a host."""
+    if not hostname or len(hostname) > 255 or any(c.isspace() or not c.isprintable() for c in hostname):
+        raise BadRequest(f"{hostname!r} is not a valid hostname (1-255 printable characters, no spaces)")
+    before, host.hostname = host.hostname, hostname
+    host.updated_at = utcnow()
+    record(session, host, EDIT, source, detail=f"hostname {before} -> {hostname}")
+
+
+def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
+    """Replace a host's metadata object."""
+    if not isinstance(meta, dict):
+        raise BadRequest("metadata must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
+    host.meta = meta
+    host.updated_at = utcnow()
+    record(session, host, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
+
+
+def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
+    """Replace a host's MAC addresses; each must not belong to another host."""
+    wanted = list(dict.fromkeys(normalize_mac(m) for m in macs))
+    others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
+    if others:
+        raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))
+    session.execute(delete(HostMac).where(HostMac.host_id == host.id))
+    session.flush()
+    session.expire(host, ["macs"])
+    host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(wanted)]
+    host.updated_at = utcnow()
+    record(session, host, EDIT, source, detail="macs " + " ".join(wanted))
+
+
+def list_hosts(session: Session, host_id: int | None = None, state: str | None = None) -> list[Host]:
+    """Hosts ordered by id, optionally one id or those whose current state is ``state``."""
+    stmt = select(Host).order_by(Host.id)
+    if host_id is not None:
+        stmt = stmt.where(Host.id == host_id)
+    if state:
+        stmt = stmt.where(or_(Host.state == state, Host.state.startswith(state + ",", autoescape=True)))
+    return list(session.scalars(stmt))
+
+
+def history(session: Session, host_id: int, limit: int | None = None) -> list[Event]:
+    """A host's events, oldest first."""
+    stmt = select(Event).where(Event.host_id == host_id).order_by(Event.id.desc())
+    if limit:
+        stmt = stmt.limit(limit)
+    return list(reversed(session.scalars(stmt).all()))

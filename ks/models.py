@@ -1,0 +1,105 @@
+"""Database models (SQLAlchemy 2.0, typed). Schema changes go through migrations/."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names, so that migrations can refer to them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always returned timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use ks.models.utcnow()")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Host(Base):
+    """One physical machine."""
+
+    __tablename__ = "hosts"
+    # AUTOINCREMENT: SQLite never hands out the id of a deleted host again.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="not-set")
+    serial: Mapped[str | None] = mapped_column(String(128), unique=True)
+    uuid: Mapped[str | None] = mapped_column(String(36), unique=True)
+    state: Mapped[str] = mapped_column(String(1100))
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    # SHA-256 of the current bootid; the secret itself is never stored.
+    bootid_hash: Mapped[str | None] = mapped_column(String(64))
+    # Whether the current bootid already advanced the chain (a retried /finish).
+    boot_finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    macs: Mapped[list["HostMac"]] = relationship(
+        back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+    @property
+    def mac_list(self) -> list[str]:
+        """The host's MACs, first one first."""
+        return [m.mac for m in self.macs]
+
+
+class HostMac(Base):
+    """A MAC address of a host; each MAC belongs to at most one host."""
+
+    __tablename__ = "host_macs"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    host: Mapped[Host] = relationship(back_populates="macs")
+
+
+class Event(Base):
+    """One line of a host's history: a boot, state change, finish, update or conflict."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_host_id_id", "host_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    from_state: Mapped[str | None] = mapped_column(String(1100))
+    to_state: Mapped[str | None] = mapped_column(String(1100))
+    source: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,236 @@
+"""Scripts for machines: template lookup, Jinja2 rendering and the original's ``@VAR@``.
+
+Lookup for a state ``X`` (first hit wins), see ``candidates``:
+
+    images/X/host.ipxe (Jinja2)   images/X/host.tmpl (legacy)
+    templates/X.ipxe   (Jinja2)   templates/X.tmpl   (legacy)      <- site overrides
+    shipped X.ipxe     (new, finished)
+    templates/known_host.tmpl (the original's fallback, if the site has one)
+    templates/kiwi.ipxe, then shipped kiwi.ipxe: the generic KIWI template
+
+Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstrap.ipxe``
+is the original's file, so both are rendered the original's way; everything else is Jinja2.
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from ks import images, states
+from ks.errors import KSError
+from ks.models import Host
+
+log = logging.getLogger(__name__)
+
+JINJA, LEGACY = "jinja", "legacy"
+
+
+class TemplateError(KSError):
+    """A template that cannot be read or rendered; the operator must fix it."""
+
+    status = 500
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where machines reach this server, as the current request sees it."""
+
+    base_url: str
+    server_ip: str
+    server_port: int
+    poll_interval: int = 30
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered script and the template it came from (for logs)."""
+
+    text: str
+    template: str
+
+
+class Renderer:
+    """Finds and renders templates of one site root."""
+
+    def __init__(self, root: str | Path, shipped: str | Path):
+        self.root = Path(root)
+        self.site_dir = self.root / "templates"
+        self.shipped_dir = Path(shipped)
+        self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
+        self._cache: dict[Path, tuple[tuple, jinja2.Template]] = {}
+
+    # -- lookup -----------------------------------------------------------------
+
+    def candidates(self, kind: str, state: str | None = None) -> list[tuple[Path, str]]:
+        """Where a template of ``kind`` ('host', 'post_install', or a builtin name) is looked for."""
+        site, shipped = self.site_dir, self.shipped_dir
+        if kind == "host":
+            image_dir = images.images_dir(self.root) / state
+            found = [
+                (image_dir / "host.ipxe", JINJA),
+                (image_dir / "host.tmpl", LEGACY),
+                (site / f"{state}.ipxe", JINJA),
+                (site / f"{state}.tmpl", LEGACY),
+            ]
+            if not states.is_image(state):
+                return found + [(shipped / f"{state}.ipxe", JINJA)]
+            return found + [(site / "known_host.tmpl", LEGACY), (site / "kiwi.ipxe", JINJA), (shipped / "kiwi.ipxe", JINJA)]
+        if kind == "post_install":
+            image_dir = images.images_dir(self.root) / state
+            return [
+                (image_dir / "post_install.sh", JINJA),
+                (image_dir / "post_install.tmpl", LEGACY),
+                (site / "post_install.sh", JINJA),
+                (site / "post_install.tmpl", LEGACY),
+                (shipped / "post_install.sh", JINJA),
+            ]
+        if kind == "bootstrap.ipxe":
+            return [(site / "bootstrap.ipxe", LEGACY), (shipped / "bootstrap.ipxe", JINJA)]
+        return [(site / f"{kind}.ipxe", JINJA), (shipped / f"{kind}.ipxe", JINJA)]
+
+    def find(self, kind: str, state: str | None = None) -> tuple[Path, str]:
+        """The first existing template for ``kind``."""
+        for path, engine in self.candidates(kind, state):
+            if path.is_file():
+                return path, engine
+        raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
+
+    def display(self, path: Path) -> str:
+        """A short name for logs: relative to the site root, or 'shipped:NAME'."""
+        if path.is_relative_to(self.root):
+            return str(path.relative_to(self.root))
+        return f"shipped:{path.name}"
+
+    # -- rendering --------------------------------------------------------------
+
+    def render(self, kind: str, state: str | None, context: dict, legacy: list[tuple[str, str]]) -> Rendered:
+        """Render the template for ``kind``/``state`` with Jinja2 or legacy values."""
+        path, engine = self.find(kind, state)
+        name = self.display(path)
+        try:
+            if engine == LEGACY:
+                text = render_legacy(path.read_bytes(), legacy)
+            else:
+                text = self._jinja(path).render(context)
+        except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
+            log.error("template %s failed: %s", name, exc)
+            raise TemplateError(f"template {name} failed: {exc}") from exc
+        return Rendered(text=text, template=name)
+
+    def _jinja(self, path: Path) -> jinja2.Template:
+        stat = path.stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(path)
+        if cached and cached[0] == key:
+            return cached[1]
+        template = self.env.from_string(path.read_text(encoding="utf-8"))
+        self._cache[path] = (key, template)
+        return template
+
+
+def render_legacy(data: bytes, values: list[tuple[str, str]]) -> str:
+    """Replace ``@NAME@`` in order, exactly as the original did; unknown names stay."""
+    for name, value in values:
+        data = data.replace(f"@{name}@".encode(), str(value).encode())
+    return data.decode("utf-8", errors="replace")
+
+
+def host_view(host: Host) -> dict:
+    """The ``host`` variable of templates (never the bootid)."""
+    return {
+        "id": host.id,
+        "hostname": host.hostname,
+        "macs": host.mac_list,
+        "serial": host.serial or "",
+        "uuid": host.uuid or "",
+        "metadata": dict(host.meta or {}),
+    }
+
+
+def legacy_host(host: Host, state: str, bootid: str | None) -> dict:
+    """The host record as the original kept it in known_hosts.json (keys sorted)."""
+    return {
+        "bootid": bootid or "",
+        "hostname": host.hostname,
+        "id": host.id,
+        "macs": " ".join(m.upper() for m in host.mac_list),
+        "metadata": dict(host.meta or {}),
+        "serial": host.serial or "",
+        "state": state,
+        "uuid": host.uuid or "",
+    }
+
+
+def host_data(record: dict) -> str:
+    """The original's ``@HOST_DATA@``: an iPXE ``echo`` per field (the bootid left out)."""
+    return "".join(f'echo * {key}: "{record[key]}"\n' for key in sorted(record) if key != "bootid")
+
+
+def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool) -> list[tuple[str, str]]:
+    """The original's replacements, in the original's order."""
+    record = legacy_host(host, state, bootid)
+    values = []
+    if with_host_data:
+        values.append(("HOST_DATA", host_data(record)))
+    values += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    values += [(key, value) for key, value in record.items() if not (key == "bootid" and not bootid)]
+    values += [(f"metadata.{key}", value) for key, value in record["metadata"].items()]
+    return values
+
+
+def urls(site: Site, host_id: int, bootid: str) -> dict:
+    """The URLs a booted system calls back, with its bootid."""
+    query = f"id={host_id}&bootid={bootid}"
+    return {
+        "post_install_url": f"{site.base_url}/post-install?{query}",
+        "finish_url": f"{site.base_url}/finish?{query}",
+        "update_url": f"{site.base_url}/update?{query}",
+    }
+
+
+def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> dict:
+    """Everything a Jinja2 template may use."""
+    state = states.current(chain)
+    image = images.load(renderer.root, state) if states.is_image(state) else None
+    return {
+        "host": host_view(host),
+        "state": state,
+        "chain": list(chain),
+        "bootid": bootid,
+        "base_url": site.base_url,
+        "server_ip": site.server_ip,
+        "server_port": site.server_port,
+        "poll_url": poll_url,
+        "poll_interval": site.poll_interval,
+        "image": image.context(site.base_url) if image else None,
+        **urls(site, host.id, bootid),
+    }
+
+
+def host_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> Rendered:
+    """The iPXE script for the machine's current state."""
+    state = states.current(chain)
+    ctx = context(renderer, host, chain, bootid, site, poll_url)
+    return renderer.render("host", state, ctx, legacy_values(host, state, site, bootid, with_host_data=True))
+
+
+def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site) -> Rendered:
+    """The post-install script of the machine's current state."""
+    state = states.current(chain)
+    ctx = context(renderer, host, chain, bootid, site)
+    return renderer.render("post_install", state, ctx, legacy_values(host, state, site, bootid, with_host_data=False))
+
+
+def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered:
+    """A script that belongs to no host: ``bootstrap.ipxe``, ``conflict``."""
+    ctx = {
+        "base_url": site.base_url,
+        "server_ip": site.server_ip,
+        "server_port": site.server_port,
+        "poll_interval": site.poll_interval,
+        **extra,
+    }
+    legacy = [("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    return renderer.render(kind, None, ctx, legacy)

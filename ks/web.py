@@ -1,0 +1,110 @@
+"""Request helpers shared by blueprints: parameters, the site's URL, text answers."""
+
+import ipaddress
+import json
+import re
+
+from flask import Response, current_app, request
+
+from ks.errors import BadRequest, ConfigError
+from ks.identity import check_reported
+from ks.render import Site
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def services():
+    """The application's database, renderer and settings (see ks.app)."""
+    return current_app.extensions["kiwispray"]
+
+
+def text(body: str, status: int = 200) -> Response:
+    """A plain-text answer, as iPXE and shell scripts expect."""
+    return Response(body, status=status, mimetype="text/plain")
+
+
+def one(name: str, source=None) -> str | None:
+    """The single value of parameter ``name``; BadRequest if it was given twice."""
+    values = (source if source is not None else request.args).getlist(name)
+    if len(values) > 1:
+        raise BadRequest(f"parameter {name!r} given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def parse_id(value: str | None, name: str = "id") -> int:
+    """A host id from a parameter: a positive integer."""
+    if value is None or value == "":
+        raise BadRequest(f"{name} is required, e.g. ?{name}=1")
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise BadRequest(f"{name} must be a positive integer, not {value[:40]!r}")
+    number = int(value)
+    if number < 1 or number > current_app.config["MAX_ID"]:
+        raise BadRequest(f"{name} {value[:40]} is out of range")
+    return number
+
+
+def parse_json_object(value: str, name: str = "metadata", reported: bool = True) -> dict:
+    """A JSON object from a parameter; machine-reported strings are checked for script injection."""
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
+        raise BadRequest(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        document = json.loads(value, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"{name} must be a JSON object, e.g. {{\"rack\": \"4\"}}")
+    if reported:
+        _check_strings(document, name)
+    return document
+
+
+def _no_constant(token: str):
+    raise ValueError(f"{token} is not allowed")
+
+
+def _check_strings(value, path: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_reported(f"{path} key", key, 256)
+            _check_strings(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item, path)
+    elif isinstance(value, str):
+        check_reported(path, value, MAX_METADATA_BYTES)
+
+
+def site() -> Site:
+    """Where machines reach us: the configured base URL, else the request's Host."""
+    settings = current_app.config
+    base = settings["BASE_URL"]
+    if base:
+        host, port = _split_host(base.split("://", 1)[-1].split("/", 1)[0], 443 if base.startswith("https") else 80)
+        if host is None:
+            raise ConfigError(f"KS_BASE_URL {base!r} has no valid host")
+        return Site(base, host, port, settings["POLL_INTERVAL"])
+    header = request.headers.get("Host", "")
+    default_port = int(request.environ.get("SERVER_PORT") or 80)
+    host, port = _split_host(header, default_port) if header else (request.environ.get("SERVER_NAME"), default_port)
+    if host is None:
+        raise BadRequest("the Host header is not a valid host name or address")
+    shown = f"[{host}]" if ":" in host else host
+    return Site(f"{request.scheme}://{shown}:{port}", host, port, settings["POLL_INTERVAL"])
+
+
+def _split_host(value: str, default_port: int) -> tuple[str | None, int]:
+    """Split ``host[:port]`` / ``[v6]:port``; None for anything else."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", value)
+    if not match:
+        return None, default_port
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4) or default_port)
+    if not 0 < port < 65536:
+        return None, default_port
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            return None, default_port
+    return host, port
