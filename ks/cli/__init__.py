@@ -1,0 +1,1 @@
+"""Command-line interfaces: ``kiwispray`` (main) and ``edit-host`` (the original's habits)."""

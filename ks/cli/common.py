@@ -1,0 +1,52 @@
+"""What every command shares: the site root option, settings, the database."""
+
+from functools import cached_property
+
+import click
+
+from ks import config
+from ks.db import Database
+from ks.errors import KSError
+
+root_option = click.option(
+    "--root",
+    "root",
+    envvar="KS_ROOT",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory).",
+)
+
+
+class Site:
+    """Settings and database of the site a command works on, created on first use."""
+
+    def __init__(self, root: str | None):
+        self._root = root
+
+    @cached_property
+    def settings(self) -> dict:
+        try:
+            return config.resolve({"ROOT": self._root})
+        except KSError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    @property
+    def root(self) -> str:
+        return self.settings["ROOT"]
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings["DATABASE_URL"])
+
+    def migrated_db(self) -> Database:
+        """The database, brought to the current schema first."""
+        from ks import migrate
+
+        migrate.upgrade(self.db)
+        return self.db
+
+
+def fail(exc: Exception) -> click.ClickException:
+    """A KIWIspray error as a one-line command failure."""
+    return click.ClickException(str(exc))
