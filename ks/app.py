@@ -30,6 +30,8 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.config.from_mapping(settings)
     # Boot requests are small; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
+    app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
     from ks import boot
