@@ -5,6 +5,8 @@ Callers never commit inside domain functions; they hand a function to
 the whole unit when a concurrent writer won a race on a unique key.
 """
 
+import contextlib
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +62,10 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
             self.read_engine = self.engine
+        # SQLite has one writer at a time. Threads of this process queue here, on a
+        # lock that wakes the next one at once, rather than in SQLite's busy
+        # handler, which sleeps in growing steps (up to 100 ms) between tries.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -70,7 +76,7 @@ class Database:
     def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work(session)`` in one transaction and commit; retry lost races."""
         for attempt in range(WRITE_RETRIES):
-            with self._write() as session:
+            with self._write_lock, self._write() as session:
                 try:
                     with session.begin():
                         return work(session)
