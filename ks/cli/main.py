@@ -4,6 +4,7 @@ import click
 
 from ks import __version__
 from ks.cli.common import Site, root_option
+from ks.cli.image import image
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,3 +19,6 @@ def cli(ctx: click.Context, root: str | None):
     directory that holds images/.
     """
     ctx.obj = Site(root)
+
+
+cli.add_command(image)
