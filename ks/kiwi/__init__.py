@@ -16,7 +16,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
+from ks import images
+
 CHUNK = 1024 * 1024
+# Imports name the boot files as ks.images looks for them first, so that the
+# generic template finds them whatever KIWI called them.
+KERNEL, INITRD = images.KERNEL_NAMES[0], images.INITRD_NAMES[0]
 
 
 class Bar(Protocol):

@@ -18,12 +18,11 @@ from pathlib import Path
 
 from ks import images, states
 from ks.errors import ImageError, ImageExists, InvalidState
-from ks.kiwi import Progress, checksum, live, silent, sources
+from ks.kiwi import INITRD, KERNEL, Progress, checksum, live, silent, sources
 
 PXE_KERNELS = ("pxeboot.{p}.kernel", "pxeboot.kernel")
 # Not <P>.initrd: that is the installed system's initrd, which kiwi-dump kexecs.
 PXE_INITRDS = ("pxeboot.{p}.initrd.xz", "pxeboot.{p}.initrd", "pxeboot.initrd.xz", "pxeboot.initrd")
-STABLE_NAMES = ("kernel", "initrd")  # the first names ks.images looks for
 # Files an operator adds for KIWIspray; they are kept across `--force`, and never
 # taken from an archive or download, because a template runs on the server.
 OPERATOR_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl")
@@ -142,7 +141,7 @@ def _arrange(directory: Path, verify: bool, progress: Progress) -> tuple[str, ch
     missing = [label for label, found in wanted if not found]
     if missing:
         raise ImageError(f"the build lacks {', '.join(missing)}; is it a complete KIWI oem PXE build result?")
-    for link, real in zip(STABLE_NAMES, (kernel, initrd)):
+    for link, real in ((KERNEL, kernel), (INITRD, initrd)):
         if os.path.lexists(directory / link):
             (directory / link).unlink()
         os.symlink(real, directory / link)

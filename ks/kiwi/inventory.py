@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ks import images
 from ks.errors import ImageError, NotFound
-from ks.kiwi import Progress, checksum, silent
+from ks.kiwi import INITRD, KERNEL, Progress, checksum, silent
 
 LIVE_ISO = re.compile(r"root=live:" + re.escape(images.IMAGE_URL) + r"/(\S+)")
 HOST_TEMPLATES = ("host.ipxe", "host.tmpl")
@@ -81,10 +81,10 @@ def check(root: str | Path, name: str, progress: Progress = silent) -> tuple[Sta
 def _missing(image: images.Image, kind: str) -> list[str]:
     missing = []
     if kind != "custom" or not any((image.path / name).is_file() for name in HOST_TEMPLATES):
-        for part in ("kernel", "initrd"):
+        for part, found in ((KERNEL, image.kernel), (INITRD, image.initrd)):
             # A broken stable link counts: the lookup would fall back to another file.
             broken = (image.path / part).is_symlink() and not (image.path / part).exists()
-            if broken or not getattr(image, part):
+            if broken or not found:
                 missing.append(part)
     if kind == "kiwi":
         if not image.disk:

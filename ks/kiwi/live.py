@@ -14,11 +14,10 @@ from pathlib import Path
 
 from ks.errors import ImageError
 from ks.images import IMAGE_URL
-from ks.kiwi import Progress, silent
+from ks.kiwi import INITRD, KERNEL, Progress, silent
 from ks.kiwi.sources import copy_file
 
 LOADER = re.compile(r"/boot/([^/]+)/loader")
-KERNEL, INITRD = "kernel", "initrd"  # the first names ks.images looks for
 PREFERRED_ARCH = "x86_64"
 # BOOTIF makes dracut configure the NIC that booted instead of trying every port;
 # iPXE expands ${netX/mac:hexhyp} when it runs the generic template's kernel line.
