@@ -9,6 +9,7 @@ import click
 
 from ks import __version__, config
 from ks.cli.common import Site, fail, root_option
+from ks.cli.image import image
 from ks.errors import KSError
 
 
@@ -154,3 +155,6 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
         raise fail(exc) from None
     click.echo(f"# template: {script.template}", err=True)
     sys.stdout.write(script.text)
+
+
+cli.add_command(image)
