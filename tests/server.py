@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import threading
+
 import requests
 
 from conftest import cli_env
@@ -76,3 +78,35 @@ class ServerProcess:
 
     def __exit__(self, *exc):
         self.kill()
+
+
+def mac(i: int) -> str:
+    """The MAC of test machine ``i``."""
+    return f"52-54-01-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}"
+
+
+class Storm:
+    """Machines that keep retrying /bootstrap until they get a 200, like iPXE's bootstrap script."""
+
+    def __init__(self, servers: list["ServerProcess"]):
+        self.servers = servers
+        self.acked: dict[str, int] = {}  # MAC -> times it got a 200
+        self.errors = 0
+        self.lock = threading.Lock()
+
+    def machine(self, i: int, server: int | None = None) -> None:
+        """Boot machine ``i`` once (through servers[server], default: split by i)."""
+        srv = self.servers[i % len(self.servers) if server is None else server]
+        for _attempt in range(200):
+            try:
+                r = requests.get(srv.url + "/bootstrap", params={"net0": mac(i), "serial": f"M{i:05d}"}, timeout=10)
+            except requests.RequestException:
+                with self.lock:
+                    self.errors += 1
+                time.sleep(0.2)
+                continue
+            assert r.status_code == 200, r.text
+            with self.lock:
+                self.acked[mac(i)] = self.acked.get(mac(i), 0) + 1
+            return r.text
+        raise AssertionError(f"machine {i} got no answer in 200 tries")

@@ -4,6 +4,8 @@ import pytest
 
 from conftest import MAC1, boot
 
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
 HUGE = "9" * 400
 LONG_MAC = "a" * 5000
 
