@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from ks import config
 from ks.db import Database
+from ks.services import open_database
 from ks.errors import KSError
 from ks.render import Renderer
 from ks.web import text
@@ -19,7 +20,7 @@ class Services:
 
     def __init__(self, settings: dict, db: Database | None = None):
         self.settings = settings
-        self.db = db or Database(settings["DATABASE_URL"])
+        self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
 
 

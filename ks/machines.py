@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
 from ks.identity import Identity, normalize_mac
+from ks.db import mark_changed
 from ks.models import Event, Host, HostMac, utcnow
 
 # Event kinds and sources as they appear in the history.
@@ -132,6 +133,7 @@ def register(session: Session, ident: Identity, chain: states.Chain, source: str
     host.macs = [HostMac(mac=mac, position=i) for i, mac in enumerate(ident.macs)]
     session.add(host)
     session.flush()  # assigns the id; a lost registration race fails here
+    mark_changed(session, host.id)
     record(session, host.id, REGISTER, source, None, host.state, ident.describe())
     return host
 
@@ -146,6 +148,8 @@ def learn(session: Session, host: HostInfo, ident: Identity, source: str) -> Hos
         session.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
     if fill:
         session.execute(update(Host).where(Host.id == host.id).values(**fill))
+    if new_macs:
+        mark_changed(session, host.id)
     added = [f"mac={m}" for m in new_macs] + [f"{k}={v}" for k, v in fill.items()]
     record(session, host.id, UPDATE, source, detail="learned " + " ".join(added))
     return host_info(session, host.id)
@@ -216,6 +220,7 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, bo
     host.state = states.format_chain(states.after_finish(states.parse_chain(before)))
     host.boot_finished = True
     host.updated_at = utcnow()
+    mark_changed(session, host.id)
     record(session, host.id, FINISH, "finish", before, host.state)
     return host, True
 
@@ -235,6 +240,7 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
             raise Conflict(f"MAC already belongs to another host: {taken}")
         for mac in new_macs:
             host.macs.append(HostMac(mac=mac, position=len(host.macs)))
+        mark_changed(session, host.id)
     meta = dict(host.meta or {})
     for document in documents:
         meta.update(document)
@@ -251,6 +257,7 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     before = host.state
     host.state = states.format_chain(chain)
     host.updated_at = utcnow()
+    mark_changed(session, host.id)
     record(session, host.id, STATE, source, before, host.state)
 
 
@@ -283,7 +290,14 @@ def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None
     session.expire(host, ["macs"])
     host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(wanted)]
     host.updated_at = utcnow()
+    mark_changed(session, host.id)
     record(session, host.id, EDIT, source, detail="macs " + " ".join(wanted))
+
+
+def delete_host(session: Session, host: Host) -> None:
+    """Delete a host, its MACs and its history; its id is never handed out again."""
+    mark_changed(session, host.id)
+    session.delete(host)
 
 
 def list_hosts(session: Session, host_id: int | None = None, state: str | None = None) -> list[Host]:
