@@ -49,3 +49,24 @@ class IdentityConflict(Conflict):
 
 class ConfigError(KSError):
     """A setting that cannot work, such as a root directory that does not exist."""
+
+
+class InvalidBMCAddress(BadRequest):
+    """A BMC address that is not ipmi://… or redfish://… in the Metal3 convention."""
+
+
+class PowerError(KSError):
+    """A BMC that answered but refused or failed a power operation."""
+
+    # The request was fine; the BMC behind this service failed (as an HTTP gateway).
+    status = 502
+
+
+class BMCAuthFailed(PowerError):
+    """A BMC that rejected the username or password it was given."""
+
+
+class BMCUnreachable(PowerError):
+    """A BMC that gave no answer within the timeout."""
+
+    status = 504
