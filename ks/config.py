@@ -27,6 +27,9 @@ DEFAULTS = {
     # Seconds one BMC operation may take; listings wait at most POWER_STATUS_TIMEOUT for all BMCs.
     "POWER_TIMEOUT": 10.0,
     "POWER_STATUS_TIMEOUT": 3.0,
+    # Redfish over HTTPS: "true" checks BMC certificates against the system's CAs,
+    # "false" accepts any, a path names the CA file to trust.
+    "BMC_VERIFY": "true",
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
 }
@@ -41,6 +44,7 @@ ENV_VARS = {
     "KS_TFTP_ROOT": ("TFTP_ROOT", str),
     "KS_POWER_TIMEOUT": ("POWER_TIMEOUT", float),
     "KS_POWER_STATUS_TIMEOUT": ("POWER_STATUS_TIMEOUT", float),
+    "KS_BMC_VERIFY": ("BMC_VERIFY", str),
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
 }
 

@@ -38,7 +38,7 @@ def list_hosts():
         page = hosts[offset : offset + limit]
         documents = [present.host_dict(h) for h in page]
     if request.args.get("power") == "1":
-        found = hostpower.power_states(page, services().settings["POWER_STATUS_TIMEOUT"])
+        found = hostpower.power_states(page, services().settings)
         for document in documents:
             document["power"] = found[document["id"]]
     return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})

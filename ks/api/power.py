@@ -21,7 +21,7 @@ def host_power(ref: str):
     host_id = _host_id(ref)
     ks = services()
     try:
-        reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings["POWER_TIMEOUT"])
+        reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     except Conflict:
         raise
     except KSError as exc:
@@ -34,7 +34,7 @@ def host_reboot(ref: str):
     """Power-cycle the host (PXE Pilot): 204, or 409 if it did not work."""
     host_id = _host_id(ref)
     ks = services()
-    failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings["POWER_TIMEOUT"])
+    failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
     if failures:
         return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
     return "", 204
@@ -43,4 +43,4 @@ def host_reboot(ref: str):
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
     """Power-cycle hosts after a deploy; the failures."""
     ks = services()
-    return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings["POWER_TIMEOUT"])
+    return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)

@@ -95,7 +95,7 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
                 return
         if power_action or reboot:
             # The change above stands whatever the BMC does; a failure is reported with exit 1.
-            reached = hostpower.power_host(db, host_id, power_action or "cycle", "cli", site.settings["POWER_TIMEOUT"])
+            reached = hostpower.power_host(db, host_id, power_action or "cycle", "cli", site.settings)
             click.echo(f"host {host_id}: power {reached}", err=True)
         with db.read() as session:
             if history:
@@ -151,7 +151,7 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
-    power_states = hostpower.power_states(hosts, settings["POWER_STATUS_TIMEOUT"]) if verbosity > 1 else {}
+    power_states = hostpower.power_states(hosts, settings) if verbosity > 1 else {}
     if as_json:
         click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
         return

@@ -27,7 +27,7 @@ class Local:
             hosts = machines.list_hosts(session)
             documents = [present.host_dict(h) for h in hosts]
         if power:
-            found = hostpower.power_states(hosts, self.site.settings["POWER_STATUS_TIMEOUT"])
+            found = hostpower.power_states(hosts, self.site.settings)
             for document in documents:
                 document["power"] = found[document["id"]]
         return documents
@@ -47,7 +47,7 @@ class Local:
     def power(self, ref: str, action: str) -> dict:
         with self.db.read() as session:
             host_id = machines.resolve(session, ref).id
-        reached = hostpower.power_host(self.db, host_id, action, SOURCE, self.site.settings["POWER_TIMEOUT"])
+        reached = hostpower.power_host(self.db, host_id, action, SOURCE, self.site.settings)
         return {"host": host_id, "action": action, "power": reached}
 
     def configurations(self) -> list[dict]:
@@ -57,7 +57,7 @@ class Local:
         host_ids = fleet.deploy(self.db, self.site.root, config, refs, SOURCE)
         if not reboot:
             return []
-        failures = hostpower.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings["POWER_TIMEOUT"])
+        failures = hostpower.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
         return [f"host {host_id}: {why}" for host_id, why in failures]
 
 
