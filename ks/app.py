@@ -35,10 +35,11 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
-    from ks import api, boot
+    from ks import api, boot, pixiecore
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(pixiecore.bp)
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):
