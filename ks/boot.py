@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request, send_file
 
-from ks import images, machines, render, states
+from ks import images, machines, present, render, states
 from ks.errors import BadRequest
 from ks.identity import Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, text
@@ -114,21 +114,11 @@ def update():
     return text(f"host {host.id} updated\n")
 
 
-LIST_FORMAT = "%4s %-20s %-10s %-s\n"
-
-
-def hosts_table(hosts) -> str:
-    """The original's host table: ``#Id Hostname State Serial#``."""
-    lines = [LIST_FORMAT % ("#Id", "Hostname", "State", "Serial#")]
-    lines += [LIST_FORMAT % (h.id, h.hostname, h.state, h.serial or "") for h in hosts]
-    return "".join(lines)
-
-
 @bp.get("/hosts")
 def hosts():
     """All hosts as a text table (no bootids, no MACs)."""
     with services().db.read() as session:
-        return text(hosts_table(machines.list_hosts(session)))
+        return text(present.hosts_table(machines.list_hosts(session)))
 
 
 @bp.route("/images/<path:relpath>", methods=["GET", "HEAD"])

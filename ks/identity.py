@@ -142,14 +142,18 @@ BOOT_PARAMS = tuple(f"net{i}" for i in range(8)) + ("dhcp_mac", "serial", "uuid"
 
 
 def parse_boot_args(args: dict[str, list[str]]) -> Identity:
-    """Build an Identity from /bootstrap's query (each key mapped to all its values)."""
-    unknown = sorted(set(args) - set(BOOT_PARAMS))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]!r}; /bootstrap takes {', '.join(BOOT_PARAMS)}")
-    for key, values in args.items():
+    """Build an Identity from /bootstrap's query (each key mapped to all its values).
+
+    Parameters it does not know are ignored, so that a site's own bootstrap
+    script may send more; known ones must come once.
+    """
+    one = {}
+    for key in BOOT_PARAMS:
+        values = args.get(key, [])
         if len(values) > 1:
             raise BadRequest(f"parameter {key!r} given {len(values)} times; give it once")
-    one = {key: values[0] for key, values in args.items()}
+        if values:
+            one[key] = values[0]
     macs: list[str] = []
     for key in BOOT_PARAMS[:9]:
         value = one.get(key, "").strip()

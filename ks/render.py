@@ -12,14 +12,16 @@ Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstra
 is the original's file, so both are rendered the original's way; everything else is Jinja2.
 """
 
+import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from ks import images, states
-from ks.errors import KSError
+from ks.errors import ConfigError, KSError
 from ks.models import Host
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,37 @@ class Site:
     server_ip: str
     server_port: int
     poll_interval: int = 30
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+
+
+def split_host(value: str, default_port: int) -> tuple[str | None, int]:
+    """Split ``host[:port]`` or ``[v6]:port``; host is None unless it is a valid name or address."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", value)
+    if not match:
+        return None, default_port
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4) or default_port)
+    if not 0 < port < 65536:
+        return None, default_port
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            return None, default_port
+    return host, port
+
+
+def site_from_base_url(base_url: str, poll_interval: int, strict: bool = True) -> Site:
+    """The Site for a configured base URL such as ``http://10.0.0.1:5000``."""
+    scheme, _, rest = base_url.rstrip("/").rpartition("://")
+    host, port = split_host(rest.split("/", 1)[0], 443 if scheme == "https" else 80)
+    if host is None:
+        if strict:
+            raise ConfigError(f"base URL {base_url!r} has no valid host; write it like http://10.0.0.1:5000")
+        host = rest.split("/", 1)[0].split(":", 1)[0]
+    return Site(base_url.rstrip("/"), host, port, poll_interval)
 
 
 @dataclass(frozen=True)
@@ -149,16 +182,25 @@ def host_view(host: Host) -> dict:
     }
 
 
-def legacy_host(host: Host, state: str, bootid: str | None) -> dict:
+def _sorted(value):
+    """Objects with their keys sorted at every level, as the original's JSON file held them."""
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def legacy_host(host: Host, bootid: str | None) -> dict:
     """The host record as the original kept it in known_hosts.json (keys sorted)."""
     return {
         "bootid": bootid or "",
         "hostname": host.hostname,
         "id": host.id,
         "macs": " ".join(m.upper() for m in host.mac_list),
-        "metadata": dict(host.meta or {}),
+        "metadata": _sorted(host.meta or {}),
         "serial": host.serial or "",
-        "state": state,
+        "state": host.state,
         "uuid": host.uuid or "",
     }
 
@@ -169,12 +211,17 @@ def host_data(record: dict) -> str:
 
 
 def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool) -> list[tuple[str, str]]:
-    """The original's replacements, in the original's order."""
-    record = legacy_host(host, state, bootid)
+    """The original's replacements, in the original's order.
+
+    ``@HOST_DATA@`` describes the stored record (the whole chain); ``@state@``
+    is the current state only. Without a bootid, ``@bootid@`` stays as written.
+    """
+    record = legacy_host(host, bootid)
     values = []
     if with_host_data:
         values.append(("HOST_DATA", host_data(record)))
     values += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    record["state"] = state
     values += [(key, value) for key, value in record.items() if not (key == "bootid" and not bootid)]
     values += [(f"metadata.{key}", value) for key, value in record["metadata"].items()]
     return values

@@ -1,16 +1,13 @@
 """Request helpers shared by blueprints: parameters, the site's URL, text answers."""
 
-import ipaddress
 import json
-import re
 
 from flask import Response, current_app, request
 
-from ks.errors import BadRequest, ConfigError
+from ks.errors import BadRequest
 from ks.identity import check_reported
-from ks.render import Site
+from ks.render import Site, site_from_base_url, split_host
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
 MAX_METADATA_BYTES = 64 * 1024
 
 
@@ -78,33 +75,12 @@ def _check_strings(value, path: str) -> None:
 def site() -> Site:
     """Where machines reach us: the configured base URL, else the request's Host."""
     settings = current_app.config
-    base = settings["BASE_URL"]
-    if base:
-        host, port = _split_host(base.split("://", 1)[-1].split("/", 1)[0], 443 if base.startswith("https") else 80)
-        if host is None:
-            raise ConfigError(f"KS_BASE_URL {base!r} has no valid host")
-        return Site(base, host, port, settings["POLL_INTERVAL"])
+    if settings["BASE_URL"]:
+        return site_from_base_url(settings["BASE_URL"], settings["POLL_INTERVAL"])
     header = request.headers.get("Host", "")
     default_port = int(request.environ.get("SERVER_PORT") or 80)
-    host, port = _split_host(header, default_port) if header else (request.environ.get("SERVER_NAME"), default_port)
+    host, port = split_host(header, default_port) if header else (request.environ.get("SERVER_NAME"), default_port)
     if host is None:
         raise BadRequest("the Host header is not a valid host name or address")
     shown = f"[{host}]" if ":" in host else host
     return Site(f"{request.scheme}://{shown}:{port}", host, port, settings["POLL_INTERVAL"])
-
-
-def _split_host(value: str, default_port: int) -> tuple[str | None, int]:
-    """Split ``host[:port]`` / ``[v6]:port``; None for anything else."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", value)
-    if not match:
-        return None, default_port
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4) or default_port)
-    if not 0 < port < 65536:
-        return None, default_port
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.fullmatch(host):
-            return None, default_port
-    return host, port

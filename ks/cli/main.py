@@ -1,9 +1,15 @@
 """``kiwispray``: serve, database, import and render commands."""
 
+import json
+import logging
+import sys
+from pathlib import Path
+
 import click
 
-from ks import __version__
-from ks.cli.common import Site, root_option
+from ks import __version__, config
+from ks.cli.common import Site, fail, root_option
+from ks.errors import KSError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,3 +24,133 @@ def cli(ctx: click.Context, root: str | None):
     directory that holds images/.
     """
     ctx.obj = Site(root)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", envvar="KS_HOST", show_default=True,
+              help="Address to listen on. 127.0.0.1 is reachable from this machine only; "
+                   "0.0.0.0 listens on every interface, which booting machines need (env KS_HOST).")
+@click.option("--port", default=5000, envvar="KS_PORT", type=click.IntRange(1, 65535), show_default=True,
+              help="TCP port; dnsmasq's iPXE answer points at it (env KS_PORT).")
+@click.option("--discover", is_flag=True, envvar="KS_DISCOVER",
+              help="Register unknown machines in 'discover,new' instead of 'new' (env KS_DISCOVER).")
+@click.option("--initial-chain", envvar="KS_INITIAL_CHAIN", default=None,
+              help="Chain for machines seen for the first time, e.g. 'inventory,new' (env KS_INITIAL_CHAIN).")
+@click.option("--base-url", envvar="KS_BASE_URL", default=None,
+              help="URL machines use to reach this server, e.g. http://10.0.0.1:5000; "
+                   "default: taken from each request's Host header (env KS_BASE_URL).")
+@click.option("--poll-interval", envvar="KS_POLL_INTERVAL", type=click.IntRange(1, 3600), default=None,
+              help="Seconds between polls of a machine waiting in 'new' [default: 30] (env KS_POLL_INTERVAL).")
+@click.option("--workers", default=2, envvar="KS_WORKERS", type=click.IntRange(1, 64), show_default=True,
+              help="Worker processes (env KS_WORKERS).")
+@click.option("--threads", default=8, envvar="KS_THREADS", type=click.IntRange(1, 256), show_default=True,
+              help="Threads per worker; each serves one request at a time (env KS_THREADS).")
+@click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
+@click.pass_obj
+def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, access_log):
+    """Run the boot service (a production WSGI server).
+
+    Migrates the database to the current schema first. Stops cleanly on
+    SIGTERM or Ctrl-C, finishing requests in flight.
+    """
+    from ks import migrate, server, states
+
+    if discover and initial_chain:
+        raise click.UsageError("give either --discover or --initial-chain, not both")
+    chain = "discover,new" if discover else initial_chain
+    try:
+        settings = config.resolve(
+            {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval}
+        )
+        states.parse_chain(settings["INITIAL_CHAIN"])
+        site.settings.update(settings)
+        migrate.upgrade(site.db)
+    except KSError as exc:
+        raise fail(exc) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("ks.serve")
+    log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
+    log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
+    if host in ("127.0.0.1", "localhost", "::1"):
+        log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
+    server.run(settings, host, port, workers, threads, access_log)
+
+
+def _safe_url(url: str) -> str:
+    """A database URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@cli.group()
+def db():
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(site: Site):
+    """Migrate the database to the current schema (serve does this too)."""
+    from ks import migrate
+
+    try:
+        migrate.upgrade(site.db)
+        click.echo(f"database at revision {migrate.current(site.db)}: {_safe_url(site.db.url)}")
+    except KSError as exc:
+        raise fail(exc) from None
+
+
+@cli.command("import-legacy")
+@click.argument("known_hosts", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check and report, change nothing.")
+@click.pass_obj
+def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
+    """Import the original KIWIspray's known_hosts.json, keeping host ids.
+
+    Every host is checked first; if any record is invalid or collides with a
+    host already in the database, nothing is imported.
+    """
+    from ks import legacy
+
+    try:
+        records = legacy.read(known_hosts)
+        db = site.migrated_db()
+        imported = db.write(lambda session: legacy.import_hosts(session, records, dry_run=dry_run))
+    except KSError as exc:
+        raise fail(exc) from None
+    verb = "would import" if dry_run else "imported"
+    click.echo(f"{verb} {len(imported)} hosts from {known_hosts}")
+
+
+@cli.command()
+@click.option("-i", "--id", "host_id", type=int, help="Host id.")
+@click.option("--mac", help="Select the host by one of its MACs.")
+@click.option("--serial", help="Select the host by its DMI serial.")
+@click.option("--state", "state", help="Render for this state instead of the host's current one.")
+@click.option("--post-install", is_flag=True, help="Show the post-install script instead of the boot script.")
+@click.option("--base-url", default="http://SERVER:5000", show_default=True, help="Base URL to put into the script.")
+@click.pass_obj
+def render(site: Site, host_id, mac, serial, state, post_install, base_url):
+    """Show the script a machine would get now, changing nothing.
+
+    The bootid is shown as BOOTID: the real one is made at boot time.
+    """
+    from ks import machines
+    from ks import render as rendering
+    from ks import states
+
+    if sum(x is not None for x in (host_id, mac, serial)) != 1:
+        raise click.UsageError("select the host with exactly one of -i, --mac, --serial")
+    where = rendering.site_from_base_url(base_url, site.settings["POLL_INTERVAL"], strict=False)
+    renderer = rendering.Renderer(site.root, config.shipped("templates"))
+    try:
+        with site.migrated_db().read() as session:
+            host = machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
+            chain = states.parse_chain(state or host.state)
+            make = rendering.post_install_script if post_install else rendering.host_script
+            script = make(renderer, host, chain, "BOOTID", where)
+    except KSError as exc:
+        raise fail(exc) from None
+    click.echo(f"# template: {script.template}", err=True)
+    sys.stdout.write(script.text)

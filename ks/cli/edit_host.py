@@ -1,0 +1,145 @@
+"""``edit-host``: list machines and change their state, the original's way.
+
+Exit status: 0 on success, 1 when a change is refused or fails (message on
+stderr), 2 on usage errors.
+"""
+
+import json
+import sys
+
+import click
+
+from ks import images, machines, present, states
+from ks.cli.common import Site, root_option
+from ks.errors import KSError, NotFound
+
+
+def _json_object(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        document = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc}); write e.g. '{{\"location\": \"rack 4\"}}'") from None
+    if not isinstance(document, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
+    return document
+
+
+class Refused(click.ClickException):
+    """A change that was refused or failed: exit status 1."""
+
+    exit_code = 1
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-i", "--id", "host_id", type=click.IntRange(min=1), help="Select the host with this id (also filters -l).")
+@click.option("--mac", help="Select the host owning this MAC address.")
+@click.option("--serial", help="Select the host with this DMI serial.")
+@click.option("-l", "--list", "verbosity", count=True,
+              help="List hosts: -l '#Id Hostname State Serial#', -ll adds MACs and metadata, -lll nested metadata.")
+@click.option("-s", "--state", help="Set the state chain, e.g. 'image1' or 'wipe,image1' (replaces the whole chain).")
+@click.option("-m", "--meta", callback=_json_object, help="Set the metadata to this JSON object (replaces it).")
+@click.option("-n", "--hostname", help="Set the host name.")
+@click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
+@click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
+@click.option("--force", is_flag=True, help="Set a state even if images/<name>/ does not exist (yet).")
+@click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@root_option
+def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, force, history, as_json, root):
+    """List known machines and change their state, hostname or metadata.
+
+    \b
+    Examples:
+      edit-host -l                      list all hosts
+      edit-host -i 1 -s wipe,image1     boot 'wipe', then 'image1', then disk
+      edit-host --mac 52:54:00:12:34:56 -s finished
+      edit-host -i 1 -m '{"location": "rack 4"}' -n node01
+      edit-host -i 1 --history
+    """
+    site = Site(root)
+    if sum(x is not None for x in (host_id, mac, serial)) > 1:
+        raise click.UsageError("select the host with one of -i, --mac or --serial")
+    selected = host_id is not None or mac is not None or serial is not None
+    changes = state is not None or meta is not None or hostname is not None or set_macs is not None or delete
+    if not (selected or verbosity or as_json or changes or history):
+        raise click.UsageError("nothing to do: list with -l, or select a host with -i ID and change it with -s/-m/-n")
+    if (changes or history) and not selected:
+        raise click.UsageError("select the host to change with -i ID, --mac or --serial")
+    try:
+        db = site.migrated_db()
+        if selected:
+            host_id = _resolve(db, host_id, mac, serial)
+        if changes:
+            known = images.image_names(site.root)
+            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known))
+            if delete:
+                click.echo(f"host {host_id} deleted", err=True)
+                return
+        with db.read() as session:
+            if history:
+                _show_history(session, host_id, as_json)
+            else:
+                _show_hosts(session, host_id, verbosity or 1, as_json)
+    except KSError as exc:
+        raise Refused(str(exc)) from None
+
+
+def _resolve(db, host_id, mac, serial) -> int:
+    with db.read() as session:
+        if host_id is not None:
+            return machines.get_host(session, host_id).id
+        return machines.find_by(session, mac=mac, serial=serial).id
+
+
+def _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known_images) -> None:
+    host = machines.get_host(session, host_id, lock=True)
+    if delete:
+        session.delete(host)
+        return
+    if state is not None:
+        chain = states.parse_chain(state)
+        states.check_known(chain, known_images, force)
+        machines.set_state(session, host, chain, "cli")
+    if hostname is not None:
+        machines.set_hostname(session, host, hostname, "cli")
+    if meta is not None:
+        machines.set_metadata(session, host, meta, "cli")
+    if set_macs is not None:
+        machines.set_macs(session, host, [m for m in set_macs.split(",") if m.strip()], "cli")
+
+
+def _show_hosts(session, host_id, verbosity, as_json) -> None:
+    hosts = machines.list_hosts(session, host_id=host_id)
+    if host_id is not None and not hosts:
+        raise NotFound(f"no host with id {host_id}")
+    if as_json:
+        click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
+        return
+    lines = [present.table_header()]
+    for host in hosts:
+        lines.append(present.table_row(host))
+        if verbosity > 1:
+            lines.append("     MAC addrs: %-s" % present.legacy_macs(host))
+        if (host_id is not None or verbosity > 1) and host.meta:
+            lines.append("     Metadata:")
+            lines += present.metadata_lines(host.meta, verbosity)
+    click.echo("\n".join(lines))
+
+
+def _show_history(session, host_id, as_json) -> None:
+    events = machines.history(session, host_id)
+    if as_json:
+        click.echo(json.dumps([present.event_dict(e) for e in events], indent=2))
+    else:
+        click.echo("\n".join(present.event_line(e) for e in events) or f"host {host_id} has no history yet")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    edit_host(prog_name="edit-host")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
