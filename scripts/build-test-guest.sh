@@ -10,6 +10,9 @@
 #
 #   scripts/build-test-guest.sh            build into .cache/e2e (or $KS_E2E_CACHE)
 #
+# It also installs what the tests run the machine with (QEMU, iPXE, OVMF,
+# dnsmasq), so that a bare Debian machine can run them.
+#
 # Output in the cache directory:
 #   guest/vmlinuz  guest/initrd.gz           the test machine
 #   kiwi/pxeboot.$PRODUCT.kernel             the same, named like KIWI output, with
@@ -27,11 +30,16 @@ kiwi=$cache/kiwi
 
 say() { echo "build-test-guest: $*" >&2; }
 
-# Tools this script runs; installed from Debian's packages when missing.
+# Commands (or files, given as absolute paths) and the Debian packages that
+# bring them; the packages of the missing ones are installed.
 need() {
 	missing=""
 	for pair in "$@"; do
-		command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
+		case $pair in
+		/*) [ -e "${pair%%:*}" ] && continue ;;
+		*) command -v "${pair%%:*}" >/dev/null 2>&1 && continue ;;
+		esac
+		missing="$missing ${pair#*:}"
 	done
 	[ -z "$missing" ] && return 0
 	say "installing$missing"
@@ -124,6 +132,9 @@ build_kiwi() {
 	say "built $kiwi"
 }
 
+need qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/efi-e1000.rom:ipxe-qemu \
+	/usr/lib/ipxe/undionly.kpxe:ipxe /usr/lib/ipxe/snponly.efi:ipxe /usr/share/ovmf/OVMF.fd:ovmf \
+	dnsmasq:dnsmasq-base ip:iproute2
 mkdir -p "$cache"
 # Rebuild when the files that go into the initrd changed since the last build.
 stamp=$(cat "$0" "$repo/scripts/test-guest/init" "$repo/scripts/test-guest/udhcpc.script" | cksum | cut -d' ' -f1)
