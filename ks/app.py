@@ -7,6 +7,7 @@ from werkzeug.exceptions import HTTPException
 
 from ks import config
 from ks.db import Database
+from ks.services import open_database
 from ks.errors import KSError
 from ks.render import Renderer
 from ks.web import text
@@ -19,7 +20,7 @@ class Services:
 
     def __init__(self, settings: dict, db: Database | None = None):
         self.settings = settings
-        self.db = db or Database(settings["DATABASE_URL"])
+        self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
 
 
@@ -30,6 +31,8 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.config.from_mapping(settings)
     # Boot requests are small; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
+    app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
     from ks import boot

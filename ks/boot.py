@@ -109,7 +109,7 @@ def update():
         raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
-    host = services().db.write(lambda session: machines.update(session, host_id, bootid, macs, documents))
+    host = services().db.write(lambda session: machines.apply_update(session, host_id, bootid, macs, documents))
     log.info("update host=%d macs=%d metadata=%d", host.id, len(macs), len(documents))
     return text(f"host {host.id} updated\n")
 

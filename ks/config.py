@@ -20,6 +20,10 @@ DEFAULTS = {
     "INITIAL_CHAIN": "new",
     # Seconds between two polls of a machine waiting in `new` (or in a conflict).
     "POLL_INTERVAL": 30,
+    # PXELINUX links (PXE Pilot's model); empty TFTP_ROOT turns them off.
+    "TFTP_ROOT": "",
+    # Where the per-state PXELINUX configurations live; relative to TFTP_ROOT unless absolute.
+    "PXELINUX_CONFIG_DIR": "pxelinux.configs",
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
 }
@@ -31,6 +35,8 @@ ENV_VARS = {
     "KS_BASE_URL": ("BASE_URL", str),
     "KS_INITIAL_CHAIN": ("INITIAL_CHAIN", str),
     "KS_POLL_INTERVAL": ("POLL_INTERVAL", int),
+    "KS_TFTP_ROOT": ("TFTP_ROOT", str),
+    "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
 }
 
 

@@ -5,6 +5,9 @@ Callers never commit inside domain functions; they hand a function to
 the whole unit when a concurrent writer won a race on a unique key.
 """
 
+import contextlib
+import logging
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +19,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_CHANGED = "ks_changed_hosts"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_RETRIES = 5
@@ -60,24 +65,49 @@ class Database:
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
             self.read_engine = self.engine
+        # SQLite has one writer at a time. Threads of this process queue here, on a
+        # lock that wakes the next one at once, rather than in SQLite's busy
+        # handler, which sleeps in growing steps (up to 100 ms) between tries.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._listeners: list[Callable[[set[int]], None]] = []
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
     def write(self, work: Callable[[Session], T]) -> T:
-        """Run ``work(session)`` in one transaction and commit; retry lost races."""
+        """Run ``work(session)`` in one transaction and commit; retry lost races.
+
+        After the commit, listeners learn which hosts' state or MACs changed
+        (see ``mark_changed``).
+        """
         for attempt in range(WRITE_RETRIES):
-            with self._write() as session:
-                try:
+            try:
+                with self._write_lock, self._write() as session:
                     with session.begin():
-                        return work(session)
-                except (IntegrityError, OperationalError) as exc:
-                    if attempt == WRITE_RETRIES - 1 or not _is_transient(exc):
-                        raise
+                        result = work(session)
+                    changed = session.info.pop(_CHANGED, set())
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc):
+                    raise
+                continue
+            if changed:
+                self._notify(changed)
+            return result
         raise AssertionError("unreachable")
+
+    def add_listener(self, listener: Callable[[set[int]], None]) -> None:
+        """Call ``listener(host_ids)`` after each commit that changed hosts."""
+        self._listeners.append(listener)
+
+    def _notify(self, host_ids: set[int]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(host_ids)
+            except Exception:  # the committed change stands; the listener reports its own trouble
+                log.exception("after-commit listener %s failed for hosts %s", listener, sorted(host_ids))
 
     @contextmanager
     def read(self):
@@ -90,6 +120,11 @@ class Database:
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+def mark_changed(session: Session, host_id: int) -> None:
+    """Note that a host's state or MACs changed, for the listeners after commit."""
+    session.info.setdefault(_CHANGED, set()).add(host_id)
 
 
 def _is_transient(exc: Exception) -> bool:

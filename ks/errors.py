@@ -49,3 +49,25 @@ class IdentityConflict(Conflict):
 
 class ConfigError(KSError):
     """A setting that cannot work, such as a root directory that does not exist."""
+
+
+class ImageError(KSError):
+    """An image that cannot be imported or checked: a bad source, a missing file."""
+
+
+class ImageExists(ImageError):
+    """An import would overwrite an existing image without being asked to."""
+
+    status = 409
+
+
+class DownloadFailed(ImageError):
+    """A source URL that cannot be fetched completely."""
+
+
+class UnsafeArchive(ImageError):
+    """An archive member that would land outside the image directory or is no plain file."""
+
+
+class ChecksumMismatch(ImageError):
+    """An image whose uncompressed disk does not match the build's checksum file."""

@@ -4,6 +4,11 @@ An image is a directory ``images/<name>/``. A KIWI ``oem`` PXE build puts a
 kernel, an initrd, the compressed disk ``<P>.xz`` and the kernel command line
 ``<P>.append`` there; the names differ between KIWI versions, so the files are
 found by the patterns below, first match wins.
+
+An ``.append`` may contain ``@IMAGE_URL@``; scripts get the image directory's
+URL there (``<base URL>/images/<name>``). The URL depends on how machines reach
+the server, so files on disk cannot hold it: a live ISO's ``.append`` says
+``root=live:@IMAGE_URL@/<file>.iso`` (see ks.kiwi.live).
 """
 
 import os
@@ -25,6 +30,7 @@ INITRD_NAMES = (
 )
 # KIWI's own .append carries a placeholder install image URL; ours replaces it.
 REPLACED_ARGS = ("rd.kiwi.install.image=",)
+IMAGE_URL = "@IMAGE_URL@"
 
 
 @dataclass
@@ -42,13 +48,14 @@ class Image:
 
     def context(self, base_url: str) -> dict:
         """The ``image`` variable of templates."""
+        url = f"{base_url}/images/{self.name}"
         return {
             "name": self.name,
-            "url": f"{base_url}/images/{self.name}",
+            "url": url,
             "kernel": self.kernel,
             "initrd": self.initrd,
             "xz": self.disk,
-            "append": self.append,
+            "append": self.append.replace(IMAGE_URL, url),
             "files": self.files,
         }
 

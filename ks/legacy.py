@@ -83,7 +83,7 @@ def import_hosts(session: Session, records: list[dict], dry_run: bool = False) -
         host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(r["macs"])]
         session.add(host)
         session.flush()
-        machines.record(session, host, "import", "cli", None, host.state, "imported from known_hosts.json")
+        machines.record(session, host.id, "import", "cli", None, host.state, "imported from known_hosts.json")
     if session.get_bind().dialect.name == "postgresql":
         # Explicit ids do not advance the sequence; new hosts must continue after them.
         session.execute(text("SELECT setval(pg_get_serial_sequence('hosts', 'id'), (SELECT max(id) FROM hosts))"))

@@ -10,12 +10,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import bindparam, delete, insert, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
 from ks.identity import Identity, normalize_mac
+from ks.db import mark_changed
 from ks.models import Event, Host, HostMac, utcnow
 
 # Event kinds and sources as they appear in the history.
@@ -32,9 +33,32 @@ def new_bootid() -> str:
     return secrets.token_hex(16)
 
 
-def record(session: Session, host: Host, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
+# The boot path runs these on every boot. Built once with bind parameters, they
+# skip SQLAlchemy's per-call statement construction, which costs more than SQLite.
+_hosts, _macs, _events = Host.__table__, HostMac.__table__, Event.__table__
+_IDS_BY_IDENTIFIERS = union(
+    select(_macs.c.host_id).where(_macs.c.mac.in_(bindparam("macs", expanding=True))),
+    select(_hosts.c.id).where(_hosts.c.serial == bindparam("serial")),
+    select(_hosts.c.id).where(_hosts.c.uuid == bindparam("uuid")),
+)
+_HOST_ROW = select(_hosts).where(_hosts.c.id == bindparam("id"))
+_HOST_MACS = select(_macs.c.mac).where(_macs.c.host_id == bindparam("id")).order_by(_macs.c.position)
+_ADD_MAC = insert(_macs)
+_ADD_EVENT = insert(_events)
+_BOOTED = (
+    update(_hosts)
+    .where(_hosts.c.id == bindparam("host_id"))
+    .values(bootid_hash=bindparam("bootid_hash"), boot_finished=False, last_boot_at=bindparam("now"), last_seen_at=bindparam("now"))
+)
+_SEEN = update(_hosts).where(_hosts.c.id == bindparam("host_id")).values(last_seen_at=bindparam("now"))
+
+
+def record(session: Session, host_id: int, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
     """Append one line to the host's history."""
-    session.add(Event(host_id=host.id, kind=kind, source=source, from_state=before, to_state=after, detail=detail))
+    session.execute(
+        _ADD_EVENT,
+        {"host_id": host_id, "at": utcnow(), "kind": kind, "source": source, "from_state": before, "to_state": after, "detail": detail},
+    )
 
 
 def get_host(session: Session, host_id: int, lock: bool = False) -> Host:
@@ -63,29 +87,42 @@ def find_by(session: Session, mac: str | None = None, serial: str | None = None)
     return host
 
 
-def matching_hosts(session: Session, ident: Identity) -> list[Host]:
-    """All hosts that own any of the identifiers, ordered by id."""
-    conditions = []
-    if ident.macs:
-        conditions.append(Host.id.in_(select(HostMac.host_id).where(HostMac.mac.in_(ident.macs))))
-    if ident.serial:
-        conditions.append(Host.serial == ident.serial)
-    if ident.uuid:
-        conditions.append(Host.uuid == ident.uuid)
-    if not conditions:
+def matching_ids(session: Session, ident: Identity) -> list[int]:
+    """Ids of all hosts that own any of the identifiers (each lookup uses an index)."""
+    if not ident:
         return []
-    return list(session.scalars(select(Host).where(or_(*conditions)).order_by(Host.id)))
+    params = {"macs": list(ident.macs), "serial": ident.serial, "uuid": ident.uuid}
+    return sorted(session.scalars(_IDS_BY_IDENTIFIERS, params))
 
 
-def identify(session: Session, ident: Identity) -> Host | None:
-    """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
-    hosts = matching_hosts(session, ident)
-    if len(hosts) > 1:
-        ids = [h.id for h in hosts]
+def identify(session: Session, ident: Identity) -> int | None:
+    """The id of the one host these identifiers belong to, None if unknown; IdentityConflict if several."""
+    ids = matching_ids(session, ident)
+    if len(ids) > 1:
         raise IdentityConflict(
             f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
         )
-    return hosts[0] if hosts else None
+    return ids[0] if ids else None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """What rendering needs of a host, read without the ORM's unit of work (the boot hot path)."""
+
+    id: int
+    hostname: str
+    state: str
+    serial: str | None
+    uuid: str | None
+    meta: dict
+    mac_list: list[str]
+
+
+def host_info(session: Session, host_id: int) -> HostInfo:
+    """Read one host and its MACs with two indexed queries."""
+    row = session.execute(_HOST_ROW, {"id": host_id}).one()
+    macs = session.scalars(_HOST_MACS, {"id": host_id}).all()
+    return HostInfo(row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, list(macs))
 
 
 def register(session: Session, ident: Identity, chain: states.Chain, source: str) -> Host:
@@ -96,32 +133,33 @@ def register(session: Session, ident: Identity, chain: states.Chain, source: str
     host.macs = [HostMac(mac=mac, position=i) for i, mac in enumerate(ident.macs)]
     session.add(host)
     session.flush()  # assigns the id; a lost registration race fails here
-    record(session, host, REGISTER, source, None, host.state, ident.describe())
+    mark_changed(session, host.id)
+    record(session, host.id, REGISTER, source, None, host.state, ident.describe())
     return host
 
 
-def learn(session: Session, host: Host, ident: Identity, source: str) -> None:
+def learn(session: Session, host: HostInfo, ident: Identity, source: str) -> HostInfo:
     """Attach identifiers the host reports for the first time (a new NIC, a serial)."""
-    added = []
-    known = set(host.mac_list)
-    for mac in ident.macs:
-        if mac not in known:
-            host.macs.append(HostMac(mac=mac, position=len(host.macs)))
-            added.append(f"mac={mac}")
-    for attr in ("serial", "uuid"):
-        value = getattr(ident, attr)
-        if value and not getattr(host, attr):
-            setattr(host, attr, value)
-            added.append(f"{attr}={value}")
-    if added:
-        record(session, host, UPDATE, source, detail="learned " + " ".join(added))
+    new_macs = [mac for mac in ident.macs if mac not in host.mac_list]
+    fill = {attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)}
+    if not new_macs and not fill:
+        return host
+    for position, mac in enumerate(new_macs, start=len(host.mac_list)):
+        session.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
+    if fill:
+        session.execute(update(Host).where(Host.id == host.id).values(**fill))
+    if new_macs:
+        mark_changed(session, host.id)
+    added = [f"mac={m}" for m in new_macs] + [f"{k}={v}" for k, v in fill.items()]
+    record(session, host.id, UPDATE, source, detail="learned " + " ".join(added))
+    return host_info(session, host.id)
 
 
 @dataclass
 class Boot:
     """What /bootstrap decided for one request."""
 
-    host: Host | None
+    host: HostInfo | None
     bootid: str | None = None
     conflict: IdentityConflict | None = None
     registered: bool = False
@@ -135,29 +173,29 @@ def boot(session: Session, ident: Identity, initial_chain: states.Chain, poll: b
     """Identify or register a booting machine and rotate its bootid.
 
     A machine polling while it waits in ``new`` only refreshes ``last_seen_at``:
-    polls neither rotate its bootid nor fill its history.
+    polls neither rotate its bootid nor fill its history. This runs on every
+    boot, so it issues a few indexed statements instead of loading ORM objects.
     """
     now = utcnow()
     try:
-        host = identify(session, ident)
+        host_id = identify(session, ident)
     except IdentityConflict as conflict:
         if not poll:
-            for host_id in conflict.host_ids:
-                record(session, get_host(session, host_id), CONFLICT, "bootstrap", detail=str(conflict))
+            for other in conflict.host_ids:
+                record(session, other, CONFLICT, "bootstrap", detail=str(conflict))
         return Boot(host=None, conflict=conflict)
-    registered = host is None
+    registered = host_id is None
     if registered:
-        host = register(session, ident, initial_chain, "bootstrap")
+        host_id = register(session, ident, initial_chain, "bootstrap").id
+        host = host_info(session, host_id)
     else:
-        learn(session, host, ident, "bootstrap")
-    host.last_seen_at = now
+        host = learn(session, host_info(session, host_id), ident, "bootstrap")
     if poll and states.current(states.parse_chain(host.state)) == states.NEW:
+        session.execute(_SEEN, {"host_id": host.id, "now": now})
         return Boot(host=host)
     bootid = new_bootid()
-    host.bootid_hash = hash_bootid(bootid)
-    host.boot_finished = False
-    host.last_boot_at = now
-    record(session, host, BOOT, "bootstrap", host.state, host.state, ident.describe())
+    session.execute(_BOOTED, {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": now})
+    record(session, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
     return Boot(host=host, bootid=bootid, registered=registered)
 
 
@@ -182,11 +220,12 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, bo
     host.state = states.format_chain(states.after_finish(states.parse_chain(before)))
     host.boot_finished = True
     host.updated_at = utcnow()
-    record(session, host, FINISH, "finish", before, host.state)
+    mark_changed(session, host.id)
+    record(session, host.id, FINISH, "finish", before, host.state)
     return host, True
 
 
-def update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
+def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
     """In state ``discover``: add reported MACs and merge reported metadata."""
     host = get_host(session, host_id, lock=True)
     check_bootid(host, bootid)
@@ -201,6 +240,7 @@ def update(session: Session, host_id: int, bootid: str | None, macs: list[str], 
             raise Conflict(f"MAC already belongs to another host: {taken}")
         for mac in new_macs:
             host.macs.append(HostMac(mac=mac, position=len(host.macs)))
+        mark_changed(session, host.id)
     meta = dict(host.meta or {})
     for document in documents:
         meta.update(document)
@@ -208,7 +248,7 @@ def update(session: Session, host_id: int, bootid: str | None, macs: list[str], 
     host.meta = meta
     host.updated_at = utcnow()
     detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
-    record(session, host, UPDATE, "update", detail=detail or "nothing new")
+    record(session, host.id, UPDATE, "update", detail=detail or "nothing new")
     return host
 
 
@@ -217,7 +257,8 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     before = host.state
     host.state = states.format_chain(chain)
     host.updated_at = utcnow()
-    record(session, host, STATE, source, before, host.state)
+    mark_changed(session, host.id)
+    record(session, host.id, STATE, source, before, host.state)
 
 
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
@@ -226,7 +267,7 @@ def set_hostname(session: Session, host: Host, hostname: str, source: str) -> No
         raise BadRequest(f"{hostname!r} is not a valid hostname (1-255 printable characters, no spaces)")
     before, host.hostname = host.hostname, hostname
     host.updated_at = utcnow()
-    record(session, host, EDIT, source, detail=f"hostname {before} -> {hostname}")
+    record(session, host.id, EDIT, source, detail=f"hostname {before} -> {hostname}")
 
 
 def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
@@ -235,7 +276,7 @@ def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
         raise BadRequest("metadata must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
     host.meta = meta
     host.updated_at = utcnow()
-    record(session, host, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
+    record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
@@ -249,7 +290,14 @@ def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None
     session.expire(host, ["macs"])
     host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(wanted)]
     host.updated_at = utcnow()
-    record(session, host, EDIT, source, detail="macs " + " ".join(wanted))
+    mark_changed(session, host.id)
+    record(session, host.id, EDIT, source, detail="macs " + " ".join(wanted))
+
+
+def delete_host(session: Session, host: Host) -> None:
+    """Delete a host, its MACs and its history; its id is never handed out again."""
+    mark_changed(session, host.id)
+    session.delete(host)
 
 
 def list_hosts(session: Session, host_id: int | None = None, state: str | None = None) -> list[Host]:

@@ -17,12 +17,24 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import jinja2
 
 from ks import images, states
 from ks.errors import ConfigError, KSError
-from ks.models import Host
+
+
+class Host(Protocol):
+    """What templates see of a host: an ORM ``Host`` or a ``machines.HostInfo``."""
+
+    id: int
+    hostname: str
+    state: str
+    serial: str | None
+    uuid: str | None
+    meta: dict
+    mac_list: list[str]
 
 log = logging.getLogger(__name__)
 

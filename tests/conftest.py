@@ -40,8 +40,21 @@ def root(tmp_path) -> Path:
 
 
 @pytest.fixture
-def app(root):
-    app = create_app({"ROOT": str(root)})
+def backend(request) -> str:
+    """The database backend; modules parametrize it indirectly to run on both."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(backend, root, request) -> str:
+    if backend == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{root / 'kiwispray.db'}"
+
+
+@pytest.fixture
+def app(root, database_url):
+    app = create_app({"ROOT": str(root), "DATABASE_URL": database_url})
     migrate.upgrade(app.extensions["kiwispray"].db)
     yield app
     app.extensions["kiwispray"].db.dispose()
@@ -81,16 +94,34 @@ def bootid_of(script: str) -> str:
     return script[start:end]
 
 
-def cli_env(root: Path) -> dict:
+def cli_env(root: Path, extra: dict | None = None) -> dict:
     """Environment for running the commands as separate processes."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["KS_ROOT"] = str(root)
+    env.update(extra or {})
     return env
 
 
-def run_edit_host(root: Path, *args, check=True) -> subprocess.CompletedProcess:
+def run_edit_host(root: Path, *args, check=True, env: dict | None = None) -> subprocess.CompletedProcess:
     """``edit-host`` as a separate process."""
     return subprocess.run(
-        [sys.executable, "-m", "ks.cli.edit_host", *args], env=cli_env(root), capture_output=True, text=True, check=check
+        [sys.executable, "-m", "ks.cli.edit_host", *args], env=cli_env(root, env), capture_output=True, text=True, check=check
     )
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A private PostgreSQL server for the whole test session."""
+    from pg import PostgresServer
+    from server import free_port
+
+    server = PostgresServer(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """The URL of a fresh, empty PostgreSQL database."""
+    return postgres.new_database()

@@ -7,6 +7,8 @@ from conftest import MAC1, MAC2, MAC3, boot, bootid_of, make_image
 from ks import machines, states
 from ks.models import Event, Host
 
+pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
 
 def set_state(db, host_id, text):
     db.write(lambda s: machines.set_state(s, machines.get_host(s, host_id), states.parse_chain(text), "cli"))
@@ -189,10 +191,10 @@ def test_waiting_machine_polls_without_flooding_history_and_moves_on(client, db)
     assert host(db, 1).bootid_hash != bootid_hash
 
 
-def test_discover_initial_chain_and_update(root, db):
+def test_discover_initial_chain_and_update(root, db, database_url):
     from ks.app import create_app
 
-    app = create_app({"ROOT": str(root), "INITIAL_CHAIN": "discover,new"})
+    app = create_app({"ROOT": str(root), "INITIAL_CHAIN": "discover,new", "DATABASE_URL": database_url})
     client = app.test_client()
     make_image(root, "discover")
     bootid = bootid_of(boot(client, MAC1).text)
@@ -241,7 +243,7 @@ def test_bootstrap_ipxe_uses_host_header_or_base_url(client, root):
     assert client.get("/bootstrap.ipxe", headers={"Host": "evil&&shell:5000"}).status_code == 400
     from ks.app import create_app
 
-    other = create_app({"ROOT": str(root), "BASE_URL": "http://boot.example:8080/"}).test_client()
+    other = create_app({"ROOT": str(root), "BASE_URL": "http://boot.example:8080/", "DATABASE_URL": "sqlite://"}).test_client()
     assert "chain http://boot.example:8080/bootstrap?" in other.get("/bootstrap.ipxe").text
 
 

@@ -6,6 +6,7 @@ import click
 
 from ks import config
 from ks.db import Database
+from ks.services import open_database
 from ks.errors import KSError
 
 root_option = click.option(
@@ -37,7 +38,7 @@ class Site:
 
     @cached_property
     def db(self) -> Database:
-        return Database(self.settings["DATABASE_URL"])
+        return open_database(self.settings)
 
     def migrated_db(self) -> Database:
         """The database, brought to the current schema first."""

@@ -96,7 +96,7 @@ def _resolve(db, host_id, mac, serial) -> int:
 def _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known_images) -> None:
     host = machines.get_host(session, host_id, lock=True)
     if delete:
-        session.delete(host)
+        machines.delete_host(session, host)
         return
     if state is not None:
         chain = states.parse_chain(state)

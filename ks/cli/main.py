@@ -9,6 +9,7 @@ import click
 
 from ks import __version__, config
 from ks.cli.common import Site, fail, root_option
+from ks.cli.image import image
 from ks.errors import KSError
 
 
@@ -154,3 +155,29 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
         raise fail(exc) from None
     click.echo(f"# template: {script.template}", err=True)
     sys.stdout.write(script.text)
+
+
+@cli.group("pxelinux")
+def pxelinux_group():
+    """PXELINUX links in the TFTP root (set KS_TFTP_ROOT to use them)."""
+
+
+@pxelinux_group.command("sync")
+@click.pass_obj
+def pxelinux_sync(site: Site):
+    """Repair drift: make every host's pxelinux.cfg/01-<mac> link as it should be."""
+    from ks import pxelinux
+
+    pxe = pxelinux.from_settings(site.settings)
+    if pxe is None:
+        raise click.ClickException("no TFTP root configured; set KS_TFTP_ROOT (and KS_PXELINUX_CONFIG_DIR)")
+    try:
+        changes = pxe.sync(site.migrated_db())
+    except (KSError, OSError) as exc:
+        raise fail(exc) from None
+    for change in changes:
+        click.echo(str(change))
+    click.echo(f"{len(changes)} link(s) changed in {pxe.link_dir}", err=True)
+
+
+cli.add_command(image)

@@ -1,0 +1,138 @@
+"""``kiwispray image import|list|check``: the commands over ks.kiwi."""
+
+import json
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import click
+
+from ks.cli.common import Site, fail
+from ks.errors import KSError
+from ks.kiwi import importer, inventory
+
+
+@click.group("image")
+def image():
+    """Import, list and check the images under images/."""
+
+
+@contextmanager
+def progressbar(label: str, total: int | None):
+    """A progress bar on stderr, in bytes (ks.kiwi's progress callable)."""
+    if total is None:
+        # click shows a running count instead of a percentage for an iterable without a length.
+        with click.progressbar((_ for _ in ()), label=label, file=sys.stderr, show_pos=True) as bar:
+            yield bar
+    else:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield bar
+
+
+@contextmanager
+def terminate_as_exit():
+    """Let SIGTERM unwind like Ctrl-C, so an interrupted import removes its scratch directory."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        sys.exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@image.command("import")
+@click.argument("name")
+@click.argument("source")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing image of this name (atomically; its host.ipxe/post_install templates are kept).",
+)
+@click.option(
+    "--no-verify", is_flag=True, help="Do not check <P>.xz against the build's checksum file (not recommended)."
+)
+@click.pass_obj
+def import_command(site: Site, name: str, source: str, force: bool, no_verify: bool):
+    """Import SOURCE as images/NAME.
+
+    SOURCE is a KIWI oem PXE build result (<P>.install.tar, an older .tar.xz, or a
+    directory holding its files), a KIWI live ISO, or an http(s) URL of an archive
+    or ISO. The disk is checked against the build's checksum file before the
+    image appears; a failed or interrupted import leaves nothing behind.
+    """
+    try:
+        with terminate_as_exit():
+            done = importer.import_image(
+                site.root, name, source, force=force, verify=not no_verify, progress=progressbar
+            )
+    except (KSError, OSError) as exc:
+        raise fail(exc) from None
+    for note in done.notes:
+        click.echo(f"note: {note}", err=True)
+    if done.verified:
+        verified = f"{done.verified.algorithm} of {done.verified.actual_size} bytes uncompressed verified"
+    elif done.kind == "kiwi":
+        verified = "checksum NOT verified (--no-verify)"
+    else:
+        verified = "boots root=live: from the ISO"
+    click.echo(f"imported {done.kind} image {name} ({done.product}) into {done.path}; {verified}")
+    click.echo(f"machines boot it in state {name}, e.g. `edit-host -i ID -s {name}`")
+
+
+@image.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def list_command(site: Site, as_json: bool):
+    """List images: kind, size, checksum status and missing files.
+
+    The checksum column reports the last import or `image check`: ok, MISMATCH,
+    unchecked, changed (the disk changed since) or - (nothing to check).
+    """
+    rows = inventory.describe_all(site.root)
+    for scratch in inventory.scratch_directories(site.root):
+        click.echo(f"note: images/{scratch} is an import in progress or a killed one; remove it if none runs", err=True)
+    if as_json:
+        click.echo(json.dumps([asdict(row) for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no images yet; add one with `kiwispray image import NAME SOURCE`")
+        return
+    table = [("NAME", "KIND", "SIZE", "CHECKSUM", "MISSING")]
+    table += [(r.name, r.kind, human_size(r.size), r.checksum, ", ".join(r.missing) or "-") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+
+
+@image.command("check")
+@click.argument("name")
+@click.pass_obj
+def check_command(site: Site, name: str):
+    """Verify images/NAME again: its files, and its disk against the checksum file."""
+    try:
+        status, result = inventory.check(site.root, name, progress=progressbar)
+    except (KSError, OSError) as exc:
+        raise fail(exc) from None
+    if result is None:
+        click.echo(f"{name}: {status.kind} image complete; it has no checksum file to verify")
+    else:
+        click.echo(
+            f"{name}: {result.file} matches ({result.algorithm} {result.actual}, {result.actual_size} bytes uncompressed)"
+        )
+
+
+def human_size(size: int) -> str:
+    """1536 -> '1.5K': sizes as operators read them in `ls -lh`."""
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}T"

@@ -1,0 +1,112 @@
+"""A real ``kiwispray serve`` process for tests: start, wait until it answers, stop or kill."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import threading
+
+import requests
+
+from conftest import cli_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m ks serve`` in its own process group, logging to a file."""
+
+    def __init__(self, root: Path, *args: str, port: int | None = None, env: dict | None = None):
+        self.root = root
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.env = {**cli_env(root), **(env or {})}
+        self.log_path = root.parent / f"serve-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ks", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                requests.get(self.url + "/hosts", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, as an init system would; returns the exit status."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (master and workers)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def mac(i: int) -> str:
+    """The MAC of test machine ``i``."""
+    return f"52-54-01-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}"
+
+
+class Storm:
+    """Machines that keep retrying /bootstrap until they get a 200, like iPXE's bootstrap script."""
+
+    def __init__(self, servers: list["ServerProcess"]):
+        self.servers = servers
+        self.acked: dict[str, int] = {}  # MAC -> times it got a 200
+        self.errors = 0
+        self.lock = threading.Lock()
+
+    def machine(self, i: int, server: int | None = None) -> None:
+        """Boot machine ``i`` once (through servers[server], default: split by i)."""
+        srv = self.servers[i % len(self.servers) if server is None else server]
+        for _attempt in range(200):
+            try:
+                r = requests.get(srv.url + "/bootstrap", params={"net0": mac(i), "serial": f"M{i:05d}"}, timeout=10)
+            except requests.RequestException:
+                with self.lock:
+                    self.errors += 1
+                time.sleep(0.2)
+                continue
+            assert r.status_code == 200, r.text
+            with self.lock:
+                self.acked[mac(i)] = self.acked.get(mac(i), 0) + 1
+            return r.text
+        raise AssertionError(f"machine {i} got no answer in 200 tries")

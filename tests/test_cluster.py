@@ -1,0 +1,109 @@
+"""Two kiwispray servers on one PostgreSQL database behave as one service.
+
+A boot storm is split between them (some machines ask both at once) while
+edit-host changes states; afterwards every acknowledged registration and
+change is present, no machine has two hosts, and a /finish retried through
+the other server still advances once.
+"""
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from conftest import bootid_of, run_edit_host
+from ks.db import Database
+from ks.models import Event, Host, HostMac
+from server import ServerProcess, Storm, mac
+
+pytestmark = pytest.mark.e2e
+
+MACHINES = 400
+
+
+def test_two_servers_on_postgresql(root, pg_url):
+    env = {"KS_DATABASE_URL": pg_url}
+    servers = [ServerProcess(root, env=env).start(), ServerProcess(root, env=env).start()]
+    storm = Storm(servers)
+    changes: dict[str, str] = {}
+    done = threading.Event()
+
+    def operator(seed: int) -> None:
+        rng = random.Random(seed)
+        while not done.is_set():
+            with storm.lock:
+                known = [m for m in storm.acked if m != mac(0)]
+            if not known:
+                time.sleep(0.05)
+                continue
+            target = rng.choice(known)
+            state = rng.choice(["wipe", "image1", "wipe,image1"])
+            if run_edit_host(root, "--mac", target, "-s", state, check=False, env=env).returncode == 0:
+                with storm.lock:
+                    changes[target] = state
+
+    operators = [threading.Thread(target=operator, args=(n,)) for n in range(2)]
+    for t in operators:
+        t.start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            # Machines 1..9 ask both servers at the same moment, several times.
+            futures = [pool.submit(storm.machine, i, server) for i in range(1, 10) for server in (0, 1, 0, 1)]
+            futures += [pool.submit(storm.machine, i) for i in range(10, MACHINES)]
+            for f in futures:
+                f.result()
+        deadline = time.monotonic() + 60
+        while len(changes) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        done.set()
+        for t in operators:
+            t.join()
+
+    try:
+        # A retried /finish, the retry reaching the other server, advances once.
+        storm.machine(0, 0)
+        assert run_edit_host(root, "--mac", mac(0), "-s", "wipe,image1", env=env).returncode == 0
+        bootid = bootid_of(storm.machine(0, 1))
+        host_id = _host_of(pg_url, mac(0))
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(
+                lambda srv: requests.get(f"{srv.url}/finish", params={"id": host_id, "bootid": bootid}, timeout=10),
+                [servers[0], servers[1], servers[0], servers[1]],
+            ))
+        assert [a.status_code for a in answers] == [200] * 4
+        assert sum("finished its step" in a.text for a in answers) == 1
+    finally:
+        for srv in servers:
+            srv.kill()
+
+    db = Database(pg_url)
+    try:
+        with db.read() as session:
+            owners: dict[str, list[int]] = {}
+            for host_mac in session.scalars(select(HostMac)):
+                owners.setdefault(host_mac.mac.replace(":", "-"), []).append(host_mac.host_id)
+            states = {h.id: h.state for h in session.scalars(select(Host))}
+            finishes = session.scalars(select(Event).where(Event.host_id == host_id, Event.kind == "finish")).all()
+    finally:
+        db.dispose()
+    assert len(states) == MACHINES, "one host per machine, no duplicates"
+    for m in storm.acked:
+        assert len(owners.get(m, [])) == 1, f"registration of {m} missing or duplicated"
+    assert len(changes) >= 10
+    for m, state in changes.items():
+        assert states[owners[m][0]] == state, f"acknowledged change of {m} to {state} was lost"
+    assert states[host_id] == "image1" and len(finishes) == 1
+
+
+def _host_of(url: str, machine_mac: str) -> int:
+    db = Database(url)
+    try:
+        with db.read() as session:
+            return session.scalar(select(HostMac.host_id).where(HostMac.mac == machine_mac.replace("-", ":")))
+    finally:
+        db.dispose()
