@@ -53,8 +53,9 @@ def test_machine_installs_once_then_boots_its_disk(lab, firmware):
     try:
         run.wait_for(WAITING)
         assert chains(lab) == [(1, "new", [mac])]
-        assert "   1 not-set              new        KSE2E-0001" in lab.edit_host("-l").stdout
-        assert "   1 not-set              new        KSE2E-0001" in lab.get("/hosts")
+        row = f"   1 not-set              new        {machine.serial}"
+        assert row in lab.edit_host("-l").stdout
+        assert row in lab.get("/hosts")
         run.wait_for(f"(?s){WAITING}.*{WAITING}")  # it asked again at least once
         lab.edit_host("-i", "1", "-s", "wipe,image1")
         console = run.wait_exit()
