@@ -5,8 +5,8 @@
 # calls /finish) and reboots. QEMU started with -no-reboot then exits, so every
 # boot of a test machine is one QEMU run.
 #
-# The same kernel and initrd are also laid out like a KIWI oem PXE build, so tests
-# can make image directories out of them.
+# The same kernel and initrd are also packed like a KIWI oem PXE build, so tests
+# can import them as an image.
 #
 #   scripts/build-test-guest.sh            build into .cache/e2e (or $KS_E2E_CACHE)
 #
@@ -15,15 +15,20 @@
 #
 # Output in the cache directory:
 #   guest/vmlinuz  guest/initrd.gz           the test machine
-#   kiwi/pxeboot.$PRODUCT.kernel             the same, named like KIWI output, with
-#   kiwi/pxeboot.$PRODUCT.initrd.xz          a command line ($PRODUCT.append) and a
-#   kiwi/$PRODUCT.append  kiwi/$PRODUCT.xz   placeholder disk image ($PRODUCT.xz)
+#   kiwi/                                     the same as a KIWI oem PXE build result:
+#     pxeboot.$PRODUCT.kernel                 kernel,
+#     pxeboot.$PRODUCT.initrd.xz              initrd,
+#     $PRODUCT.append                         kernel command line,
+#     $PRODUCT.xz  $PRODUCT.sha256            a placeholder disk and its checksum file
+#   $PRODUCT.install.tar                      those files, packed as KIWI packs them
 #
-# Re-running reuses what is there; delete the cache directory to rebuild.
+# Re-running reuses what is there, and rebuilds when this script or the files of
+# scripts/test-guest/ changed.
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cache=${KS_E2E_CACHE:-$repo/.cache/e2e}
+# KIWI names its results <image name>.<arch>-<version>.
 product=KSTest.x86_64-1.0.0
 guest=$cache/guest
 kiwi=$cache/kiwi
@@ -117,19 +122,26 @@ build_guest() {
 	say "built $guest ($kpkg)"
 }
 
-# A directory that looks like a KIWI oem PXE build of the test machine.
+# A KIWI oem PXE build result of the test machine: the directory and its
+# install tarball, as KIWI writes them.
 build_kiwi() {
 	rm -rf "$kiwi.tmp"
 	mkdir -p "$kiwi.tmp"
 	cp "$guest/vmlinuz" "$kiwi.tmp/pxeboot.$product.kernel"
 	gzip -dc "$guest/initrd.gz" | xz --check=crc32 -6 >"$kiwi.tmp/pxeboot.$product.initrd.xz"
-	# The disk image is never written by the test machine; it only has to exist.
-	echo "placeholder disk image of the KIWIspray test machine" | xz --check=crc32 >"$kiwi.tmp/$product.xz"
+	# The disk is never written by the test machine; it only has to be a disk
+	# image with KIWI's checksum file: digest, blocks, block size of the raw disk.
+	head -c $((256 * 4096)) /dev/zero >"$kiwi.tmp/disk.raw"
+	echo "$(sha256sum <"$kiwi.tmp/disk.raw" | cut -d' ' -f1) 256 4096" >"$kiwi.tmp/$product.sha256"
+	xz --check=crc32 <"$kiwi.tmp/disk.raw" >"$kiwi.tmp/$product.xz"
+	rm "$kiwi.tmp/disk.raw"
 	# KIWI's own .append names a placeholder install image; KIWIspray replaces it.
 	echo "rd.kiwi.install.pxe rd.kiwi.install.image=http://example.invalid/image/$product.xz console=ttyS0 panic=10 kstag=kiwi" >"$kiwi.tmp/$product.append"
+	(cd "$kiwi.tmp" && tar -cf "$product.install.tar.tmp" -- *)
 	rm -rf "$kiwi"
 	mv "$kiwi.tmp" "$kiwi"
-	say "built $kiwi"
+	mv "$kiwi/$product.install.tar.tmp" "$cache/$product.install.tar"
+	say "built $kiwi and $cache/$product.install.tar"
 }
 
 need qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/efi-e1000.rom:ipxe-qemu \
@@ -138,7 +150,7 @@ need qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/efi-e1000.rom:ipxe-qe
 mkdir -p "$cache"
 # Rebuild when the files that go into the initrd changed since the last build.
 stamp=$(cat "$0" "$repo/scripts/test-guest/init" "$repo/scripts/test-guest/udhcpc.script" | cksum | cut -d' ' -f1)
-if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$guest/initrd.gz" ] || [ ! -f "$kiwi/$product.append" ]; then
+if [ "$(cat "$cache/stamp" 2>/dev/null)" != "$stamp" ] || [ ! -f "$guest/initrd.gz" ] || [ ! -f "$cache/$product.install.tar" ]; then
 	build_guest
 	build_kiwi
 	echo "$stamp" >"$cache/stamp"

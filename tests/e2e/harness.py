@@ -58,12 +58,10 @@ def dnsmasq_config(example: str, interface: str, dhcp_range: str, tftp_root: str
 
 
 def make_site(root: Path, cache: Path) -> None:
-    """A site root: images/wipe (a legacy template booting the test machine) and
-    images/image1 (the test machine laid out like a KIWI build)."""
+    """A site root with images/wipe: a legacy template booting the test machine."""
     shutil.copytree(SITE_TEMPLATE, root)
     for name in ("vmlinuz", "initrd.gz"):
         shutil.copy(cache / "guest" / name, root / "images" / "wipe" / name)
-    shutil.copytree(cache / "kiwi", root / "images" / "image1")
 
 
 def tail(path: Path, size: int = 3000) -> str:
@@ -92,6 +90,9 @@ class Lab:
     def start(self, poll_interval: int = 2) -> "Lab":
         """Create the site, the network, dnsmasq and the server."""
         make_site(self.root, self.cache)
+        # images/image1: the test machine as a KIWI build, imported the operator's way.
+        (build,) = self.cache.glob("*.install.tar")
+        self.kiwispray("image", "import", "image1", build)
         self.namespace.create()
         self._start_dnsmasq()
         self._start_server(poll_interval)
@@ -145,13 +146,21 @@ class Lab:
             raise RuntimeError(f"GET {path} failed: {done.stderr.strip()[-500:]}")
         return done.stdout
 
-    def edit_host(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """``edit-host --root SITE ARGS`` as an operator runs it."""
-        argv = [sys.executable, "-m", "ks.cli.edit_host", "--root", str(self.root), *args]
+    def command(self, module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+        """``python -m MODULE --root SITE ARGS``: a command as an operator runs it."""
+        argv = [sys.executable, "-m", module, "--root", str(self.root), *map(str, args)]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env())
         if check and done.returncode != 0:
-            raise AssertionError(f"edit-host {' '.join(args)} exited {done.returncode}: {done.stderr}")
+            raise AssertionError(f"{module} {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
         return done
+
+    def kiwispray(self, *args, check: bool = True) -> subprocess.CompletedProcess:
+        """``kiwispray --root SITE ARGS``."""
+        return self.command("ks", *args, check=check)
+
+    def edit_host(self, *args, check: bool = True) -> subprocess.CompletedProcess:
+        """``edit-host --root SITE ARGS``."""
+        return self.command("ks.cli.edit_host", *args, check=check)
 
     def hosts(self) -> list[dict]:
         """All hosts, from ``edit-host --json``."""

@@ -2,9 +2,10 @@
 
 One machine goes the whole way an operator knows: it boots unknown and waits in
 ``new``; edit-host gives it ``wipe,image1`` and it moves on without a reboot;
-``wipe`` (a legacy template) and ``image1`` (a KIWI image through the generic
-template) each run their post-install script, which calls /finish; then the
-machine is ``finished`` and iPXE hands it back to the firmware.
+``wipe`` (a legacy template) and ``image1`` (a KIWI build imported with
+``kiwispray image import``, booted through the generic template) each run their
+post-install script, which calls /finish; then the machine is ``finished`` and
+iPXE hands it back to the firmware.
 """
 
 import json
@@ -98,3 +99,29 @@ def test_machine_installs_once_then_boots_its_disk(lab, firmware):
         ("boot", "finished"),
     ]
     assert set(events[8:]) <= {("boot", "finished")}  # OVMF's own PXE asked once more
+
+
+def test_identity_conflict_waits_for_the_operator(lab):
+    """A machine whose MAC and serial belong to two hosts changes nothing and waits,
+    asking again, until an operator resolves it; then it boots as the remaining host."""
+    machine = lab.machine("bios")
+    known_hosts = [
+        {"id": 1, "hostname": "by-mac", "macs": machine.mac.upper(), "state": "finished"},
+        {"id": 2, "hostname": "by-serial", "serial": machine.serial, "state": "new"},
+    ]
+    (lab.workdir / "known_hosts.json").write_text(json.dumps(known_hosts))
+    lab.kiwispray("import-legacy", lab.workdir / "known_hosts.json")
+
+    run = machine.power_on()
+    try:
+        conflict = "KIWIspray: identity conflict, nothing was changed"
+        run.wait_for(conflict)
+        run.wait_for(f"(?s){conflict}.*{conflict}")  # it asked again at least once
+        lab.edit_host("-i", "2", "--delete")
+        run.wait_for(NEXT_DEVICE["bios"], timeout=120)
+    finally:
+        run.power_off()
+    assert "host 1 (by-mac) is installed; booting from the next device" in run.text
+    assert chains(lab) == [(1, "finished", [machine.mac])]
+    # One conflict however often it asked; then host 1 learned the serial and UUID.
+    assert [kind for kind, _ in history(lab)] == ["import", "conflict", "update", "boot"]
