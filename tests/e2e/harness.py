@@ -108,6 +108,7 @@ class Lab:
         for binary in IPXE_BINARIES:
             shutil.copy(binary, tftp)
         w = self.workdir
+        # user=root: dnsmasq would run as nobody, which cannot write into the test's directory.
         additions = [
             "port=0", "bind-interfaces", "log-dhcp", "user=root",
             f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}", f"pid-file={w / 'dnsmasq.pid'}",
