@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from ks import config
@@ -35,9 +35,10 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
-    from ks import boot
+    from ks import api, boot
 
     app.register_blueprint(boot.bp)
+    app.register_blueprint(api.bp)
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):
@@ -47,6 +48,8 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if request.path.startswith(api.bp.url_prefix + "/"):
+            return api.error(exc.description or exc.name, exc.code or 500)
         response = exc.get_response()
         response.set_data(f"{exc.code} {exc.name}: {exc.description}\n")
         response.mimetype = "text/plain"

@@ -24,6 +24,12 @@ DEFAULTS = {
     "TFTP_ROOT": "",
     # Where the per-state PXELINUX configurations live; relative to TFTP_ROOT unless absolute.
     "PXELINUX_CONFIG_DIR": "pxelinux.configs",
+    # Seconds one BMC operation may take; listings wait at most POWER_STATUS_TIMEOUT for all BMCs.
+    "POWER_TIMEOUT": 10.0,
+    "POWER_STATUS_TIMEOUT": 3.0,
+    # Redfish over HTTPS: "true" checks BMC certificates against the system's CAs,
+    # "false" accepts any, a path names the CA file to trust.
+    "BMC_VERIFY": "true",
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
 }
@@ -36,6 +42,9 @@ ENV_VARS = {
     "KS_INITIAL_CHAIN": ("INITIAL_CHAIN", str),
     "KS_POLL_INTERVAL": ("POLL_INTERVAL", int),
     "KS_TFTP_ROOT": ("TFTP_ROOT", str),
+    "KS_POWER_TIMEOUT": ("POWER_TIMEOUT", float),
+    "KS_POWER_STATUS_TIMEOUT": ("POWER_STATUS_TIMEOUT", float),
+    "KS_BMC_VERIFY": ("BMC_VERIFY", str),
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
 }
 

@@ -71,3 +71,24 @@ class UnsafeArchive(ImageError):
 
 class ChecksumMismatch(ImageError):
     """An image whose uncompressed disk does not match the build's checksum file."""
+
+
+class InvalidBMCAddress(BadRequest):
+    """A BMC address that is not ipmi://… or redfish://… in the Metal3 convention."""
+
+
+class PowerError(KSError):
+    """A BMC that answered but refused or failed a power operation."""
+
+    # The request was fine; the BMC behind this service failed (as an HTTP gateway).
+    status = 502
+
+
+class BMCAuthFailed(PowerError):
+    """A BMC that rejected the username or password it was given."""
+
+
+class BMCUnreachable(PowerError):
+    """A BMC that gave no answer within the timeout."""
+
+    status = 504

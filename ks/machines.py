@@ -87,6 +87,23 @@ def find_by(session: Session, mac: str | None = None, serial: str | None = None)
     return host
 
 
+def resolve(session: Session, ref: str) -> Host:
+    """A host by reference: its id, one of its MACs, or its (unique) hostname."""
+    ref = (ref or "").strip()
+    if ref.isascii() and ref.isdigit() and len(ref) <= 19:
+        return get_host(session, int(ref))
+    try:
+        return find_by(session, mac=ref)
+    except BadRequest:
+        pass  # not a MAC: a hostname
+    hosts = session.scalars(select(Host).where(Host.hostname == ref).limit(2)).all()
+    if not hosts:
+        raise NotFound(f"no host with id, MAC or name {ref[:64]!r}")
+    if len(hosts) > 1:
+        raise Conflict(f"several hosts are called {ref[:64]!r}; use the id or a MAC")
+    return hosts[0]
+
+
 def matching_ids(session: Session, ident: Identity) -> list[int]:
     """Ids of all hosts that own any of the identifiers (each lookup uses an index)."""
     if not ident:
@@ -277,6 +294,16 @@ def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
     host.meta = meta
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
+
+
+def set_bmc(session: Session, host: Host, bmc: dict | None, source: str) -> None:
+    """Set (or with None remove) a host's BMC address and credentials; validated by the caller."""
+    bmc = bmc or {}
+    host.bmc_address = bmc.get("address")
+    host.bmc_username = bmc.get("username")
+    host.bmc_password = bmc.get("password")
+    host.updated_at = utcnow()
+    record(session, host.id, EDIT, source, detail=f"bmc {host.bmc_address}" if host.bmc_address else "bmc removed")
 
 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:

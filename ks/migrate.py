@@ -35,6 +35,15 @@ def upgrade(db: Database, revision: str = "head") -> None:
                 conn.commit()
 
 
+def head() -> str:
+    """The newest revision the shipped migrations know."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(shipped("migrations")))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
 def current(db: Database) -> str | None:
     """The revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext

@@ -66,6 +66,11 @@ class Host(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Baseboard management controller, in the Metal3/Ironic URL convention
+    # (ipmi://host:port, redfish://host/redfish/v1/Systems/1, ...).
+    bmc_address: Mapped[str | None] = mapped_column(String(512))
+    bmc_username: Mapped[str | None] = mapped_column(String(255))
+    bmc_password: Mapped[str | None] = mapped_column(String(255))
 
     macs: Mapped[list["HostMac"]] = relationship(
         back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"
@@ -103,3 +108,16 @@ class Event(Base):
     to_state: Mapped[str | None] = mapped_column(String(1100))
     source: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class ApiToken(Base):
+    """A bearer token for the admin API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -43,7 +43,7 @@ def _time(value) -> str | None:
 
 
 def host_dict(host: Host) -> dict:
-    """A host as JSON (never the bootid)."""
+    """A host as JSON (never the bootid or the BMC password)."""
     chain = host.state.split(",")
     return {
         "id": host.id,
@@ -58,6 +58,7 @@ def host_dict(host: Host) -> dict:
         "updated_at": _time(host.updated_at),
         "last_boot_at": _time(host.last_boot_at),
         "last_seen_at": _time(host.last_seen_at),
+        "bmc": {"address": host.bmc_address, "username": host.bmc_username} if host.bmc_address else None,
     }
 
 

@@ -1,5 +1,7 @@
 """Shared fixtures: a site root per test, the app, its client and CLI runners."""
 
+import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bmc import IpmiSim, RedfishSim
 from ks import migrate
 from ks.app import create_app
 
@@ -125,3 +128,19 @@ def postgres():
 def pg_url(postgres) -> str:
     """The URL of a fresh, empty PostgreSQL database."""
     return postgres.new_database()
+
+
+SIMULATORS = {"ipmi": IpmiSim, "redfish": RedfishSim}
+
+
+@pytest.fixture
+def start_bmc(tmp_path):
+    """Start a simulated BMC: ``start_bmc("ipmi"|"redfish", power=False, **options)``."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as running:
+
+        def start(kind: str, power: bool = False, **options):
+            workdir = tmp_path / f"{kind}-{next(numbers)}"
+            return running.enter_context(SIMULATORS[kind](workdir, power=power, **options))
+
+        yield start

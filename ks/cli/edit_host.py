@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ks import images, machines, present, states
+from ks import hostpower, images, machines, power, present, states
 from ks.cli.common import Site, root_option
 from ks.errors import KSError, NotFound
 
@@ -43,11 +43,21 @@ class Refused(click.ClickException):
 @click.option("-n", "--hostname", help="Set the host name.")
 @click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
+@click.option("--bmc", metavar="URL", help="Set the host's BMC: ipmi://host[:port], redfish://host/redfish/v1/Systems/ID, "
+                                       "redfish+http://… ('' removes it).")
+@click.option("--bmc-user", metavar="USER", help="BMC user name (with --bmc).")
+@click.option("--bmc-password", metavar="PASSWORD", envvar="KS_BMC_PASSWORD",
+              help="BMC password (with --bmc); '-' reads it from stdin, and env KS_BMC_PASSWORD keeps it "
+                   "off the command line.")
+@click.option("--power", "power_action", type=click.Choice(["status", "on", "off", "cycle"]),
+              help="Power action through the host's BMC.")
+@click.option("--reboot", is_flag=True, help="After the change (e.g. -s image1), power-cycle the host so it boots now.")
 @click.option("--force", is_flag=True, help="Set a state even if images/<name>/ does not exist (yet).")
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 @root_option
-def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, force, history, as_json, root):
+def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, bmc, bmc_user, bmc_password,
+              power_action, reboot, force, history, as_json, root):
     """List known machines and change their state, hostname or metadata.
 
     \b
@@ -62,26 +72,36 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
     if sum(x is not None for x in (host_id, mac, serial)) > 1:
         raise click.UsageError("select the host with one of -i, --mac or --serial")
     selected = host_id is not None or mac is not None or serial is not None
-    changes = state is not None or meta is not None or hostname is not None or set_macs is not None or delete
-    if not (selected or verbosity or as_json or changes or history):
+    changes = any(x is not None for x in (state, meta, hostname, set_macs, bmc)) or delete
+    acts = changes or history or power_action or reboot
+    if not (selected or verbosity or as_json or acts):
         raise click.UsageError("nothing to do: list with -l, or select a host with -i ID and change it with -s/-m/-n")
-    if (changes or history) and not selected:
+    if acts and not selected:
         raise click.UsageError("select the host to change with -i ID, --mac or --serial")
+    if (bmc_user is not None or bmc_password is not None) and bmc is None:
+        raise click.UsageError("--bmc-user and --bmc-password go with --bmc URL")
+    if power_action and reboot:
+        raise click.UsageError("give either --power or --reboot")
+    bmc_settings = _bmc_settings(bmc, bmc_user, bmc_password)
     try:
         db = site.migrated_db()
         if selected:
             host_id = _resolve(db, host_id, mac, serial)
         if changes:
             known = images.image_names(site.root)
-            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known))
+            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, bmc_settings, delete, force, known))
             if delete:
                 click.echo(f"host {host_id} deleted", err=True)
                 return
+        if power_action or reboot:
+            # The change above stands whatever the BMC does; a failure is reported with exit 1.
+            reached = hostpower.power_host(db, host_id, power_action or "cycle", "cli", site.settings)
+            click.echo(f"host {host_id}: power {reached}", err=True)
         with db.read() as session:
             if history:
                 _show_history(session, host_id, as_json)
             else:
-                _show_hosts(session, host_id, verbosity or 1, as_json)
+                _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
     except KSError as exc:
         raise Refused(str(exc)) from None
 
@@ -93,7 +113,22 @@ def _resolve(db, host_id, mac, serial) -> int:
         return machines.find_by(session, mac=mac, serial=serial).id
 
 
-def _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known_images) -> None:
+def _bmc_settings(url, user, password) -> dict | None:
+    """The --bmc options as machines.set_bmc takes them (validated); None when not given."""
+    if url is None:
+        return None
+    if url == "":
+        return {}
+    try:
+        power.parse_bmc_address(url)
+    except KSError as exc:
+        raise click.BadParameter(str(exc), param_hint="--bmc") from None
+    if password == "-":
+        password = sys.stdin.readline().rstrip("\n")
+    return {"address": url, "username": user or "", "password": password or ""}
+
+
+def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, force, known_images) -> None:
     host = machines.get_host(session, host_id, lock=True)
     if delete:
         machines.delete_host(session, host)
@@ -108,12 +143,15 @@ def _apply(session, host_id, state, meta, hostname, set_macs, delete, force, kno
         machines.set_metadata(session, host, meta, "cli")
     if set_macs is not None:
         machines.set_macs(session, host, [m for m in set_macs.split(",") if m.strip()], "cli")
+    if bmc is not None:
+        machines.set_bmc(session, host, bmc or None, "cli")
 
 
-def _show_hosts(session, host_id, verbosity, as_json) -> None:
+def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
+    power_states = hostpower.power_states(hosts, settings) if verbosity > 1 else {}
     if as_json:
         click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
         return
@@ -122,6 +160,8 @@ def _show_hosts(session, host_id, verbosity, as_json) -> None:
         lines.append(present.table_row(host))
         if verbosity > 1:
             lines.append("     MAC addrs: %-s" % present.legacy_macs(host))
+            if host.bmc_address:
+                lines.append("     BMC:       %s  power: %s" % (host.bmc_address, power_states.get(host.id) or "unknown"))
         if (host_id is not None or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)

@@ -9,15 +9,22 @@ import click
 
 from ks import __version__, config
 from ks.cli.common import Site, fail, root_option
+from ks.cli.fleet import config_group, host_group
 from ks.cli.image import image
+from ks.cli.token import token
 from ks.errors import KSError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="kiwispray")
 @root_option
+@click.option("--server", envvar="KS_SERVER", metavar="URL",
+              help="Drive the server at URL through its admin API ('host' and 'config' commands) (env KS_SERVER).")
+@click.option("--token-file", envvar="KS_TOKEN_FILE", type=click.Path(dir_okay=False),
+              help="File holding the API token for --server [default: ~/.config/kiwispray/token]; "
+                   "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
 @click.pass_context
-def cli(ctx: click.Context, root: str | None):
+def cli(ctx: click.Context, root: str | None, server: str | None, token_file: str | None):
     """KIWIspray: network-boot provisioning for KIWI images.
 
     Machines PXE-boot into iPXE, ask this service what to do, install their
@@ -181,3 +188,6 @@ def pxelinux_sync(site: Site):
 
 
 cli.add_command(image)
+cli.add_command(token)
+cli.add_command(host_group)
+cli.add_command(config_group)

@@ -1,0 +1,65 @@
+"""Configurations (images and builtin states) and PXE Pilot's deploy call."""
+
+from ks import fleet, images
+from ks.api import SOURCE, answer, body, bp, error
+from ks.api.hosts import entry_ref
+from ks.api.power import reboot_hosts
+from ks.errors import BadRequest, NotFound
+from ks.web import services
+
+DEPLOY_FIELDS = {"hosts", "reboot"}
+
+
+def configuration_names() -> list[dict]:
+    """The site's configurations."""
+    return fleet.configurations(services().settings["ROOT"])
+
+
+@bp.get("/configurations")
+def list_configurations():
+    """Images and builtin states, PXE Pilot's ``{"configurations": [{"name": ...}]}``."""
+    return answer({"configurations": configuration_names()})
+
+
+@bp.get("/configurations/<name>")
+def get_configuration(name: str):
+    """One configuration, with the files of an image."""
+    for config in configuration_names():
+        if config["name"] == name:
+            image = images.load(services().settings["ROOT"], name) if config["kind"] == "image" else None
+            files = image.files if image else []
+            return answer({**config, "files": files})
+    raise NotFound(f"configuration {name[:64]!r} not found")
+
+
+def parse_deploy(document: dict) -> tuple[list, bool]:
+    """PXE Pilot's deploy body: ``{"hosts": [...], "reboot": bool}``."""
+    unknown = sorted(set(document) - DEPLOY_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; deploy takes hosts and reboot")
+    entries = document.get("hosts")
+    if not isinstance(entries, list) or not entries:
+        raise BadRequest('hosts must be a non-empty list like [{"name": "h1"}, {"macAddress": "00:00:00:00:00:01"}]')
+    if len(entries) > 10_000:
+        raise BadRequest("at most 10000 hosts per deploy")
+    reboot = document.get("reboot", False)
+    if not isinstance(reboot, bool):
+        raise BadRequest("reboot must be true or false")
+    return entries, reboot
+
+
+@bp.put("/configurations/<name>/deploy")
+def deploy(name: str):
+    """Give every listed host this configuration; all or nothing. 204 like PXE Pilot."""
+    entries, reboot = parse_deploy(body())
+    refs = [entry_ref(entry) for entry in entries]
+    host_ids = fleet.deploy(services().db, services().settings["ROOT"], name, refs, SOURCE)
+    if reboot:
+        failures = reboot_hosts(host_ids)
+        if failures:
+            return error(
+                f"configuration {name} deployed, but the reboot failed for: "
+                + "; ".join(f"host {hid}: {why}" for hid, why in failures),
+                409,
+            )
+    return "", 204

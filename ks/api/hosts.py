@@ -1,0 +1,143 @@
+"""Hosts: list, get, patch, delete, history."""
+
+from flask import request
+
+from ks import hostpower, images, machines, present, states
+from ks.api import SOURCE, answer, body, bp
+from ks.errors import BadRequest
+from ks.identity import normalize_mac
+from ks.web import services
+
+PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
+MAX_LIMIT = 10_000
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+@bp.get("/hosts")
+def list_hosts():
+    """Hosts ordered by id; filters: state (current state), mac, serial; paging: limit, offset."""
+    limit = _int_arg("limit", 1000, 1, MAX_LIMIT)
+    offset = _int_arg("offset", 0, 0, 2**62)
+    state = request.args.get("state")
+    if state is not None:
+        states.parse_chain(state)
+    with services().db.read() as session:
+        if request.args.get("mac") or request.args.get("serial"):
+            found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
+            hosts = [found] if state is None or states.current(states.parse_chain(found.state)) == state else []
+        else:
+            hosts = machines.list_hosts(session, state=state)
+        page = hosts[offset : offset + limit]
+        documents = [present.host_dict(h) for h in page]
+    if request.args.get("power") == "1":
+        found = hostpower.power_states(page, services().settings)
+        for document in documents:
+            document["power"] = found[document["id"]]
+    return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})
+
+
+@bp.get("/hosts/<ref>")
+def get_host(ref: str):
+    """One host by id, MAC or unique hostname."""
+    with services().db.read() as session:
+        return answer(present.host_dict(machines.resolve(session, ref)))
+
+
+def parse_patch(document: dict, known_images: set[str]) -> dict:
+    """Validate a PATCH body completely before anything changes."""
+    unknown = sorted(set(document) - PATCH_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; a host takes {', '.join(sorted(PATCH_FIELDS))}")
+    force = document.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("force must be true or false")
+    changes = {}
+    if "state" in document:
+        state = document["state"]
+        if isinstance(state, list) and all(isinstance(s, str) for s in state):
+            state = ",".join(state)
+        if not isinstance(state, str):
+            raise BadRequest("state must be a chain like 'wipe,image1' or a list of state names")
+        chain = states.parse_chain(state)
+        states.check_known(chain, known_images, force)
+        changes["state"] = chain
+    if "hostname" in document:
+        if not isinstance(document["hostname"], str):
+            raise BadRequest("hostname must be a string")
+        changes["hostname"] = document["hostname"]
+    if "metadata" in document:
+        if not isinstance(document["metadata"], dict):
+            raise BadRequest("metadata must be a JSON object")
+        changes["metadata"] = document["metadata"]
+    if "bmc" in document:
+        changes["bmc"] = parse_bmc(document["bmc"])
+    return changes
+
+
+def parse_bmc(value) -> dict | None:
+    """``{"address", "username", "password"}`` or null to remove the BMC."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"address", "username", "password"} or "address" not in value:
+        raise BadRequest("bmc must be null or {\"address\": URL, \"username\": ..., \"password\": ...}")
+    if not all(isinstance(v, str) for v in value.values()):
+        raise BadRequest("bmc address, username and password must be strings")
+    from ks import power
+
+    power.parse_bmc_address(value["address"])
+    return value
+
+
+@bp.patch("/hosts/<ref>")
+def patch_host(ref: str):
+    """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
+    changes = parse_patch(body(), images.image_names(services().settings["ROOT"]))
+
+    def work(session):
+        host = machines.resolve(session, ref)
+        if "state" in changes:
+            machines.set_state(session, host, changes["state"], SOURCE)
+        if "hostname" in changes:
+            machines.set_hostname(session, host, changes["hostname"], SOURCE)
+        if "metadata" in changes:
+            machines.set_metadata(session, host, changes["metadata"], SOURCE)
+        if "bmc" in changes:
+            machines.set_bmc(session, host, changes["bmc"], SOURCE)
+        session.flush()
+        return present.host_dict(host)
+
+    return answer(services().db.write(work))
+
+
+@bp.delete("/hosts/<ref>")
+def delete_host(ref: str):
+    """Delete a host; its id is never reused."""
+    services().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
+    return "", 204
+
+
+@bp.get("/hosts/<ref>/history")
+def host_history(ref: str):
+    """The host's events, oldest first."""
+    with services().db.read() as session:
+        host = machines.resolve(session, ref)
+        return answer({"host": host.id, "events": [present.event_dict(e) for e in machines.history(session, host.id)]})
+
+
+def entry_ref(entry) -> str:
+    """A host reference from a PXE Pilot host entry: {"name"} | {"macAddress"} | {"mac_address"}."""
+    if isinstance(entry, dict) and len(entry) == 1:
+        (key, value), = entry.items()
+        if key == "name" and isinstance(value, str):
+            return value
+        if key in ("macAddress", "mac_address") and isinstance(value, str):
+            return normalize_mac(value)
+    raise BadRequest('each host must be one of {"name": ...}, {"macAddress": ...}, {"mac_address": ...}')

@@ -1,0 +1,229 @@
+"""The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
+
+from ks import __version__
+from ks.api import answer, bp
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict:
+    words = {400: "Malformed request", 401: "No valid token", 404: "Not found",
+             409: "Conflict with the current state", 502: "The BMC failed or did not answer"}
+    return {str(c): _json(_ref("Error"), words[c]) for c in codes}
+
+
+REF = {"name": "ref", "in": "path", "required": True, "description": "Host id, one of its MACs, or its unique hostname",
+       "schema": {"type": "string", "minLength": 1}}
+CONFIG = {"name": "name", "in": "path", "required": True, "description": "Image or builtin state",
+          "schema": {"type": "string", "minLength": 1}}
+NULLABLE_STRING = {"type": "string", "nullable": True}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "status"],
+        "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+    },
+    "Host": {
+        "type": "object",
+        "required": ["id", "hostname", "state", "chain", "macs", "serial", "uuid", "metadata", "bmc"],
+        "properties": {
+            "id": {"type": "integer", "minimum": 1},
+            "hostname": {"type": "string"},
+            "state": {"type": "string", "description": "The current state: the first of the chain"},
+            "chain": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "macs": {"type": "array", "items": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}},
+            "serial": NULLABLE_STRING,
+            "uuid": NULLABLE_STRING,
+            "metadata": {"type": "object"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "last_boot_at": {**NULLABLE_STRING, "format": "date-time"},
+            "last_seen_at": {**NULLABLE_STRING, "format": "date-time"},
+            "bmc": {
+                "type": "object",
+                "nullable": True,
+                "required": ["address", "username"],
+                "properties": {"address": {"type": "string"}, "username": NULLABLE_STRING},
+            },
+            "power": {"type": "string", "enum": ["on", "off", "unknown"], "nullable": True},
+        },
+    },
+    "HostList": {
+        "type": "object",
+        "required": ["hosts", "total", "limit", "offset"],
+        "properties": {
+            "hosts": {"type": "array", "items": _ref("Host")},
+            "total": {"type": "integer", "minimum": 0},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+        },
+    },
+    "HostPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "hostname": {"type": "string"},
+            "metadata": {"type": "object"},
+            "state": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                      "description": "The new chain, e.g. 'wipe,image1'; replaces the whole chain"},
+            "force": {"type": "boolean", "description": "Set image states without an image directory"},
+            "bmc": {
+                "type": "object",
+                "nullable": True,
+                "required": ["address"],
+                "additionalProperties": False,
+                "properties": {"address": {"type": "string"}, "username": {"type": "string"}, "password": {"type": "string"}},
+            },
+        },
+    },
+    "Event": {
+        "type": "object",
+        "required": ["id", "host_id", "at", "kind", "from", "to", "source", "detail"],
+        "properties": {
+            "id": {"type": "integer"}, "host_id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string"}, "from": NULLABLE_STRING, "to": NULLABLE_STRING,
+            "source": {"type": "string"}, "detail": {"type": "string"},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["host", "events"],
+        "properties": {"host": {"type": "integer"}, "events": {"type": "array", "items": _ref("Event")}},
+    },
+    "Configuration": {
+        "type": "object",
+        "required": ["name", "kind"],
+        "properties": {
+            "name": {"type": "string"},
+            "kind": {"type": "string", "enum": ["image", "builtin"]},
+            "files": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Configurations": {
+        "type": "object",
+        "required": ["configurations"],
+        "properties": {"configurations": {"type": "array", "items": _ref("Configuration")}},
+    },
+    "Deploy": {
+        "type": "object",
+        "required": ["hosts"],
+        "additionalProperties": False,
+        "properties": {
+            "hosts": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "maxProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {"name": {"type": "string"}, "macAddress": {"type": "string"},
+                                   "mac_address": {"type": "string"}},
+                },
+            },
+            "reboot": {"type": "boolean", "description": "Power-cycle the hosts after the change"},
+        },
+    },
+    "PowerAction": {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {"action": {"type": "string", "enum": ["status", "on", "off", "cycle"]}},
+    },
+    "PowerResult": {
+        "type": "object",
+        "required": ["host", "action", "power"],
+        "properties": {"host": {"type": "integer"}, "action": {"type": "string"},
+                       "power": {"type": "string", "enum": ["on", "off", "unknown"]}},
+    },
+}
+
+PATHS = {
+    "/hosts": {
+        "get": {
+            "summary": "List hosts",
+            "parameters": [
+                {"name": "state", "in": "query", "schema": {"type": "string"}, "description": "Current state"},
+                {"name": "mac", "in": "query", "schema": {"type": "string"}},
+                {"name": "serial", "in": "query", "schema": {"type": "string"}},
+                {"name": "power", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
+                 "description": "1: query every BMC (in parallel, short timeout)"},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "responses": {"200": _json(_ref("HostList"), "Hosts"), **_errors(400, 401, 404)},
+        }
+    },
+    "/hosts/{ref}": {
+        "parameters": [REF],
+        "get": {"summary": "Get a host", "responses": {"200": _json(_ref("Host"), "The host"), **_errors(401, 404, 409)}},
+        "patch": {
+            "summary": "Change hostname, metadata, state chain or BMC (all or nothing)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostPatch")}}},
+            "responses": {"200": _json(_ref("Host"), "The changed host"), **_errors(400, 401, 404, 409)},
+        },
+        "delete": {"summary": "Delete a host", "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)}},
+    },
+    "/hosts/{ref}/history": {
+        "parameters": [REF],
+        "get": {"summary": "A host's history", "responses": {"200": _json(_ref("History"), "Events"), **_errors(401, 404, 409)}},
+    },
+    "/hosts/{ref}/power": {
+        "parameters": [REF],
+        "post": {
+            "summary": "Power status, on, off or cycle through the host's BMC",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PowerAction")}}},
+            "responses": {"200": _json(_ref("PowerResult"), "Done"), **_errors(400, 401, 404, 409, 502)},
+        },
+    },
+    "/hosts/{ref}/reboot": {
+        "parameters": [REF],
+        "patch": {"summary": "Power-cycle a host (PXE Pilot)",
+                  "responses": {"204": {"description": "Rebooted"}, **_errors(401, 404, 409)}},
+    },
+    "/configurations": {
+        "get": {"summary": "Images and builtin states",
+                "responses": {"200": _json(_ref("Configurations"), "Configurations"), **_errors(401)}},
+    },
+    "/configurations/{name}": {
+        "parameters": [CONFIG],
+        "get": {"summary": "One configuration",
+                "responses": {"200": _json(_ref("Configuration"), "The configuration"), **_errors(401, 404)}},
+    },
+    "/configurations/{name}/deploy": {
+        "parameters": [CONFIG],
+        "put": {
+            "summary": "Give hosts this configuration (PXE Pilot's deploy); nothing changes if one is unknown",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Deploy")}}},
+            "responses": {"204": {"description": "Deployed"}, **_errors(400, 401, 404, 409)},
+        },
+    },
+}
+
+DOCUMENT = {
+    "openapi": "3.0.3",
+    "info": {"title": "KIWIspray admin API", "version": __version__,
+             "description": "Hosts, their state chains and power. Every route needs `Authorization: Bearer <token>` "
+                            "(`kiwispray token create NAME`)."},
+    "servers": [{"url": "/api/v1"}],
+    "security": [{"bearer": []}],
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
+    "paths": {
+        **PATHS,
+        "/openapi.json": {"get": {"summary": "This document", "security": [],
+                                  "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}}},
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This API's OpenAPI 3 document (no token needed)."""
+    return answer(DOCUMENT)

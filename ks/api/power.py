@@ -1,0 +1,46 @@
+"""Power routes: status/on/off/cycle through a host's BMC, and PXE Pilot's reboot."""
+
+from ks import hostpower, machines
+from ks.api import SOURCE, answer, body, bp, error
+from ks.errors import BadRequest, Conflict, KSError
+from ks.web import services
+
+
+def _host_id(ref: str) -> int:
+    with services().db.read() as session:
+        return machines.resolve(session, ref).id
+
+
+@bp.post("/hosts/<ref>/power")
+def host_power(ref: str):
+    """``{"action": "status"|"on"|"off"|"cycle"}``; 502 when the BMC fails or does not answer."""
+    document = body()
+    action = document.get("action")
+    if set(document) != {"action"} or action not in ("status", "on", "off", "cycle"):
+        raise BadRequest('send {"action": "status" | "on" | "off" | "cycle"}')
+    host_id = _host_id(ref)
+    ks = services()
+    try:
+        reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings)
+    except Conflict:
+        raise
+    except KSError as exc:
+        return error(str(exc), 502)
+    return answer({"host": host_id, "action": action, "power": reached})
+
+
+@bp.patch("/hosts/<ref>/reboot")
+def host_reboot(ref: str):
+    """Power-cycle the host (PXE Pilot): 204, or 409 if it did not work."""
+    host_id = _host_id(ref)
+    ks = services()
+    failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
+    if failures:
+        return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
+    return "", 204
+
+
+def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
+    """Power-cycle hosts after a deploy; the failures."""
+    ks = services()
+    return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)

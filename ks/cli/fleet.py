@@ -1,0 +1,203 @@
+"""``kiwispray host …`` and ``kiwispray config …``: the same verbs on this site or, with
+``--server URL``, on a remote server through its admin API (PXE Pilot's CLI habits)."""
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from ks import fleet, hostpower, images, machines, present, states
+from ks.cli.common import Site, fail
+from ks.errors import KSError
+from ks.remote import Remote
+
+SOURCE = "cli"
+
+
+class Local:
+    """The verbs on the site's own database."""
+
+    def __init__(self, site: Site):
+        self.site = site
+        self.db = site.migrated_db()
+
+    def hosts(self, power: bool) -> list[dict]:
+        with self.db.read() as session:
+            hosts = machines.list_hosts(session)
+            documents = [present.host_dict(h) for h in hosts]
+        if power:
+            found = hostpower.power_states(hosts, self.site.settings)
+            for document in documents:
+                document["power"] = found[document["id"]]
+        return documents
+
+    def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
+        chain = states.parse_chain(chain_text)
+        states.check_known(chain, images.image_names(self.site.root), force)
+
+        def work(session):
+            host = machines.resolve(session, ref)
+            machines.set_state(session, host, chain, SOURCE)
+            session.flush()
+            return present.host_dict(host)
+
+        return self.db.write(work)
+
+    def power(self, ref: str, action: str) -> dict:
+        with self.db.read() as session:
+            host_id = machines.resolve(session, ref).id
+        reached = hostpower.power_host(self.db, host_id, action, SOURCE, self.site.settings)
+        return {"host": host_id, "action": action, "power": reached}
+
+    def configurations(self) -> list[dict]:
+        return fleet.configurations(self.site.root)
+
+    def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
+        host_ids = fleet.deploy(self.db, self.site.root, config, refs, SOURCE)
+        if not reboot:
+            return []
+        failures = hostpower.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
+        return [f"host {host_id}: {why}" for host_id, why in failures]
+
+
+class Far:
+    """The verbs on a remote server, through its admin API."""
+
+    def __init__(self, remote: Remote):
+        self.remote = remote
+
+    def hosts(self, power: bool) -> list[dict]:
+        return self.remote.hosts(power)
+
+    def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
+        return self.remote.patch(ref, {"state": chain_text, "force": force})
+
+    def power(self, ref: str, action: str) -> dict:
+        return self.remote.power(ref, action)
+
+    def configurations(self) -> list[dict]:
+        return self.remote.configurations()
+
+    def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
+        entries = [{"name": ref} for ref in refs]
+        try:
+            self.remote.deploy(config, entries, reboot)
+        except KSError as exc:
+            if reboot and "deployed, but the reboot failed" in str(exc):
+                return [str(exc)]
+            raise
+        return []
+
+
+def backend(ctx: click.Context):
+    """Local unless the group was given --server."""
+    server = ctx.find_root().params.get("server")
+    site = ctx.find_object(Site)
+    if not server:
+        return Local(site)
+    return Far(Remote(server, _token(ctx.find_root().params.get("token_file"))))
+
+
+def _token(token_file: str | None) -> str:
+    if os.environ.get("KS_TOKEN"):
+        return os.environ["KS_TOKEN"].strip()
+    path = Path(token_file or Path.home() / ".config" / "kiwispray" / "token")
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise click.ClickException(
+            f"no API token: set KS_TOKEN or put one in {path} (kiwispray token create NAME on the server)"
+        ) from None
+
+
+def _run(work):
+    try:
+        return work()
+    except KSError as exc:
+        raise fail(exc) from None
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), *map(line, rows)])
+
+
+@click.group("host")
+def host_group():
+    """Hosts: list, change state, power (here, or on --server)."""
+
+
+@host_group.command("list")
+@click.option("--power/--no-power", default=True, show_default=True, help="Ask every BMC for the power state.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def host_list(ctx, power, as_json):
+    """Hosts with their state, MACs, BMC and power state."""
+    hosts = _run(lambda: backend(ctx).hosts(power))
+    if as_json:
+        click.echo(json.dumps(hosts, indent=2))
+        return
+    rows = [[h["id"], h["hostname"], ",".join(h["chain"]), " ".join(h["macs"]),
+             (h.get("bmc") or {}).get("address") or "", h.get("power") or ""] for h in hosts]
+    click.echo(_table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC", "POWER"]))
+
+
+@host_group.command("set")
+@click.argument("ref")
+@click.argument("state")
+@click.option("--force", is_flag=True, help="Set image states without an image directory.")
+@click.pass_context
+def host_set(ctx, ref, state, force):
+    """Set the state chain of host REF (id, MAC or name)."""
+    document = _run(lambda: backend(ctx).set_state(ref, state, force))
+    click.echo(f"host {document['id']}: {','.join(document['chain'])}")
+
+
+def _power_command(action: str, help_text: str):
+    @host_group.command(action, help=help_text)
+    @click.argument("ref")
+    @click.pass_context
+    def command(ctx, ref):
+        result = _run(lambda: backend(ctx).power(ref, "cycle" if action == "reboot" else action))
+        click.echo(f"host {result['host']}: power {result['power']}")
+
+    return command
+
+
+_power_command("on", "Power host REF on through its BMC.")
+_power_command("off", "Power host REF off (hard) through its BMC.")
+_power_command("reboot", "Power-cycle host REF (power it on if it is off).")
+_power_command("status", "Show the power state of host REF.")
+
+
+@click.group("config")
+def config_group():
+    """Configurations (images and builtin states): list and deploy."""
+
+
+@config_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def config_list(ctx, as_json):
+    """Images and builtin states hosts can be given."""
+    configs = _run(lambda: backend(ctx).configurations())
+    if as_json:
+        click.echo(json.dumps(configs, indent=2))
+        return
+    click.echo(_table([[c["name"], c["kind"]] for c in configs], ["NAME", "KIND"]))
+
+
+@config_group.command("deploy")
+@click.argument("configuration")
+@click.argument("hosts", nargs=-1, required=True)
+@click.option("--reboot", is_flag=True, help="Power-cycle the hosts afterwards, so they boot it now.")
+@click.pass_context
+def config_deploy(ctx, configuration, hosts, reboot):
+    """Give HOSTS (ids, MACs or names) CONFIGURATION; nothing changes if one is unknown."""
+    failures = _run(lambda: backend(ctx).deploy(configuration, list(hosts), reboot))
+    rows = [[h, configuration] for h in hosts]
+    click.echo(_table(rows, ["HOST", "CONFIGURATION"]))
+    if failures:
+        raise fail(KSError("deployed, but the reboot failed: " + "; ".join(failures)))

@@ -1,0 +1,60 @@
+"""``kiwispray token``: bearer tokens for the admin API."""
+
+import json
+
+import click
+
+from ks import tokens
+from ks.cli.common import Site, fail
+from ks.errors import KSError
+
+
+@click.group()
+def token():
+    """Bearer tokens for the admin API (/api/v1)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.pass_obj
+def create(site: Site, name: str):
+    """Create a token and print it once; only its hash is kept."""
+    try:
+        value = site.migrated_db().write(lambda session: tokens.create(session, name))
+    except KSError as exc:
+        raise fail(exc) from None
+    click.echo(value)
+    click.echo(f"token {name!r} created; it is shown only now. Use it as: Authorization: Bearer <token>", err=True)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_obj
+def list_tokens(site: Site, as_json: bool):
+    """List tokens (never their values)."""
+    with site.migrated_db().read() as session:
+        rows = [
+            {"name": t.name, "created_at": t.created_at.isoformat(),
+             "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+            for t in tokens.all_tokens(session)
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    for r in rows:
+        status = "revoked" if r["revoked_at"] else "active"
+        click.echo(f"{r['name']:<24} {r['created_at'][:19]:<20} {(r['last_used_at'] or '-')[:19]:<20} {status}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def revoke(site: Site, name: str):
+    """Revoke a token; requests with it get 401 from now on."""
+    try:
+        site.migrated_db().write(lambda session: tokens.revoke(session, name))
+    except KSError as exc:
+        raise fail(exc) from None
+    click.echo(f"token {name!r} revoked")

@@ -1,0 +1,30 @@
+"""Operations on many hosts, shared by the admin API and the ``host``/``config`` commands."""
+
+from ks import images, machines, states
+from ks.db import Database
+from ks.errors import NotFound
+
+
+def configurations(root: str) -> list[dict]:
+    """Every state a host can be given: images (sorted), then the builtins."""
+    names = sorted(images.image_names(root))
+    return [{"name": n, "kind": "image"} for n in names] + [{"name": b, "kind": "builtin"} for b in states.BUILTINS]
+
+
+def deploy(db: Database, root: str, config: str, refs: list[str], source: str) -> list[int]:
+    """Give every host in ``refs`` (ids, MACs, names) the configuration; all or nothing.
+
+    Returns the host ids, each once. NotFound for an unknown configuration or host,
+    before anything changes.
+    """
+    if config not in {c["name"] for c in configurations(root)}:
+        raise NotFound(f"configuration {config[:64]!r} not found; `config list` shows them")
+    chain = states.parse_chain(config)
+
+    def work(session):
+        hosts = list(dict.fromkeys(machines.resolve(session, ref) for ref in refs))
+        for host in hosts:
+            machines.set_state(session, host, chain, source)
+        return [h.id for h in hosts]
+
+    return db.write(work)

@@ -1,0 +1,68 @@
+"""Power actions on hosts: their BMC from the database, the action through ks.power, a line in the history."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from ks import machines, power
+from ks.db import Database
+from ks.errors import Conflict, KSError
+
+POWER = "power"
+
+
+def verify_setting(value: str) -> bool | str:
+    """KS_BMC_VERIFY: 'true' (system CAs), 'false' (accept any certificate), or a CA file."""
+    lowered = str(value).strip().lower()
+    if lowered in ("", "1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    return str(value)
+
+
+def power_host(db: Database, host_id: int, action: str, source: str, settings: dict) -> str:
+    """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
+
+    The attempt is recorded in the host's history whether it worked or not.
+    """
+    with db.read() as session:
+        host = machines.get_host(session, host_id)
+        bmc = (host.bmc_address, host.bmc_username or "", host.bmc_password or "")
+    if not bmc[0]:
+        raise Conflict(f"host {host_id} has no BMC; set one with edit-host -i {host_id} --bmc URL")
+    try:
+        result = power.run(
+            *bmc, action, timeout=settings["POWER_TIMEOUT"], verify=verify_setting(settings["BMC_VERIFY"])
+        )
+    except KSError as exc:
+        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{action} failed: {exc}"))
+        raise
+    reached = result if action == "status" else ("off" if result == "off" else "on")
+    if action != "status":
+        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{result} sent"))
+    return reached
+
+
+def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict) -> list[tuple[int, str]]:
+    """Power-cycle hosts in parallel; returns (host id, reason) for each that failed."""
+
+    def one(host_id: int) -> tuple[int, str] | None:
+        try:
+            power_host(db, host_id, "cycle", source, settings)
+        except KSError as exc:
+            return host_id, str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(host_ids)))) as pool:
+        return [failure for failure in pool.map(one, host_ids) if failure]
+
+
+def power_states(hosts, settings: dict) -> dict[int, str | None]:
+    """Power state of each host with a BMC (None without), queried in parallel."""
+    with_bmc = [h for h in hosts if h.bmc_address]
+    states = power.status_many(
+        [(h.bmc_address, h.bmc_username or "", h.bmc_password or "") for h in with_bmc],
+        timeout=settings["POWER_STATUS_TIMEOUT"],
+        verify=verify_setting(settings["BMC_VERIFY"]),
+    )
+    found = {h.id: s.state for h, s in zip(with_bmc, states)}
+    return {h.id: found.get(h.id) for h in hosts}

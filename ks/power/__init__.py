@@ -1,0 +1,143 @@
+"""Power control of machines through their BMCs (IPMI, Redfish); no Flask, no SQL.
+
+Operations, as ``run(bmc_url, username, password, operation)`` takes them:
+
+* ``status``  returns ``'on'``, ``'off'`` or ``'unknown'`` (a Redfish state such as Paused)
+* ``on``      power on
+* ``off``     hard power off (IPMI power down, Redfish ForceOff): no OS shutdown, as
+              the machines here are reinstalled rather than shut down
+* ``cycle``   power cycle a machine that is on (IPMI power cycle, Redfish ForceRestart);
+              a machine that is off is powered on instead, because "cycle" asks for
+              "boot it again now", and IPMI lets a BMC ignore or refuse a power cycle
+              of a machine that is off. ``run`` then returns ``'on'``, the action sent.
+
+``on``, ``off`` and ``cycle`` return once the BMC has accepted the command. BMCs apply
+it when they do (Redfish ones often seconds later), so ``status`` right after ``on``
+may still say ``off``.
+
+Every call is bounded by its timeout, whatever the BMC or the network does: the
+exchange runs in a daemon thread that is abandoned (and ends on its own) when the
+deadline passes, so a dead BMC costs ``timeout`` seconds and never hangs a command.
+"""
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from ks.errors import BadRequest, BMCUnreachable
+from ks.power.address import BMCAddress, parse_bmc_address
+from ks.power.ipmi import IPMI
+from ks.power.redfish import Redfish
+
+__all__ = ["BMCAddress", "OPERATIONS", "PowerStatus", "parse_bmc_address", "run", "status", "status_many"]
+
+OPERATIONS = ("status", "on", "off", "cycle")
+DEFAULT_TIMEOUT = 10.0
+# A listing waits this long for the slowest BMC, so it is shorter than for one operation.
+STATUS_TIMEOUT = 5.0
+MAX_WORKERS = 32
+
+
+@dataclass(frozen=True)
+class PowerStatus:
+    """The power state of one BMC in a listing; ``error`` says why it is 'unknown'."""
+
+    state: str  # "on" | "off" | "unknown"
+    error: str | None = None
+
+
+def run(
+    bmc: str | BMCAddress,
+    username: str,
+    password: str,
+    operation: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    verify: bool | str = True,
+) -> str:
+    """Do one power operation; return the state (status) or the action sent (on/off/cycle).
+
+    ``verify`` (Redfish over HTTPS): True checks the BMC's certificate against the system's
+    CAs, a path names the CA certificate(s) to trust instead, False accepts any certificate.
+    Raises InvalidBMCAddress, BadRequest, BMCUnreachable, BMCAuthFailed or PowerError.
+    """
+    if operation not in OPERATIONS:
+        raise BadRequest(f"unknown power operation {operation!r}; use one of {', '.join(OPERATIONS)}")
+    if not timeout > 0:
+        raise BadRequest(f"the power timeout must be a positive number of seconds, got {timeout!r}")
+    address = bmc if isinstance(bmc, BMCAddress) else parse_bmc_address(bmc)
+
+    def exchange() -> str:
+        with _connect(address, username, password, timeout, verify) as connection:
+            if operation == "status":
+                return connection.state()
+            action = operation
+            if action == "cycle" and connection.state() == "off":
+                action = "on"
+            connection.set(action)
+            return action
+
+    return _within(timeout, exchange, address, operation)
+
+
+def status(bmc: str | BMCAddress, username: str, password: str,
+           timeout: float = DEFAULT_TIMEOUT, verify: bool | str = True) -> str:
+    """The power state of one BMC: 'on', 'off' or 'unknown'; errors raise as in run()."""
+    return run(bmc, username, password, "status", timeout=timeout, verify=verify)
+
+
+def status_many(
+    targets: Iterable[tuple[str, str, str]],
+    timeout: float = STATUS_TIMEOUT,
+    verify: bool | str = True,
+) -> list[PowerStatus]:
+    """The power state of many ``(bmc_url, username, password)`` in parallel, in order.
+
+    Never raises for a BMC: one that fails or does not answer within ``timeout`` gets
+    ``PowerStatus('unknown', error)``. A dead BMC holds one of MAX_WORKERS workers for
+    ``timeout`` while the others go on, so a listing of up to MAX_WORKERS BMCs takes
+    ``timeout`` at most.
+    """
+    targets = list(targets)
+    if not targets:
+        return []
+
+    def one(target: tuple[str, str, str]) -> PowerStatus:
+        try:
+            return PowerStatus(status(*target, timeout=timeout, verify=verify))
+        except Exception as error:  # noqa: BLE001 - one broken BMC must not break the listing
+            return PowerStatus("unknown", str(error) or type(error).__name__)
+
+    with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(targets)), thread_name_prefix="power") as pool:
+        return list(pool.map(one, targets))
+
+
+def _connect(address: BMCAddress, username: str, password: str, timeout: float, verify: bool | str):
+    """Open the driver that speaks the address's protocol."""
+    if address.driver == "ipmi":
+        return IPMI(address, username, password, timeout)
+    return Redfish(address, username, password, timeout, verify)
+
+
+def _within(timeout: float, work: Callable[[], str], address: BMCAddress, operation: str) -> str:
+    """Run ``work`` in a daemon thread; BMCUnreachable if it has not ended after ``timeout``."""
+    future: Future = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(work())
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller
+            future.set_exception(error)
+
+    # A daemon thread, not a pool: a BMC that never answers must not keep the
+    # process alive at exit, and pyghmi gives up on its own a few seconds later.
+    threading.Thread(target=target, name=f"power {address}", daemon=True).start()
+    try:
+        return future.result(timeout)
+    except FutureTimeout:
+        late = "" if operation == "status" else f" (if it answers late, power {operation} may still happen)"
+        raise BMCUnreachable(
+            f"{address}: no answer within {timeout:g} s{late}; check the address and port, that "
+            "the BMC is on the network, or give it a longer timeout"
+        ) from None

@@ -1,0 +1,60 @@
+"""A client of the admin API, for ``kiwispray --server URL``."""
+
+import requests
+
+from ks.errors import KSError
+
+
+class RemoteError(KSError):
+    """The server refused a request or could not be reached."""
+
+
+class Remote:
+    """The admin API of one server, authenticated with a bearer token."""
+
+    def __init__(self, url: str, token: str, timeout: float = 30):
+        self.base = url.rstrip("/") + "/api/v1"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, **kwargs):
+        """One request; the JSON answer, None for 204, RemoteError with the server's sentence otherwise."""
+        try:
+            response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise RemoteError(f"cannot reach {self.base}: {exc}") from None
+        if response.status_code == 204:
+            return None
+        try:
+            document = response.json()
+        except ValueError:
+            raise RemoteError(f"{self.base}{path} answered {response.status_code} without JSON; is it a KIWIspray server?") from None
+        if response.status_code >= 400:
+            raise RemoteError(f"server: {document.get('error', response.reason)} ({response.status_code})")
+        return document
+
+    def hosts(self, power: bool = False) -> list[dict]:
+        """Every host (all pages)."""
+        found, offset = [], 0
+        while True:
+            page = self.call("GET", "/hosts", params={"limit": 10000, "offset": offset, "power": "1" if power else "0"})
+            found += page["hosts"]
+            offset += len(page["hosts"])
+            if not page["hosts"] or offset >= page["total"]:
+                return found
+
+    def host(self, ref: str) -> dict:
+        return self.call("GET", f"/hosts/{ref}")
+
+    def patch(self, ref: str, changes: dict) -> dict:
+        return self.call("PATCH", f"/hosts/{ref}", json=changes)
+
+    def power(self, ref: str, action: str) -> dict:
+        return self.call("POST", f"/hosts/{ref}/power", json={"action": action})
+
+    def configurations(self) -> list[dict]:
+        return self.call("GET", "/configurations")["configurations"]
+
+    def deploy(self, config: str, entries: list[dict], reboot: bool) -> None:
+        self.call("PUT", f"/configurations/{config}/deploy", json={"hosts": entries, "reboot": reboot})

@@ -1,0 +1,95 @@
+"""``kiwispray host``/``config``/``token``: locally, and remotely against a real server."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import MAC1, MAC2, boot, cli_env
+from ks.cli.main import cli
+from server import ServerProcess
+
+
+@pytest.fixture
+def two_hosts(client):
+    boot(client, MAC1, serial="S1")
+    boot(client, MAC2, serial="S2")
+
+
+def ks(runner, root, *args, env=None):
+    return runner.invoke(cli, ["--root", str(root), *args], env=env)
+
+
+def test_local_verbs(cli_runner, root, two_hosts):
+    r = ks(cli_runner, root, "host", "list", "--no-power")
+    assert r.exit_code == 0
+    assert r.output.splitlines()[0].split() == ["ID", "NAME", "STATE", "MAC", "ADDRESSES", "BMC", "POWER"]
+    assert r.output.splitlines()[1].split() == ["1", "not-set", "new", "52:54:00:00:00:01"]
+    assert ks(cli_runner, root, "host", "set", "52:54:00:00:00:02", "wipe,image1").output == "host 2: wipe,image1\n"
+    r = ks(cli_runner, root, "config", "list")
+    assert [line.split()[0] for line in r.output.splitlines()[1:]] == ["image1", "wipe", "new", "finished"]
+    r = ks(cli_runner, root, "config", "deploy", "image1", "1", "52-54-00-00-00-02")
+    assert r.exit_code == 0, r.output
+    hosts = json.loads(ks(cli_runner, root, "host", "list", "--json", "--no-power").output)
+    assert [h["state"] for h in hosts] == ["image1", "image1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["config", "deploy", "nope", "1"], "configuration 'nope' not found"),
+        (["config", "deploy", "wipe", "1", "99"], "no host with id 99"),
+        (["host", "set", "1", "image9"], "unknown image 'image9'"),
+        (["host", "on", "1"], "host 1 has no BMC"),
+    ],
+)
+def test_local_refusals_are_one_line(cli_runner, root, two_hosts, args, message):
+    r = ks(cli_runner, root, *args)
+    assert r.exit_code == 1
+    assert r.output.count("\n") == 1 and message in r.output
+    hosts = json.loads(ks(cli_runner, root, "host", "list", "--json", "--no-power").output)
+    assert [h["state"] for h in hosts] == ["new", "new"]
+
+
+def test_tokens(cli_runner, root):
+    r = ks(cli_runner, root, "token", "create", "ci")
+    assert r.exit_code == 0
+    value = r.stdout.strip()
+    assert value.startswith("ks_") and len(value) > 40
+    assert ks(cli_runner, root, "token", "create", "ci").exit_code == 1
+    listing = json.loads(ks(cli_runner, root, "token", "list", "--json").output)
+    assert [t["name"] for t in listing] == ["ci"] and value not in json.dumps(listing)
+    assert ks(cli_runner, root, "token", "revoke", "ci").exit_code == 0
+    assert json.loads(ks(cli_runner, root, "token", "list", "--json").output)[0]["revoked_at"]
+    assert ks(cli_runner, root, "token", "revoke", "nobody").exit_code == 1
+
+
+@pytest.mark.e2e
+def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path):
+    token = ks(cli_runner, root, "token", "create", "remote").stdout.strip()
+    with ServerProcess(root) as srv:
+        def remote(*args, token_value=token):
+            env = cli_env(tmp_path / "elsewhere", {"KS_SERVER": srv.url, "KS_TOKEN": token_value})
+            (tmp_path / "elsewhere").mkdir(exist_ok=True)
+            return subprocess.run([sys.executable, "-m", "ks", *args], env=env, capture_output=True, text=True)
+
+        r = remote("host", "list", "--no-power")
+        assert r.returncode == 0, r.stderr
+        assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == ["1", "2"]
+        r = remote("config", "deploy", "wipe", "52:54:00:00:00:01", "2")
+        assert r.returncode == 0, r.stderr
+        assert "wipe" in r.stdout
+        r = remote("host", "list", "--json", "--no-power")
+        assert [h["state"] for h in json.loads(r.stdout)] == ["wipe", "wipe"]
+        assert remote("host", "set", "1", "image1").stdout == "host 1: image1\n"
+        assert [line.split()[0] for line in remote("config", "list").stdout.splitlines()[1:]] == [
+            "image1", "wipe", "new", "finished"]
+
+        r = remote("config", "deploy", "nope", "1")
+        assert r.returncode == 1 and r.stderr.strip() == "Error: server: configuration 'nope' not found; `config list` shows them (404)"
+        r = remote("host", "reboot", "2")
+        assert r.returncode == 1 and "host 2 has no BMC" in r.stderr and r.stderr.count("\n") == 1
+        r = remote("host", "list", token_value="ks_wrong")
+        assert r.returncode == 1 and "a valid API token is required" in r.stderr
+    assert token not in srv.log()
