@@ -1,0 +1,57 @@
+"""dnsmasq.conf.example passes ``dnsmasq --test``: as shipped, in its proxy-DHCP
+variant, and as the real-boot tests run it."""
+
+import re
+import subprocess
+
+import pytest
+
+from .harness import REPO, dnsmasq_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("guest_cache")]
+
+EXAMPLE = REPO / "dnsmasq.conf.example"
+
+
+def dnsmasq_test(conf) -> str:
+    done = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def proxy_variant(text: str) -> str:
+    """The example changed the way its comments tell: variant 1 out, variant 2 in."""
+    lines, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("# --- "):
+            section = line
+        if "Variant 1" in section and line.startswith(("dhcp-range=", "dhcp-boot=")):
+            line = "#" + line
+        elif "Variant 2" in section and re.match(r"#(dhcp-range|pxe-)", line):
+            line = line[1:]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_example_as_shipped():
+    assert "syntax check OK" in dnsmasq_test(EXAMPLE)
+
+
+def test_proxy_variant(tmp_path):
+    text = proxy_variant(EXAMPLE.read_text())
+    active = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert "dhcp-range=192.168.100.0,proxy" in active
+    assert not any(line.startswith("dhcp-boot=") for line in active)
+    assert sum(line.startswith("pxe-service=") for line in active) == 6
+    conf = tmp_path / "proxy.conf"
+    conf.write_text(text)
+    assert "syntax check OK" in dnsmasq_test(conf)
+
+
+def test_as_the_tests_run_it(tmp_path):
+    text = dnsmasq_config(EXAMPLE.read_text(), "lo", "127.0.0.100,127.0.0.199,1h", str(tmp_path), ["port=0"])
+    active = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert {"interface=lo", "dhcp-range=127.0.0.100,127.0.0.199,1h", f"tftp-root={tmp_path}"} <= set(active)
+    conf = tmp_path / "test.conf"
+    conf.write_text(text)
+    assert "syntax check OK" in dnsmasq_test(conf)
