@@ -34,7 +34,8 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
             *bmc, action, timeout=settings["POWER_TIMEOUT"], verify=verify_setting(settings["BMC_VERIFY"])
         )
     except KSError as exc:
-        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{action} failed: {exc}"))
+        detail = f"{action} failed: {exc}"
+        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
         raise
     reached = result if action == "status" else ("off" if result == "off" else "on")
     if action != "status":

@@ -110,3 +110,30 @@ class Storm:
                 self.acked[mac(i)] = self.acked.get(mac(i), 0) + 1
             return r.text
         raise AssertionError(f"machine {i} got no answer in 200 tries")
+
+    def verify(self, url: str, machines: int, changes: dict[str, str]) -> dict[str, int]:
+        """Assert what the storm must leave behind; returns MAC -> host id.
+
+        One host per machine, every acknowledged registration present once, and every
+        acknowledged state change (MAC -> chain) as the operator left it.
+        """
+        from sqlalchemy import select
+
+        from ks.db import Database
+        from ks.models import Host, HostMac
+
+        db = Database(url)
+        try:
+            with db.read() as session:
+                owners: dict[str, list[int]] = {}
+                for host_mac in session.scalars(select(HostMac)):
+                    owners.setdefault(host_mac.mac.replace(":", "-"), []).append(host_mac.host_id)
+                states = {h.id: h.state for h in session.scalars(select(Host))}
+        finally:
+            db.dispose()
+        assert len(states) == machines, "one host per machine, no duplicates"
+        for m in self.acked:
+            assert len(owners.get(m, [])) == 1, f"acknowledged registration of {m} is missing or duplicated"
+        for m, state in changes.items():
+            assert states[owners[m][0]] == state, f"acknowledged change of {m} to {state} was lost"
+        return {m: ids[0] for m, ids in owners.items()}

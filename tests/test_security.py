@@ -1,7 +1,6 @@
 """Nothing outside images/ is served, bootids stay secret, reported values cannot inject."""
 
 import logging
-import os
 
 import pytest
 from sqlalchemy import func, select

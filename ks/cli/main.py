@@ -1,6 +1,5 @@
 """``kiwispray``: serve, database, import and render commands."""
 
-import json
 import logging
 import sys
 from pathlib import Path
