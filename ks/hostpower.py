@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ks import machines, power
 from ks.db import Database
 from ks.errors import Conflict, KSError
+from ks.power import discovery
 
 POWER = "power"
 
@@ -19,6 +20,11 @@ def verify_setting(value: str) -> bool | str:
     return str(value)
 
 
+def _options(settings: dict) -> dict:
+    """The settings every BMC call takes."""
+    return {"verify": verify_setting(settings["BMC_VERIFY"]), "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"])}
+
+
 def power_host(db: Database, host_id: int, action: str, source: str, settings: dict) -> str:
     """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
 
@@ -30,9 +36,7 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
     if not bmc[0]:
         raise Conflict(f"host {host_id} has no BMC; set one with edit-host -i {host_id} --bmc URL")
     try:
-        result = power.run(
-            *bmc, action, timeout=settings["POWER_TIMEOUT"], verify=verify_setting(settings["BMC_VERIFY"])
-        )
+        result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
     except KSError as exc:
         db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{action} failed: {exc}"))
         raise
@@ -62,7 +66,8 @@ def power_states(hosts, settings: dict) -> dict[int, str | None]:
     states = power.status_many(
         [(h.bmc_address, h.bmc_username or "", h.bmc_password or "") for h in with_bmc],
         timeout=settings["POWER_STATUS_TIMEOUT"],
-        verify=verify_setting(settings["BMC_VERIFY"]),
+        **_options(settings),
     )
     found = {h.id: s.state for h, s in zip(with_bmc, states)}
     return {h.id: found.get(h.id) for h in hosts}
+

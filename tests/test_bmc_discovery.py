@@ -1,0 +1,186 @@
+"""BMCs given by MAC: the neighbour table and the sweep of KS_BMC_SUBNETS."""
+
+import ipaddress
+import json
+import socket
+
+import pytest
+
+from conftest import MAC1, boot
+from ks import power
+from ks.cli.edit_host import edit_host
+from ks.errors import BMCNotFound, ConfigError, InvalidBMCAddress
+from ks.power import PowerStatus, discovery, parse_bmc_address
+
+BMC_MAC = "52:54:00:aa:bb:cc"
+
+
+def entry(dst, lladdr=None, *state):
+    """One entry as ``ip -json neigh`` prints it."""
+    found = {"dst": dst, "dev": "eth0", "state": list(state)}
+    if lladdr:
+        found["lladdr"] = lladdr
+    return found
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ([], {}),
+        ([entry("10.0.0.5", "52:54:00:AA:BB:CC", "REACHABLE")], {BMC_MAC: "10.0.0.5"}),
+        ([entry("10.0.0.5", BMC_MAC, "STALE")], {BMC_MAC: "10.0.0.5"}),
+        ([entry("10.0.0.5", BMC_MAC, "PERMANENT")], {BMC_MAC: "10.0.0.5"}),
+        # No usable link address: still being asked, or nobody answered.
+        ([entry("10.0.0.5", None, "INCOMPLETE"), entry("10.0.0.6", None, "FAILED")], {}),
+        ([entry("10.0.0.5", BMC_MAC, "FAILED")], {}),
+        # A BMC that moved to a new lease: the address that answered last wins...
+        ([entry("10.0.0.5", BMC_MAC, "STALE"), entry("10.0.0.9", BMC_MAC, "REACHABLE")], {BMC_MAC: "10.0.0.9"}),
+        ([entry("10.0.0.9", BMC_MAC, "DELAY"), entry("10.0.0.5", BMC_MAC, "REACHABLE")], {BMC_MAC: "10.0.0.5"}),
+        # ...and between equals, the lowest address, so the answer does not depend on order.
+        ([entry("10.0.0.9", BMC_MAC, "STALE"), entry("10.0.0.10", BMC_MAC, "STALE")], {BMC_MAC: "10.0.0.9"}),
+        # Not IPv4, not Ethernet: never a BMC found here.
+        ([entry("fd00::5", BMC_MAC, "REACHABLE"), entry("10.0.0.7", "80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03", "REACHABLE")], {}),
+        ([entry("10.0.0.5", BMC_MAC, "REACHABLE"), entry("10.0.0.6", "52:54:00:00:00:01", "STALE")],
+         {BMC_MAC: "10.0.0.5", "52:54:00:00:00:01": "10.0.0.6"}),
+    ],
+)
+def test_parse_neighbours(entries, expected):
+    assert discovery.parse_neighbours(json.dumps(entries)) == expected
+
+
+def test_parse_neighbours_of_an_empty_table():
+    assert discovery.parse_neighbours("") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", []),
+        ("10.0.0.0/24", ["10.0.0.0/24"]),
+        (" 10.0.0.7/24 , 10.0.1.0/25,", ["10.0.0.0/24", "10.0.1.0/25"]),
+        ("10.0.0.0/22", ["10.0.0.0/22"]),
+        ("10.0.0.5", ["10.0.0.5/32"]),
+    ],
+)
+def test_parse_subnets(text, expected):
+    assert discovery.parse_subnets(text) == [ipaddress.ip_network(s) for s in expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10.0.0.0/21", "larger than /22"),
+        ("0.0.0.0/0", "larger than /22"),
+        ("fd00::/120", "IPv6"),
+        ("10.0.0.0/33", "not a subnet"),
+        ("bmc-network", "not a subnet"),
+        ("10.0.0.0/22,10.0.4.0/30", "more than 1024 addresses"),
+    ],
+)
+def test_parse_subnets_refuses(text, message):
+    with pytest.raises(ConfigError, match=message):
+        discovery.parse_subnets(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "mac", "port", "canonical"),
+    [
+        ("ipmi://52-54-00-AA-BB-CC", BMC_MAC, 623, "ipmi://52-54-00-aa-bb-cc:623"),
+        ("ipmi://52-54-00-aa-bb-cc:6230", BMC_MAC, 6230, "ipmi://52-54-00-aa-bb-cc:6230"),
+        ("redfish://52-54-00-aa-bb-cc/redfish/v1/Systems/1", BMC_MAC, 443,
+         "redfish+https://52-54-00-aa-bb-cc:443/redfish/v1/Systems/1"),
+        ("ipmi://10.0.0.5", None, 623, "ipmi://10.0.0.5:623"),
+        ("ipmi://bmc-52-54-00-aa-bb-cc", None, 623, "ipmi://bmc-52-54-00-aa-bb-cc:623"),
+        ("ipmi://[fd00::1:2:3:4:5]", None, 623, "ipmi://[fd00::1:2:3:4:5]:623"),
+    ],
+)
+def test_bmc_given_by_mac(text, mac, port, canonical):
+    address = parse_bmc_address(text)
+    assert (address.mac, address.port, str(address)) == (mac, port, canonical)
+    if mac:
+        assert str(address.at("10.0.0.9")) == canonical.replace("52-54-00-aa-bb-cc", "10.0.0.9")
+        assert address.at("10.0.0.9").mac is None
+
+
+@pytest.mark.parametrize("text", ["ipmi://52:54:00:aa:bb:cc", "ipmi://52:54:00:AA:BB:CC:623", "ipmi://[52:54:00:aa:bb:cc]"])
+def test_a_mac_with_colons_is_refused_with_the_dashed_form(text):
+    with pytest.raises(InvalidBMCAddress, match="dashes, e.g. ipmi://52-54-00-aa-bb-cc"):
+        parse_bmc_address(text)
+
+
+@pytest.fixture
+def table(monkeypatch):
+    """A fake neighbour table, and a sweep that fills it from ``table["answers"]``."""
+    state = {"now": {}, "answers": {}, "sweeps": 0}
+
+    def sweep(subnets):
+        state["sweeps"] += 1
+        state["now"].update(state["answers"])
+
+    monkeypatch.setattr(discovery, "neighbours", lambda: dict(state["now"]))
+    monkeypatch.setattr(discovery, "sweep", sweep)
+    monkeypatch.setattr(discovery, "SWEEP_WAIT", 0.3)
+    monkeypatch.setattr(discovery, "_swept", {})
+    return state
+
+
+SUBNETS = [ipaddress.ip_network("10.0.0.0/29")]
+
+
+def test_locate_sweeps_only_for_what_is_missing(table):
+    table["now"] = {BMC_MAC: "10.0.0.2"}
+    assert discovery.locate([BMC_MAC], SUBNETS) == {BMC_MAC: "10.0.0.2"}
+    assert table["sweeps"] == 0
+    table["answers"] = {"52:54:00:00:00:09": "10.0.0.3"}
+    assert discovery.locate([BMC_MAC, "52:54:00:00:00:09"], SUBNETS) == {BMC_MAC: "10.0.0.2", "52:54:00:00:00:09": "10.0.0.3"}
+    assert table["sweeps"] == 1
+    # A MAC nobody answers for: no second sweep right after the first.
+    assert discovery.locate(["52:54:00:00:00:0a"], SUBNETS) == {}
+    assert table["sweeps"] == 1
+    # Discovery sweeps whenever it is asked, and without subnets nothing is swept.
+    assert discovery.locate([], SUBNETS, force=True) == {}
+    assert table["sweeps"] == 2
+    assert discovery.locate(["52:54:00:00:00:0b"], []) == {}
+    assert table["sweeps"] == 2
+
+
+def test_power_names_the_mac_and_what_to_configure(table):
+    with pytest.raises(BMCNotFound, match=f"BMC {BMC_MAC} is not in this server's neighbour table; set KS_BMC_SUBNETS"):
+        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "status")
+    with pytest.raises(BMCNotFound, match=f"BMC {BMC_MAC} did not answer a sweep of 10.0.0.0/29; .* KS_BMC_SUBNETS"):
+        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "on", subnets=SUBNETS)
+    assert table["sweeps"] == 1
+
+
+def test_listing_resolves_every_mac_with_one_sweep(table, start_bmc):
+    bmc = start_bmc("ipmi", power=True)
+    table["answers"] = {BMC_MAC: "127.0.0.1"}
+    mac_url = bmc.url.replace("127.0.0.1", "52-54-00-aa-bb-cc")
+    results = power.status_many(
+        [(mac_url, bmc.username, bmc.password), ("ipmi://52-54-00-00-00-0a", "a", "b"), (bmc.url, bmc.username, bmc.password)],
+        timeout=3, subnets=SUBNETS,
+    )
+    assert results[0] == results[2] == PowerStatus("on")
+    assert results[1].state == "unknown" and "BMC 52:54:00:00:00:0a did not answer a sweep" in results[1].error
+    assert table["sweeps"] == 1
+
+
+def test_sweep_sends_a_presence_ping_to_every_address(monkeypatch):
+    listeners = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+        first.bind(("127.0.0.1", 0))
+        port = first.getsockname()[1]
+        second.bind(("127.0.0.2", port))
+        monkeypatch.setattr(discovery, "RMCP_PORT", port)
+        monkeypatch.setattr(discovery, "BATCH", 1)  # every address through its own socket as well
+        discovery.sweep([ipaddress.ip_network("127.0.0.0/30")])
+        for listener in (first, second):
+            listener.settimeout(2)
+            listeners.append(listener.recvfrom(64)[0])
+    assert listeners == [discovery.RMCP_PING] * 2
+
+
+def test_edit_host_refuses_a_mac_with_colons(cli_runner, root, client):
+    boot(client, MAC1)
+    r = cli_runner.invoke(edit_host, ["--root", str(root), "-i", "1", "--bmc", "ipmi://52:54:00:aa:bb:cc"])
+    assert r.exit_code == 2 and "ipmi://52-54-00-aa-bb-cc" in r.output
