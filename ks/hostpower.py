@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ks import machines, power
 from ks.db import Database
-from ks.errors import Conflict, KSError
+from ks.errors import Conflict, InvalidBMCAddress, KSError
 from ks.power import discovery
 
 POWER = "power"
@@ -71,3 +71,28 @@ def power_states(hosts, settings: dict) -> dict[int, str | None]:
     found = {h.id: s.state for h, s in zip(with_bmc, states)}
     return {h.id: found.get(h.id) for h in hosts}
 
+
+def discover(db: Database, settings: dict, sweep: bool) -> dict:
+    """Where the BMCs that hosts give by MAC are: ``{"subnets", "bmcs": [{host, hostname, mac, ip}]}``.
+
+    With ``sweep``, KS_BMC_SUBNETS is swept first (PXE Pilot's discovery); without, the
+    neighbour table is read as it is.
+    """
+    subnets = discovery.parse_subnets(settings["BMC_SUBNETS"])
+    if sweep and not subnets:
+        raise Conflict("no BMC subnets to sweep; set KS_BMC_SUBNETS on the server, e.g. KS_BMC_SUBNETS=10.0.0.0/24")
+    with db.read() as session:
+        bmcs = [(h.id, h.hostname, _mac(h.bmc_address)) for h in machines.list_hosts(session) if h.bmc_address]
+    bmcs = [bmc for bmc in bmcs if bmc[2]]
+    found = discovery.locate([mac for _, _, mac in bmcs], subnets if sweep else [], force=sweep)
+    return {
+        "subnets": [str(s) for s in subnets],
+        "bmcs": [{"host": i, "hostname": name, "mac": mac, "ip": found.get(mac)} for i, name, mac in bmcs],
+    }
+
+
+def _mac(address: str) -> str | None:
+    try:
+        return power.parse_bmc_address(address).mac
+    except InvalidBMCAddress:  # stored before a stricter parser: not a BMC given by MAC either way
+        return None

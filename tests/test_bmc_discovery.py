@@ -1,4 +1,4 @@
-"""BMCs given by MAC: the neighbour table and the sweep of KS_BMC_SUBNETS."""
+"""BMCs given by MAC: the neighbour table, the sweep of KS_BMC_SUBNETS, discovery on demand."""
 
 import ipaddress
 import json
@@ -6,9 +6,10 @@ import socket
 
 import pytest
 
-from conftest import MAC1, boot
-from ks import power
+from conftest import MAC1, MAC2, boot
+from ks import power, tokens
 from ks.cli.edit_host import edit_host
+from ks.cli.main import cli
 from ks.errors import BMCNotFound, ConfigError, InvalidBMCAddress
 from ks.power import PowerStatus, discovery, parse_bmc_address
 
@@ -178,6 +179,28 @@ def test_sweep_sends_a_presence_ping_to_every_address(monkeypatch):
             listener.settimeout(2)
             listeners.append(listener.recvfrom(64)[0])
     assert listeners == [discovery.RMCP_PING] * 2
+
+
+def test_api_and_cli_discovery_need_subnets(client, app, db, cli_runner, root, table):
+    boot(client, MAC1)
+    boot(client, MAC2)
+    token = db.write(lambda s: tokens.create(s, "t"))
+    auth = {"Authorization": f"Bearer {token}"}
+    client.patch("/api/v1/hosts/1", json={"bmc": {"address": "ipmi://52-54-00-aa-bb-cc", "username": "admin"}}, headers=auth)
+    client.patch("/api/v1/hosts/2", json={"bmc": {"address": "ipmi://10.0.0.5"}}, headers=auth)
+    r = client.patch("/api/v1/discovery", headers=auth)
+    assert r.status_code == 409 and "set KS_BMC_SUBNETS" in r.json["error"]
+    table["now"] = {BMC_MAC: "10.0.0.2"}
+    r = client.get("/api/v1/discovery", headers=auth)
+    assert r.json == {"subnets": [], "bmcs": [{"host": 1, "hostname": "not-set", "mac": BMC_MAC, "ip": "10.0.0.2"}]}
+    assert table["sweeps"] == 0
+    r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover"])
+    assert r.exit_code == 1 and "no BMC subnets to sweep; set KS_BMC_SUBNETS" in r.output
+    r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover"], env={"KS_BMC_SUBNETS": "10.0.0.0/16"})
+    assert r.exit_code == 1 and "10.0.0.0/16 is larger than /22" in r.output
+    r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover", "--json"], env={"KS_BMC_SUBNETS": "10.0.0.0/29"})
+    assert r.exit_code == 0 and json.loads(r.output)["bmcs"][0]["ip"] == "10.0.0.2"
+    assert table["sweeps"] == 1
 
 
 def test_edit_host_refuses_a_mac_with_colons(cli_runner, root, client):
