@@ -1,13 +1,17 @@
-"""BMCs given by MAC: the neighbour table, the sweep of KS_BMC_SUBNETS, discovery on demand."""
+"""BMCs given by MAC: the neighbour table, the sweep of KS_BMC_SUBNETS, and the real thing
+in a network namespace with ipmi_sim behind a veth pair."""
 
 import ipaddress
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from conftest import MAC1, MAC2, boot
+from conftest import MAC1, MAC2, boot, cli_env
 from ks import power, tokens
+from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
 from ks.errors import BMCNotFound, ConfigError, InvalidBMCAddress
@@ -207,3 +211,86 @@ def test_edit_host_refuses_a_mac_with_colons(cli_runner, root, client):
     boot(client, MAC1)
     r = cli_runner.invoke(edit_host, ["--root", str(root), "-i", "1", "--bmc", "ipmi://52:54:00:aa:bb:cc"])
     assert r.exit_code == 2 and "ipmi://52-54-00-aa-bb-cc" in r.output
+
+
+# --- the real thing: ipmi_sim in a network namespace, found by its MAC -------------------
+
+FAR_MAC = "52:54:00:21:3a:02"
+
+
+@pytest.fixture
+def bmc_network():
+    from netns import veth_namespace
+
+    with veth_namespace(FAR_MAC) as veth:
+        yield veth
+
+
+def eh(runner, root, *args, env=None):
+    return runner.invoke(edit_host, ["--root", str(root), *args], env=env)
+
+
+@pytest.mark.e2e
+def test_bmc_given_by_mac_is_found_by_a_sweep_and_powered(bmc_network, start_bmc, cli_runner, root, client, tmp_path):
+    from server import ServerProcess
+
+    net = bmc_network
+    bmc = start_bmc("ipmi", power=False, address=net.far_ip, port=623, prefix=net.prefix)
+    boot(client, MAC1)
+    boot(client, MAC2)
+    password = {"KS_BMC_PASSWORD": bmc.password}
+    assert eh(cli_runner, root, "-i", "1", "--bmc", "ipmi://52-54-00-21-3A-02", "--bmc-user", bmc.username, env=password).exit_code == 0
+    # Nothing on this side has talked to the BMC yet.
+    assert FAR_MAC not in discovery.neighbours()
+
+    # Without subnets there is nothing to sweep: a clear refusal, and no traffic.
+    r = eh(cli_runner, root, "-i", "1", "--power", "status")
+    assert r.exit_code == 1 and f"BMC {FAR_MAC} is not in this server's neighbour table; set KS_BMC_SUBNETS" in r.output
+    assert FAR_MAC not in discovery.neighbours()
+
+    subnets = {"KS_BMC_SUBNETS": str(net.subnet)}
+    r = eh(cli_runner, root, "-i", "1", "--power", "status", env=subnets)
+    assert r.exit_code == 0 and r.output.startswith("host 1: power off"), r.output
+    assert discovery.neighbours()[FAR_MAC] == net.far_ip
+    assert eh(cli_runner, root, "-i", "1", "--power", "on", env=subnets).exit_code == 0
+    bmc.wait_history([True])
+    assert "     BMC:       ipmi://52-54-00-21-3A-02  power: on" in eh(cli_runner, root, "-ll", env=subnets).output
+
+    # A MAC that nothing on the subnet has: the sweep says where it looked.
+    assert eh(cli_runner, root, "-i", "2", "--bmc", "ipmi://52-54-00-21-3a-09", "--bmc-user", "admin", env=password).exit_code == 0
+    r = eh(cli_runner, root, "-i", "2", "--power", "on", env=subnets)
+    assert r.exit_code == 1 and f"BMC 52:54:00:21:3a:09 did not answer a sweep of {net.subnet}" in r.output
+
+    # kiwispray bmc discover fills an empty table and says where each BMC is.
+    net.flush_neighbours()
+    assert FAR_MAC not in discovery.neighbours()
+    r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover"], env=subnets)
+    assert r.exit_code == 0, r.output
+    assert f"1   not-set  {FAR_MAC}  {net.far_ip}" in r.output
+    assert "2   not-set  52:54:00:21:3a:09  not found" in r.output
+    assert f"swept {net.subnet}: 1 of 2 BMC(s) given by MAC found" in r.output
+    assert discovery.neighbours()[FAR_MAC] == net.far_ip
+
+    # PXE Pilot's PATCH /v1/discovery, here under /api/v1.
+    net.flush_neighbours()
+    app = create_app({"ROOT": str(root), "BMC_SUBNETS": str(net.subnet)})
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {app.extensions['kiwispray'].db.write(lambda s: tokens.create(s, 't'))}"}
+    assert api.patch("/api/v1/discovery", headers=auth).status_code == 204
+    bmcs = api.get("/api/v1/discovery", headers=auth).json["bmcs"]
+    assert [(b["mac"], b["ip"]) for b in bmcs] == [(FAR_MAC, net.far_ip), ("52:54:00:21:3a:09", None)]
+    r = api.post("/api/v1/hosts/1/power", json={"action": "off"}, headers=auth)
+    assert r.json == {"host": 1, "action": "off", "power": "off"}
+    bmc.wait_history([True, False])
+    token = app.extensions["kiwispray"].db.write(lambda s: tokens.create(s, "remote"))
+    app.extensions["kiwispray"].db.dispose()
+
+    # With --server, the server sweeps (its neighbour table is the one that counts), not the caller.
+    net.flush_neighbours()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with ServerProcess(root, env={"KS_BMC_SUBNETS": str(net.subnet)}) as server:
+        r = subprocess.run([sys.executable, "-m", "ks", "bmc", "discover", "--json"], capture_output=True, text=True,
+                           env=cli_env(elsewhere, {"KS_SERVER": server.url, "KS_TOKEN": token}))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bmcs"][0] == {"host": 1, "hostname": "not-set", "mac": FAR_MAC, "ip": net.far_ip}
