@@ -207,7 +207,8 @@ esac
         program.write_text(self.CHASSIS.format(workdir=shlex.quote(str(self.workdir))))
         program.chmod(0o755)
         (self.workdir / "lan.conf").write_text(self.LAN_CONF.format(
-            address=self.address, port=self.port, guid=uuid.uuid4().hex, program=program, username=self.username, password=self.password
+            address=self.address, port=self.port, guid=uuid.uuid4().hex, program=program,
+            username=self.username, password=self.password,
         ))
         (self.workdir / "bmc.emu").write_text(self.EMULATION)
         (self.workdir / "state").mkdir()

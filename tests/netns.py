@@ -45,8 +45,8 @@ def ip(*args: str) -> str:
 
 def _unused_subnet() -> ipaddress.IPv4Network:
     """A /29 in 10.213.0.0/16 that no route or address of this machine touches."""
-    taken = [ipaddress.ip_network(r["dst"], strict=False) for r in json.loads(ip("-4", "-json", "route", "show", "table", "all"))
-             if r.get("dst") not in (None, "default")]
+    routes = json.loads(ip("-4", "-json", "route", "show", "table", "all"))
+    taken = [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r.get("dst") not in (None, "default")]
     taken += [ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}").network
               for link in json.loads(ip("-4", "-json", "addr")) for a in link.get("addr_info", [])]
     for _ in range(100):

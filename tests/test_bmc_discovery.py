@@ -44,7 +44,8 @@ def entry(dst, lladdr=None, *state):
         # ...and between equals, the lowest address, so the answer does not depend on order.
         ([entry("10.0.0.9", BMC_MAC, "STALE"), entry("10.0.0.10", BMC_MAC, "STALE")], {BMC_MAC: "10.0.0.9"}),
         # Not IPv4, not Ethernet: never a BMC found here.
-        ([entry("fd00::5", BMC_MAC, "REACHABLE"), entry("10.0.0.7", "80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03", "REACHABLE")], {}),
+        ([entry("fd00::5", BMC_MAC, "REACHABLE"),
+          entry("10.0.0.7", "80:00:00:48:fe:80:00:00:00:00:00:00:00:02:c9:03", "REACHABLE")], {}),
         ([entry("10.0.0.5", BMC_MAC, "REACHABLE"), entry("10.0.0.6", "52:54:00:00:00:01", "STALE")],
          {BMC_MAC: "10.0.0.5", "52:54:00:00:00:01": "10.0.0.6"}),
     ],
@@ -171,8 +172,9 @@ def test_listing_resolves_every_mac_with_one_sweep(table, start_bmc):
 
 
 def test_sweep_sends_a_presence_ping_to_every_address(monkeypatch):
-    listeners = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+    received = []
+    udp = (socket.AF_INET, socket.SOCK_DGRAM)
+    with socket.socket(*udp) as first, socket.socket(*udp) as second:
         first.bind(("127.0.0.1", 0))
         port = first.getsockname()[1]
         second.bind(("127.0.0.2", port))
@@ -181,8 +183,8 @@ def test_sweep_sends_a_presence_ping_to_every_address(monkeypatch):
         discovery.sweep([ipaddress.ip_network("127.0.0.0/30")])
         for listener in (first, second):
             listener.settimeout(2)
-            listeners.append(listener.recvfrom(64)[0])
-    assert listeners == [discovery.RMCP_PING] * 2
+            received.append(listener.recvfrom(64)[0])
+    assert received == [discovery.RMCP_PING] * 2
 
 
 def test_api_and_cli_discovery_need_subnets(client, app, db, cli_runner, root, table):
@@ -239,7 +241,8 @@ def test_bmc_given_by_mac_is_found_by_a_sweep_and_powered(bmc_network, start_bmc
     boot(client, MAC1)
     boot(client, MAC2)
     password = {"KS_BMC_PASSWORD": bmc.password}
-    assert eh(cli_runner, root, "-i", "1", "--bmc", "ipmi://52-54-00-21-3A-02", "--bmc-user", bmc.username, env=password).exit_code == 0
+    r = eh(cli_runner, root, "-i", "1", "--bmc", "ipmi://52-54-00-21-3A-02", "--bmc-user", bmc.username, env=password)
+    assert r.exit_code == 0, r.output
     # Nothing on this side has talked to the BMC yet.
     assert FAR_MAC not in discovery.neighbours()
 
@@ -257,7 +260,8 @@ def test_bmc_given_by_mac_is_found_by_a_sweep_and_powered(bmc_network, start_bmc
     assert "     BMC:       ipmi://52-54-00-21-3A-02  power: on" in eh(cli_runner, root, "-ll", env=subnets).output
 
     # A MAC that nothing on the subnet has: the sweep says where it looked.
-    assert eh(cli_runner, root, "-i", "2", "--bmc", "ipmi://52-54-00-21-3a-09", "--bmc-user", "admin", env=password).exit_code == 0
+    r = eh(cli_runner, root, "-i", "2", "--bmc", "ipmi://52-54-00-21-3a-09", "--bmc-user", "admin", env=password)
+    assert r.exit_code == 0, r.output
     r = eh(cli_runner, root, "-i", "2", "--power", "on", env=subnets)
     assert r.exit_code == 1 and f"BMC 52:54:00:21:3a:09 did not answer a sweep of {net.subnet}" in r.output
 
