@@ -30,6 +30,8 @@ DEFAULTS = {
     # Redfish over HTTPS: "true" checks BMC certificates against the system's CAs,
     # "false" accepts any, a path names the CA file to trust.
     "BMC_VERIFY": "true",
+    # Comma-separated IPv4 subnets swept for BMCs given by MAC that the neighbour table lacks.
+    "BMC_SUBNETS": "",
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
 }
@@ -45,6 +47,7 @@ ENV_VARS = {
     "KS_POWER_TIMEOUT": ("POWER_TIMEOUT", float),
     "KS_POWER_STATUS_TIMEOUT": ("POWER_STATUS_TIMEOUT", float),
     "KS_BMC_VERIFY": ("BMC_VERIFY", str),
+    "KS_BMC_SUBNETS": ("BMC_SUBNETS", str),
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
 }
 

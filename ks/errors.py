@@ -92,3 +92,7 @@ class BMCUnreachable(PowerError):
     """A BMC that gave no answer within the timeout."""
 
     status = 504
+
+
+class BMCNotFound(PowerError):
+    """A BMC given by MAC that is in no neighbour table entry, even after a sweep of its subnets."""

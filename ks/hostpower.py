@@ -4,7 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ks import machines, power
 from ks.db import Database
-from ks.errors import Conflict, KSError
+from ks.errors import Conflict, InvalidBMCAddress, KSError
+from ks.power import discovery
 
 POWER = "power"
 
@@ -19,6 +20,11 @@ def verify_setting(value: str) -> bool | str:
     return str(value)
 
 
+def _options(settings: dict) -> dict:
+    """The settings every BMC call takes."""
+    return {"verify": verify_setting(settings["BMC_VERIFY"]), "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"])}
+
+
 def power_host(db: Database, host_id: int, action: str, source: str, settings: dict) -> str:
     """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
 
@@ -30,9 +36,7 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
     if not bmc[0]:
         raise Conflict(f"host {host_id} has no BMC; set one with edit-host -i {host_id} --bmc URL")
     try:
-        result = power.run(
-            *bmc, action, timeout=settings["POWER_TIMEOUT"], verify=verify_setting(settings["BMC_VERIFY"])
-        )
+        result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
     except KSError as exc:
         detail = f"{action} failed: {exc}"
         db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
@@ -63,7 +67,33 @@ def power_states(hosts, settings: dict) -> dict[int, str | None]:
     states = power.status_many(
         [(h.bmc_address, h.bmc_username or "", h.bmc_password or "") for h in with_bmc],
         timeout=settings["POWER_STATUS_TIMEOUT"],
-        verify=verify_setting(settings["BMC_VERIFY"]),
+        **_options(settings),
     )
     found = {h.id: s.state for h, s in zip(with_bmc, states)}
     return {h.id: found.get(h.id) for h in hosts}
+
+
+def discover(db: Database, settings: dict, sweep: bool) -> dict:
+    """Where the BMCs that hosts give by MAC are: ``{"subnets", "bmcs": [{host, hostname, mac, ip}]}``.
+
+    With ``sweep``, KS_BMC_SUBNETS is swept first (PXE Pilot's discovery); without, the
+    neighbour table is read as it is.
+    """
+    subnets = discovery.parse_subnets(settings["BMC_SUBNETS"])
+    if sweep and not subnets:
+        raise Conflict("no BMC subnets to sweep; set KS_BMC_SUBNETS on the server, e.g. KS_BMC_SUBNETS=10.0.0.0/24")
+    with db.read() as session:
+        bmcs = [(h.id, h.hostname, _mac(h.bmc_address)) for h in machines.list_hosts(session) if h.bmc_address]
+    bmcs = [bmc for bmc in bmcs if bmc[2]]
+    found = discovery.locate([mac for _, _, mac in bmcs], subnets if sweep else [], force=sweep)
+    return {
+        "subnets": [str(s) for s in subnets],
+        "bmcs": [{"host": i, "hostname": name, "mac": mac, "ip": found.get(mac)} for i, name, mac in bmcs],
+    }
+
+
+def _mac(address: str) -> str | None:
+    try:
+        return power.parse_bmc_address(address).mac
+    except InvalidBMCAddress:  # stored before a stricter parser: not a BMC given by MAC either way
+        return None

@@ -58,3 +58,8 @@ class Remote:
 
     def deploy(self, config: str, entries: list[dict], reboot: bool) -> None:
         self.call("PUT", f"/configurations/{config}/deploy", json={"hosts": entries, "reboot": reboot})
+
+    def discover(self) -> dict:
+        """Sweep the server's BMC subnets, then where its BMCs given by MAC are."""
+        self.call("PATCH", "/discovery")
+        return self.call("GET", "/discovery")

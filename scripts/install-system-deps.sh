@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite and benchmarks use: QEMU with iPXE and OVMF
-# firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx.
+# firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx,
+# iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC).
 # Idempotent: installs only what is missing; needs root (or sudo).
 set -euo pipefail
 

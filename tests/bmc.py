@@ -1,7 +1,8 @@
 """Real BMC simulators on loopback for the power tests.
 
 * IpmiSim:    OpenIPMI's ``ipmi_sim`` with a ``chassis_control`` program whose power is a
-              file, and which logs every power change it is asked for.
+              file, and which logs every power change it is asked for. It can also listen
+              on another address inside a network namespace of a test (``prefix``).
 * RedfishSim: ``sushy-emulator --fake`` with basic auth, HTTPS by default, and its
               "external notifier" pointed at a recorder here, so that every power change
               it makes (including the Off within a ForceRestart) is seen.
@@ -34,13 +35,18 @@ import requests
 USERNAME, PASSWORD = "admin", "secret"
 
 
-def ensure_ipmi_sim() -> str:
-    """The path of ipmi_sim, installing Debian's openipmi first if it is missing."""
-    if not shutil.which("ipmi_sim"):
+def ensure_command(command: str, package: str) -> str:
+    """The path of ``command``, installing the Debian ``package`` first if it is missing."""
+    if not shutil.which(command):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "openipmi"], check=True, env=env)
-    return shutil.which("ipmi_sim")
+        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package], check=True, env=env)
+    return shutil.which(command)
+
+
+def ensure_ipmi_sim() -> str:
+    """The path of ipmi_sim, installing Debian's openipmi first if it is missing."""
+    return ensure_command("ipmi_sim", "openipmi")
 
 
 def ensure_sushy_tools() -> None:
@@ -89,6 +95,7 @@ class Simulator:
 
     username, password = USERNAME, PASSWORD
     verify: bool | str = True
+    prefix: list[str] = []  # a command to run the simulator through, such as ip netns exec
 
     def __init__(self, workdir: Path, power: bool = False):
         self.workdir = Path(workdir)
@@ -108,7 +115,8 @@ class Simulator:
         self.stop()
 
     def _spawn(self, command: list[str]) -> None:
-        """Start the process, its output going to ``log``."""
+        """Start the process, its output going to ``log``; ``prefix`` (if any) goes in front."""
+        command = [*self.prefix, *command]
         self.log = self.workdir / "process.log"
         with open(self.log, "wb") as output:
             self.process = subprocess.Popen(
@@ -146,13 +154,13 @@ class Simulator:
 
 
 class IpmiSim(Simulator):
-    """OpenIPMI ipmi_sim, IPMI 2.0 lanplus on a loopback UDP port."""
+    """OpenIPMI ipmi_sim, IPMI 2.0 lanplus on a loopback UDP port, or where it is told."""
 
     LAN_CONF = """\
 name "ksbmc"
 set_working_mc 0x20
   startlan 1
-    addr 127.0.0.1 {port}
+    addr {address} {port}
     priv_limit admin
     allowed_auths_callback none md2 md5 straight
     allowed_auths_user none md2 md5 straight
@@ -179,18 +187,28 @@ case "$1 $2" in
 esac
 """
 
+    # Exits 0 when the address is free, so that it can also run inside another namespace.
+    BIND_CHECK = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((sys.argv[1], int(sys.argv[2])))"
+
+    def __init__(self, workdir: Path, power: bool = False, address: str = "127.0.0.1", port: int | None = None,
+                 prefix: list[str] = ()):
+        """``prefix`` runs ipmi_sim through a command, e.g. ``["ip", "netns", "exec", NS]``."""
+        super().__init__(workdir, power)
+        self.address, self.port, self.prefix = address, port, list(prefix)
+
     def start(self) -> None:
         """Write the configuration and run ipmi_sim until its UDP port is bound."""
         binary = ensure_ipmi_sim()
-        self.port = free_port(socket.SOCK_DGRAM)
-        self.url = f"ipmi://127.0.0.1:{self.port}"
+        self.port = self.port or free_port(socket.SOCK_DGRAM)
+        self.url = f"ipmi://{self.address}:{self.port}"
         (self.workdir / "power").write_text("1\n" if self.initial_power else "0\n")
         (self.workdir / "power.log").write_text("")
         program = self.workdir / "chassis"
         program.write_text(self.CHASSIS.format(workdir=shlex.quote(str(self.workdir))))
         program.chmod(0o755)
         (self.workdir / "lan.conf").write_text(self.LAN_CONF.format(
-            port=self.port, guid=uuid.uuid4().hex, program=program, username=self.username, password=self.password
+            address=self.address, port=self.port, guid=uuid.uuid4().hex, program=program,
+            username=self.username, password=self.password,
         ))
         (self.workdir / "bmc.emu").write_text(self.EMULATION)
         (self.workdir / "state").mkdir()
@@ -199,12 +217,8 @@ esac
         self._wait_ready(self._port_bound, "ipmi_sim")
 
     def _port_bound(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", self.port))
-            except OSError:
-                return True
-        return False
+        check = [*self.prefix, sys.executable, "-c", self.BIND_CHECK, self.address, str(self.port)]
+        return subprocess.run(check, stderr=subprocess.DEVNULL).returncode != 0
 
     @property
     def power(self) -> bool:

@@ -137,6 +137,19 @@ SCHEMAS = {
         "additionalProperties": False,
         "properties": {"action": {"type": "string", "enum": ["status", "on", "off", "cycle"]}},
     },
+    "Discovery": {
+        "type": "object",
+        "required": ["subnets", "bmcs"],
+        "properties": {
+            "subnets": {"type": "array", "items": {"type": "string"}, "description": "KS_BMC_SUBNETS"},
+            "bmcs": {"type": "array", "items": {
+                "type": "object",
+                "required": ["host", "hostname", "mac", "ip"],
+                "properties": {"host": {"type": "integer"}, "hostname": {"type": "string"},
+                               "mac": {"type": "string"}, "ip": {**NULLABLE_STRING, "description": "null: not found"}},
+            }},
+        },
+    },
     "PowerResult": {
         "type": "object",
         "required": ["host", "action", "power"],
@@ -187,6 +200,12 @@ PATHS = {
         "parameters": [REF],
         "patch": {"summary": "Power-cycle a host (PXE Pilot)",
                   "responses": {"204": {"description": "Rebooted"}, **_errors(401, 404, 409)}},
+    },
+    "/discovery": {
+        "get": {"summary": "Where each BMC given by MAC is now (the server's neighbour table; no sweep)",
+                "responses": {"200": _json(_ref("Discovery"), "BMCs given by MAC"), **_errors(400, 401)}},
+        "patch": {"summary": "Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot)",
+                  "responses": {"204": {"description": "Swept"}, **_errors(400, 401, 409)}},
     },
     "/configurations": {
         "get": {"summary": "Images and builtin states",

@@ -1,4 +1,4 @@
-"""Power routes: status/on/off/cycle through a host's BMC, and PXE Pilot's reboot."""
+"""Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
 from ks import hostpower, machines
 from ks.api import SOURCE, answer, body, bp, error
@@ -38,6 +38,21 @@ def host_reboot(ref: str):
     if failures:
         return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
     return "", 204
+
+
+@bp.patch("/discovery")
+def discovery_sweep():
+    """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
+    ks = services()
+    hostpower.discover(ks.db, ks.settings, sweep=True)
+    return "", 204
+
+
+@bp.get("/discovery")
+def discovery_table():
+    """Where each BMC given by MAC is now, as the neighbour table says (no sweep)."""
+    ks = services()
+    return answer(hostpower.discover(ks.db, ks.settings, sweep=False))
 
 
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:

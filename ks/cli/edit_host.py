@@ -44,7 +44,8 @@ class Refused(click.ClickException):
 @click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
 @click.option("--bmc", metavar="URL", help="Set the host's BMC: ipmi://host[:port], redfish://host/redfish/v1/Systems/ID, "
-                                       "redfish+http://… ('' removes it).")
+                                       "redfish+http://…; the host may be the BMC's MAC, ipmi://52-54-00-aa-bb-cc, "
+                                       "found in the neighbour table (KS_BMC_SUBNETS: swept) ('' removes it).")
 @click.option("--bmc-user", metavar="USER", help="BMC user name (with --bmc).")
 @click.option("--bmc-password", metavar="PASSWORD", envvar="KS_BMC_PASSWORD",
               help="BMC password (with --bmc); '-' reads it from stdin, and env KS_BMC_PASSWORD keeps it "

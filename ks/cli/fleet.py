@@ -1,4 +1,4 @@
-"""``kiwispray host …`` and ``kiwispray config …``: the same verbs on this site or, with
+"""``kiwispray host …``, ``config …`` and ``bmc …``: the same verbs on this site or, with
 ``--server URL``, on a remote server through its admin API (PXE Pilot's CLI habits)."""
 
 import json
@@ -60,6 +60,9 @@ class Local:
         failures = hostpower.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
         return [f"host {host_id}: {why}" for host_id, why in failures]
 
+    def discover(self) -> dict:
+        return hostpower.discover(self.db, self.site.settings, sweep=True)
+
 
 class Far:
     """The verbs on a remote server, through its admin API."""
@@ -88,6 +91,9 @@ class Far:
                 return [str(exc)]
             raise
         return []
+
+    def discover(self) -> dict:
+        return self.remote.discover()
 
 
 def backend(ctx: click.Context):
@@ -201,3 +207,27 @@ def config_deploy(ctx, configuration, hosts, reboot):
     click.echo(_table(rows, ["HOST", "CONFIGURATION"]))
     if failures:
         raise fail(KSError("deployed, but the reboot failed: " + "; ".join(failures)))
+
+
+@click.group("bmc")
+def bmc_group():
+    """BMCs: find those given by MAC (here, or on --server)."""
+
+
+@bmc_group.command("discover")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def bmc_discover(ctx, as_json):
+    """Sweep KS_BMC_SUBNETS and show at which IP each host's BMC given by MAC answers.
+
+    The sweep fills the server's neighbour table (PXE Pilot's discovery); power
+    commands look BMCs given by MAC up there.
+    """
+    found = _run(lambda: backend(ctx).discover())
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [[b["host"], b["hostname"], b["mac"], b["ip"] or "not found"] for b in found["bmcs"]]
+    click.echo(_table(rows, ["ID", "NAME", "BMC MAC", "IP"]))
+    located = sum(1 for b in found["bmcs"] if b["ip"])
+    click.echo(f"swept {', '.join(found['subnets'])}: {located} of {len(rows)} BMC(s) given by MAC found", err=True)

@@ -8,7 +8,7 @@ import click
 
 from ks import __version__, config
 from ks.cli.common import Site, fail, root_option
-from ks.cli.fleet import config_group, host_group
+from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.token import token
 from ks.errors import KSError
@@ -18,7 +18,7 @@ from ks.errors import KSError
 @click.version_option(__version__, prog_name="kiwispray")
 @root_option
 @click.option("--server", envvar="KS_SERVER", metavar="URL",
-              help="Drive the server at URL through its admin API ('host' and 'config' commands) (env KS_SERVER).")
+              help="Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER).")
 @click.option("--token-file", envvar="KS_TOKEN_FILE", type=click.Path(dir_okay=False),
               help="File holding the API token for --server [default: ~/.config/kiwispray/token]; "
                    "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
@@ -190,3 +190,4 @@ cli.add_command(image)
 cli.add_command(token)
 cli.add_command(host_group)
 cli.add_command(config_group)
+cli.add_command(bmc_group)

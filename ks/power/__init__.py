@@ -18,15 +18,21 @@ may still say ``off``.
 Every call is bounded by its timeout, whatever the BMC or the network does: the
 exchange runs in a daemon thread that is abandoned (and ends on its own) when the
 deadline passes, so a dead BMC costs ``timeout`` seconds and never hangs a command.
+
+A BMC given by MAC (``ipmi://52-54-00-aa-bb-cc``) is first looked up in the neighbour
+table, sweeping ``subnets`` if it is not there (ks.power.discovery); the sweep comes
+before the timeout and adds at most discovery.SWEEP_WAIT.
 """
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
-from ks.errors import BadRequest, BMCUnreachable
+from ks.errors import BadRequest, BMCUnreachable, KSError
+from ks.power import discovery
 from ks.power.address import BMCAddress, parse_bmc_address
 from ks.power.ipmi import IPMI
 from ks.power.redfish import Redfish
@@ -55,18 +61,22 @@ def run(
     operation: str,
     timeout: float = DEFAULT_TIMEOUT,
     verify: bool | str = True,
+    subnets: Sequence[IPv4Network] = (),
 ) -> str:
     """Do one power operation; return the state (status) or the action sent (on/off/cycle).
 
     ``verify`` (Redfish over HTTPS): True checks the BMC's certificate against the system's
     CAs, a path names the CA certificate(s) to trust instead, False accepts any certificate.
-    Raises InvalidBMCAddress, BadRequest, BMCUnreachable, BMCAuthFailed or PowerError.
+    ``subnets`` are swept for a BMC given by MAC that the neighbour table does not know.
+    Raises InvalidBMCAddress, BadRequest, BMCNotFound, BMCUnreachable, BMCAuthFailed or PowerError.
     """
     if operation not in OPERATIONS:
         raise BadRequest(f"unknown power operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     if not timeout > 0:
         raise BadRequest(f"the power timeout must be a positive number of seconds, got {timeout!r}")
-    address = bmc if isinstance(bmc, BMCAddress) else parse_bmc_address(bmc)
+    address = _located([bmc], subnets)[0]
+    if isinstance(address, KSError):
+        raise address
 
     def exchange() -> str:
         with _connect(address, username, password, timeout, verify) as connection:
@@ -81,36 +91,65 @@ def run(
     return _within(timeout, exchange, address, operation)
 
 
-def status(bmc: str | BMCAddress, username: str, password: str,
-           timeout: float = DEFAULT_TIMEOUT, verify: bool | str = True) -> str:
+def status(bmc: str | BMCAddress, username: str, password: str, timeout: float = DEFAULT_TIMEOUT,
+           verify: bool | str = True, subnets: Sequence[IPv4Network] = ()) -> str:
     """The power state of one BMC: 'on', 'off' or 'unknown'; errors raise as in run()."""
-    return run(bmc, username, password, "status", timeout=timeout, verify=verify)
+    return run(bmc, username, password, "status", timeout=timeout, verify=verify, subnets=subnets)
 
 
 def status_many(
     targets: Iterable[tuple[str, str, str]],
     timeout: float = STATUS_TIMEOUT,
     verify: bool | str = True,
+    subnets: Sequence[IPv4Network] = (),
 ) -> list[PowerStatus]:
     """The power state of many ``(bmc_url, username, password)`` in parallel, in order.
 
     Never raises for a BMC: one that fails or does not answer within ``timeout`` gets
     ``PowerStatus('unknown', error)``. A dead BMC holds one of MAX_WORKERS workers for
     ``timeout`` while the others go on, so a listing of up to MAX_WORKERS BMCs takes
-    ``timeout`` at most.
+    ``timeout`` at most (after one sweep for all the BMCs given by MAC, if needed).
     """
     targets = list(targets)
     if not targets:
         return []
+    addresses = _located([url for url, _, _ in targets], subnets)
 
-    def one(target: tuple[str, str, str]) -> PowerStatus:
+    def one(address: BMCAddress | KSError, target: tuple[str, str, str]) -> PowerStatus:
+        if isinstance(address, KSError):
+            return PowerStatus("unknown", str(address))
         try:
-            return PowerStatus(status(*target, timeout=timeout, verify=verify))
+            return PowerStatus(status(address, *target[1:], timeout=timeout, verify=verify))
         except Exception as error:  # noqa: BLE001 - one broken BMC must not break the listing
             return PowerStatus("unknown", str(error) or type(error).__name__)
 
     with ThreadPoolExecutor(max_workers=min(MAX_WORKERS, len(targets)), thread_name_prefix="power") as pool:
-        return list(pool.map(one, targets))
+        return list(pool.map(one, addresses, targets))
+
+
+def _located(bmcs: list[str | BMCAddress], subnets: Sequence[IPv4Network]) -> list[BMCAddress | KSError]:
+    """Each address parsed, at its current IP if given by MAC; an error in place of one that fails."""
+    addresses: list[BMCAddress | KSError] = []
+    for bmc in bmcs:
+        try:
+            addresses.append(bmc if isinstance(bmc, BMCAddress) else parse_bmc_address(bmc))
+        except KSError as error:
+            addresses.append(error)
+    macs = {a.mac for a in addresses if isinstance(a, BMCAddress) and a.mac}
+    found, failure = {}, None
+    try:
+        found = discovery.locate(macs, subnets) if macs else {}
+    except KSError as error:  # no neighbour table to read: every BMC given by MAC fails alike
+        failure = error
+
+    def at(address):
+        if isinstance(address, KSError) or not address.mac:
+            return address
+        if address.mac in found:
+            return address.at(found[address.mac])
+        return failure or discovery.not_found(address.mac, subnets)
+
+    return [at(a) for a in addresses]
 
 
 def _connect(address: BMCAddress, username: str, password: str, timeout: float, verify: bool | str):

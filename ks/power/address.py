@@ -4,12 +4,15 @@
 * ``redfish://host[:port]/redfish/v1/Systems/<id>``    Redfish over HTTPS
 * ``redfish+https://…``, ``redfish+http://…``           the same with the transport spelled out
 
+In place of the host, a BMC may be given by its MAC, written with dashes
+(``ipmi://52-54-00-aa-bb-cc``): ks.power.discovery finds its IPv4 address.
+
 Credentials never travel inside the address: they are stored and passed apart
 from it, so an address can be listed and logged without leaking a password.
 """
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from ks.errors import InvalidBMCAddress
@@ -22,6 +25,10 @@ SCHEMES = {
     "redfish+http": ("redfish", "http", 80),
 }
 EXAMPLES = "ipmi://10.0.0.5 or redfish://10.0.0.5/redfish/v1/Systems/1"
+
+# A MAC where the host goes; dashes, because colons would read as a port (urlsplit lowercases).
+MAC_HOST = re.compile(r"[0-9a-f]{2}(?:-[0-9a-f]{2}){5}")
+COLON_MAC = re.compile(r"//\[?[0-9a-f]{2}(?::[0-9a-f]{2}){5}(?![0-9a-f]|::)", re.IGNORECASE)
 
 # One member of the Systems collection; ids such as System.Embedded.1 (Dell) or a UUID.
 SYSTEM_PATH = re.compile(r"/redfish/v1/Systems/[^/?#]+/?")
@@ -36,6 +43,15 @@ class BMCAddress:
     port: int
     transport: str | None = None  # "https" | "http" for Redfish
     system: str | None = None  # "/redfish/v1/Systems/<id>" for Redfish
+
+    @property
+    def mac(self) -> str | None:
+        """The BMC's MAC (``aa:bb:…``) when the address gives one instead of a host."""
+        return self.host.replace("-", ":") if MAC_HOST.fullmatch(self.host) else None
+
+    def at(self, ip: str) -> "BMCAddress":
+        """The same BMC reached at ``ip``, where its MAC was found."""
+        return replace(self, host=ip)
 
     @property
     def base_url(self) -> str:
@@ -53,6 +69,10 @@ def parse_bmc_address(text: str) -> BMCAddress:
     if not isinstance(text, str) or not text.strip():
         raise InvalidBMCAddress(f"a BMC address is required, e.g. {EXAMPLES}")
     text = text.strip()
+    if COLON_MAC.search(text):
+        raise InvalidBMCAddress(
+            f"BMC address {text!r}: write a MAC with dashes, e.g. ipmi://52-54-00-aa-bb-cc (a colon starts the port)"
+        )
     try:
         parts = urlsplit(text)
         port = parts.port
