@@ -210,12 +210,14 @@ def test_status_many_marks_a_dead_bmc_without_waiting_for_it(start_bmc):
             (ipmi.url, ipmi.username, ipmi.password),
         ]
         started = time.monotonic()
-        results = power.status_many(targets, timeout=2, verify=redfish.verify)
+        # 5 s: a loaded machine can make a live exchange queued behind the wrong-password
+        # one take a few seconds; the dead BMC still costs only this one timeout.
+        results = power.status_many(targets, timeout=5, verify=redfish.verify)
         elapsed = time.monotonic() - started
-    assert elapsed < 2 + SLACK
+    assert elapsed < 5 + SLACK
     assert [result.state for result in results] == ["on", "off", "unknown", "unknown", "unknown", "on"]
     assert results[0] == results[-1] == PowerStatus("on")
-    assert "no answer within 2 s" in results[2].error
+    assert "no answer within 5 s" in results[2].error
     assert "names no host" in results[3].error
     assert "username and password" in results[4].error
     assert power.status_many([]) == []
