@@ -217,7 +217,8 @@ def test_status_many_marks_a_dead_bmc_without_waiting_for_it(start_bmc):
     assert elapsed < 5 + SLACK
     assert [result.state for result in results] == ["on", "off", "unknown", "unknown", "unknown", "on"]
     assert results[0] == results[-1] == PowerStatus("on")
-    assert "no answer within 5 s" in results[2].error
+    # pyghmi's own give-up (about 5 s) may come first: either way the BMC did not answer.
+    assert "no answer within 5 s" in results[2].error or "no IPMI answer" in results[2].error
     assert "names no host" in results[3].error
     assert "username and password" in results[4].error
     assert power.status_many([]) == []
