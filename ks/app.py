@@ -5,7 +5,7 @@ import logging
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from ks import config
+from ks import config, images
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
@@ -22,6 +22,7 @@ class Services:
         self.settings = settings
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
+        self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
 
 
 def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:

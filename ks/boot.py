@@ -44,22 +44,23 @@ def bootstrap():
     poll = one("poll") == "1"
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
-    outcome = ks.db.write(lambda session: machines.boot(session, ident, initial, poll=poll))
+    outcome = ks.db.write(
+        lambda session: machines.boot(session, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
+    )
     url = poll_url(where.base_url, ident)
     if outcome.conflict:
         if not poll:
             log.warning("conflict: %s", outcome.conflict)
         return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
     host, chain = outcome.host, outcome.chain
-    script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
+    if host.failed:
+        script = render.failed_script(ks.renderer, host, chain, where, poll_url=url)
+    else:
+        script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
     if outcome.bootid:  # polls of a waiting machine are not boot decisions
-        log.info(
-            "boot host=%d state=%s template=%s%s",
-            host.id,
-            states.current(chain),
-            script.template,
-            " (new machine)" if outcome.registered else "",
-        )
+        state = states.current(chain)
+        note = " (new machine)" if outcome.registered else " (failed, waits for a retry)" if host.failed else ""
+        log.info("boot host=%d state=%s template=%s%s", host.id, state, script.template, note)
     return text(script.text)
 
 
@@ -83,9 +84,9 @@ def finish():
     """Advance the machine's chain once for this boot."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    host, advanced = services().db.write(lambda session: machines.finish(session, host_id, bootid))
-    if advanced:
-        log.info("finish host=%d now=%s", host.id, host.state)
+    host, finished = services().db.write(lambda session: machines.finish(session, host_id, bootid))
+    if finished:
+        log.info("finish host=%d state=%s now=%s", host.id, finished, host.state)
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")
 

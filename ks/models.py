@@ -66,6 +66,11 @@ class Host(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the image being installed must have called /finish: set by its first
+    # boot, cleared by /finish, a new state or a retry. Indexed for the check.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # When the check found the deadline passed; such a host waits for a retry.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     macs: Mapped[list["HostMac"]] = relationship(
         back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"

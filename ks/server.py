@@ -23,8 +23,14 @@ class Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        # Each worker builds its own application: engines are never shared across fork.
-        return create_app(self.settings)
+        # Runs in each worker, which builds its own application and timeout
+        # checker: engines are never shared across fork.
+        from ks import timeouts
+
+        app = create_app(self.settings)
+        if self.settings["TIMEOUT_CHECK_INTERVAL"]:
+            timeouts.Checker(app.extensions["kiwispray"].db, self.settings["TIMEOUT_CHECK_INTERVAL"]).start()
+        return app
 
 
 def run(settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool) -> None:

@@ -119,7 +119,7 @@ def test_render_shows_the_script_without_changing_anything(cli_runner, root, hos
 
 def test_db_upgrade_and_missing_root(cli_runner, tmp_path):
     r = cli_runner.invoke(cli, ["--root", str(tmp_path), "db", "upgrade"])
-    assert r.exit_code == 0 and "database at revision 0001" in r.output
+    assert r.exit_code == 0 and "database at revision 0002" in r.output
     r = cli_runner.invoke(cli, ["--root", str(tmp_path / "nope"), "db", "upgrade"])
     assert r.exit_code == 1 and "is not a directory" in r.output
 

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ks import images, machines, present, states
+from ks import images, machines, present, states, timeouts
 from ks.cli.common import Site, root_option
 from ks.errors import KSError, NotFound
 
@@ -43,11 +43,13 @@ class Refused(click.ClickException):
 @click.option("-n", "--hostname", help="Set the host name.")
 @click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
+@click.option("--retry", is_flag=True,
+              help="Clear a failure (a provisioning timeout): the next boot starts the current state again.")
 @click.option("--force", is_flag=True, help="Set a state even if images/<name>/ does not exist (yet).")
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 @root_option
-def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, force, history, as_json, root):
+def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, retry, force, history, as_json, root):
     """List known machines and change their state, hostname or metadata.
 
     \b
@@ -57,12 +59,13 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
       edit-host --mac 52:54:00:12:34:56 -s finished
       edit-host -i 1 -m '{"location": "rack 4"}' -n node01
       edit-host -i 1 --history
+      edit-host -i 1 --retry            install the current state again after a timeout
     """
     site = Site(root)
     if sum(x is not None for x in (host_id, mac, serial)) > 1:
         raise click.UsageError("select the host with one of -i, --mac or --serial")
     selected = host_id is not None or mac is not None or serial is not None
-    changes = state is not None or meta is not None or hostname is not None or set_macs is not None or delete
+    changes = state is not None or meta is not None or hostname is not None or set_macs is not None or delete or retry
     if not (selected or verbosity or as_json or changes or history):
         raise click.UsageError("nothing to do: list with -l, or select a host with -i ID and change it with -s/-m/-n")
     if (changes or history) and not selected:
@@ -73,7 +76,7 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
             host_id = _resolve(db, host_id, mac, serial)
         if changes:
             known = images.image_names(site.root)
-            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known))
+            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, delete, retry, force, known))
             if delete:
                 click.echo(f"host {host_id} deleted", err=True)
                 return
@@ -93,11 +96,13 @@ def _resolve(db, host_id, mac, serial) -> int:
         return machines.find_by(session, mac=mac, serial=serial).id
 
 
-def _apply(session, host_id, state, meta, hostname, set_macs, delete, force, known_images) -> None:
+def _apply(session, host_id, state, meta, hostname, set_macs, delete, retry, force, known_images) -> None:
     host = machines.get_host(session, host_id, lock=True)
     if delete:
         machines.delete_host(session, host)
         return
+    if retry:
+        timeouts.retry(session, host, "cli")
     if state is not None:
         chain = states.parse_chain(state)
         states.check_known(chain, known_images, force)
