@@ -36,9 +36,12 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
-    from ks import boot
+    # Imported here: ks.metrics must not be imported before ks.server has set up
+    # the directory where worker processes count (see ks.metrics).
+    from ks import boot, metrics
 
     app.register_blueprint(boot.bp)
+    metrics.init_app(app)
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request, send_file
 
-from ks import images, machines, present, render, states
+from ks import images, machines, metrics, present, render, states
 from ks.errors import BadRequest
 from ks.identity import Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, text
@@ -51,6 +51,7 @@ def bootstrap():
     if outcome.conflict:
         if not poll:
             log.warning("conflict: %s", outcome.conflict)
+            metrics.CONFLICTS.inc()
         return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
     host, chain = outcome.host, outcome.chain
     if host.failed:
@@ -61,6 +62,9 @@ def bootstrap():
         state = states.current(chain)
         note = " (new machine)" if outcome.registered else " (failed, waits for a retry)" if host.failed else ""
         log.info("boot host=%d state=%s template=%s%s", host.id, state, script.template, note)
+        metrics.BOOTS.labels(state=state).inc()
+        if outcome.registered:
+            metrics.REGISTRATIONS.inc()
     return text(script.text)
 
 
@@ -87,6 +91,7 @@ def finish():
     host, finished = services().db.write(lambda session: machines.finish(session, host_id, bootid))
     if finished:
         log.info("finish host=%d state=%s now=%s", host.id, finished, host.state)
+        metrics.FINISHES.labels(state=finished).inc()
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")
 

@@ -288,6 +288,17 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     record(session, host.id, STATE, source, before, host.state)
 
 
+def state_counts(session: Session) -> dict[str, tuple[int, int]]:
+    """Current state -> (hosts, failed hosts), from one grouped query."""
+    counts: dict[str, tuple[int, int]] = {}
+    rows = session.execute(select(Host.state, func.count(), func.count(Host.failed_at)).group_by(Host.state))
+    for chain, hosts, failed in rows:
+        state = chain.split(",", 1)[0]
+        before = counts.get(state, (0, 0))
+        counts[state] = (before[0] + hosts, before[1] + failed)
+    return counts
+
+
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
     """Rename a host."""
     if not hostname or len(hostname) > 255 or any(c.isspace() or not c.isprintable() for c in hostname):

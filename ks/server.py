@@ -1,6 +1,11 @@
 """``kiwispray serve``: the application under gunicorn (threads in a few worker processes)."""
 
 import logging
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
 
 from gunicorn.app.base import BaseApplication
 
@@ -33,6 +38,25 @@ class Server(BaseApplication):
         return app
 
 
+@contextmanager
+def metrics_directory():
+    """A fresh directory where the workers keep their metrics; removed when the server stops."""
+    if "prometheus_client" in sys.modules:
+        # Its metrics would already count in memory, invisible to the other workers.
+        raise RuntimeError("prometheus_client was imported before the metrics directory was set up")
+    path = tempfile.mkdtemp(prefix="kiwispray-metrics-")
+    owner = os.getpid()
+    # prometheus_client reads this when a worker creates its metrics (ks.metrics).
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        # Workers leave gunicorn's arbiter through here too, after their fork;
+        # only the process that made the directory removes it.
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def run(settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
     """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits."""
     options = {
@@ -53,4 +77,6 @@ def run(settings: dict, host: str, port: int, workers: int, threads: int, access
         # Several servers may run on one machine; none needs gunicorn's control socket.
         "control_socket_disable": True,
     }
-    Server(settings, options).run()
+    with metrics_directory() as path:
+        log.info("metrics of the worker processes are kept in %s until the server stops", path)
+        Server({**settings, "METRICS_DIR": path}, options).run()

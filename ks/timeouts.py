@@ -21,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ks import states
+from ks import metrics, states
 from ks.db import Database
 from ks.errors import Conflict
 from ks.machines import record
@@ -91,6 +91,7 @@ def check(db: Database, source: str, now: datetime | None = None) -> list[tuple[
     flagged = db.write(lambda session: flag_overdue(session, now, source))
     for host_id, state in flagged:
         log.warning("timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state)
+        metrics.TIMEOUTS.labels(state=state).inc()
     return flagged
 
 
