@@ -50,7 +50,7 @@ def bootstrap():
     url = poll_url(where.base_url, ident)
     if outcome.conflict:
         if not poll:
-            log.warning("conflict: %s", outcome.conflict)
+            log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
             metrics.CONFLICTS.inc()
         return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
     host, chain = outcome.host, outcome.chain
@@ -61,7 +61,11 @@ def bootstrap():
     if outcome.bootid:  # polls of a waiting machine are not boot decisions
         state = states.current(chain)
         note = " (new machine)" if outcome.registered else " (failed, waits for a retry)" if host.failed else ""
-        log.info("boot host=%d state=%s template=%s%s", host.id, state, script.template, note)
+        log.info(
+            "boot host=%d state=%s template=%s%s", host.id, state, script.template, note,
+            extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
+                   "registered": outcome.registered, "failed": host.failed},
+        )
         metrics.BOOTS.labels(state=state).inc()
         if outcome.registered:
             metrics.REGISTRATIONS.inc()
@@ -79,7 +83,11 @@ def post_install():
         host = machines.get_host(session, host_id)
         machines.check_bootid(host, bootid)
         script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
-    log.info("post-install host=%d state=%s template=%s", host.id, states.current(states.parse_chain(host.state)), script.template)
+    state = states.current(states.parse_chain(host.state))
+    log.info(
+        "post-install host=%d state=%s template=%s", host.id, state, script.template,
+        extra={"event": "post-install", "host_id": host.id, "state": state, "template": script.template},
+    )
     return text(script.text)
 
 
@@ -90,7 +98,10 @@ def finish():
     bootid = one("bootid")
     host, finished = services().db.write(lambda session: machines.finish(session, host_id, bootid))
     if finished:
-        log.info("finish host=%d state=%s now=%s", host.id, finished, host.state)
+        log.info(
+            "finish host=%d state=%s now=%s", host.id, finished, host.state,
+            extra={"event": "finish", "host_id": host.id, "state": finished, "chain": host.state},
+        )
         metrics.FINISHES.labels(state=finished).inc()
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")

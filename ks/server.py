@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from gunicorn.app.base import BaseApplication
 
+from ks import logs
 from ks.app import create_app
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def metrics_directory():
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run(settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool) -> None:
+def run(
+    settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
+) -> None:
     """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits."""
     options = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
@@ -70,6 +73,7 @@ def run(settings: dict, host: str, port: int, workers: int, threads: int, access
         "accesslog": "-" if access_log else None,
         "errorlog": "-",
         "loglevel": "info",
+        "logger_class": logs.gunicorn_logger(log_format),
         "proc_name": "kiwispray",
         # Long image downloads must not be cut by the worker timeout; gthread
         # workers notify the arbiter independently of request length.

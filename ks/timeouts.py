@@ -90,7 +90,10 @@ def check(db: Database, source: str, now: datetime | None = None) -> list[tuple[
             return []
     flagged = db.write(lambda session: flag_overdue(session, now, source))
     for host_id, state in flagged:
-        log.warning("timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state)
+        log.warning(
+            "timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state,
+            extra={"event": TIMEOUT, "host_id": host_id, "state": state},
+        )
         metrics.TIMEOUTS.labels(state=state).inc()
     return flagged
 

@@ -1,4 +1,4 @@
-"""Timeouts and metrics through a real ``kiwispray serve`` with two worker processes."""
+"""Timeouts, metrics and logs through a real ``kiwispray serve`` with two worker processes."""
 
 import json
 import re
@@ -113,3 +113,32 @@ def test_metrics_add_up_over_the_worker_processes_and_their_directory_goes_away(
     finally:
         srv.kill()
     assert not directory.exists()
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_logs_carry_boot_decisions_and_never_a_bootid(root, log_format):
+    srv = ServerProcess(root, "--access-log", env={"KS_LOG_FORMAT": log_format}).start()
+    try:
+        bootstrap(srv, serial="SER1")
+        assert run_edit_host(root, "-i", "1", "-s", "image1").returncode == 0
+        bootid = bootid_of(bootstrap(srv, serial="SER1"))
+        assert requests.get(srv.url + "/finish", params={"id": 1, "bootid": bootid}, timeout=10).status_code == 200
+        assert srv.stop() == 0
+    finally:
+        srv.kill()
+    log = srv.log()
+    assert bootid not in log
+    if log_format == "text":
+        assert "boot host=1 state=image1 template=shipped:kiwi.ipxe" in log
+        assert "GET /finish?id=1&bootid=- HTTP/1.1" in log
+        return
+    documents = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line is JSON
+    assert all({"time", "level", "logger", "message"} <= set(d) for d in documents)
+    decision = next(d for d in documents if d.get("event") == "boot" and d.get("state") == "image1")
+    assert decision["logger"] == "ks.boot" and decision["level"] == "INFO"
+    assert (decision["host_id"], decision["template"]) == (1, "shipped:kiwi.ipxe")
+    assert any(d.get("event") == "finish" and d["host_id"] == 1 for d in documents)
+    access = [d for d in documents if d["logger"] == "gunicorn.access"]
+    assert any(d["path"] == "/finish" and d["status"] == "200" and d["query"] == "id=1&bootid=-" for d in access)
+    assert any(d["logger"] == "gunicorn.error" and "Booting worker" in d["message"] for d in documents)
+    assert any(d["logger"] == "ks.serve" for d in documents)

@@ -51,15 +51,17 @@ def cli(ctx: click.Context, root: str | None):
                    "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
                    "(env KS_DEPLOY_TIMEOUT).")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
+              show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, deploy_timeout,
-          access_log):
+          access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import migrate, server, states
+    from ks import logs, migrate, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -74,7 +76,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         migrate.upgrade(site.db)
     except KSError as exc:
         raise fail(exc) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    logs.setup(log_format)
     log = logging.getLogger("ks.serve")
     log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
     log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
@@ -83,7 +85,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
                  "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
     if host in ("127.0.0.1", "localhost", "::1"):
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
-    server.run(settings, host, port, workers, threads, access_log)
+    server.run(settings, host, port, workers, threads, access_log, log_format)
 
 
 def _safe_url(url: str) -> str:
