@@ -47,7 +47,8 @@ class ServerProcess:
             try:
                 requests.get(self.url + "/hosts", timeout=1)
                 return self
-            except requests.ConnectionError:
+            # A loaded machine may accept before its workers answer: not an error, wait on.
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log()}")
