@@ -2,15 +2,19 @@
 
 import logging
 import os
+import random
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 
 from gunicorn.app.base import BaseApplication
 
-from ks import logs
+from ks import logs, timeouts
 from ks.app import create_app
+from ks.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,29 @@ class Server(BaseApplication):
 
     def load(self):
         # Runs in each worker, which builds its own application and timeout
-        # checker: engines are never shared across fork.
-        from ks import timeouts
-
+        # checks: engines are never shared across fork.
         app = create_app(self.settings)
-        if self.settings["TIMEOUT_CHECK_INTERVAL"]:
-            timeouts.Checker(app.extensions["kiwispray"].db, self.settings["TIMEOUT_CHECK_INTERVAL"]).start()
+        interval = self.settings["TIMEOUT_CHECK_INTERVAL"]
+        if interval:
+            db = app.extensions["kiwispray"].db
+            threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
         return app
+
+
+def check_timeouts(db: Database, interval: float) -> None:
+    """Flag overdue machines about every ``interval`` seconds, for as long as the worker lives."""
+    from ks import metrics  # in the worker: it must wait for the metrics directory
+
+    while True:
+        # Jitter: the workers of one server should not all check at the same moment.
+        time.sleep(interval * random.uniform(0.8, 1.2))
+        try:
+            flagged = timeouts.check(db, "server")
+        except Exception:  # a database hiccup must not end the checks for good
+            log.exception("timeout check failed; trying again in %s s", interval)
+            continue
+        for _host_id, state in flagged:
+            metrics.TIMEOUTS.labels(state=state).inc()
 
 
 @contextmanager

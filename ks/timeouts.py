@@ -8,20 +8,18 @@ check flags the host failed: ``edit-host -l`` shows it, its history records a
 ``timeout``, and the machine, should it boot again, waits until an operator
 retries it (``edit-host -i N --retry``) or gives it a new state.
 
-Every server process runs the check in a thread (``Checker``), and
+Every server worker runs the check in a thread (see ``ks.server``), and
 ``kiwispray timeouts check`` runs it from cron; the database makes sure each
 timeout is flagged and recorded once, however many check at the same time.
 """
 
 import logging
-import random
-import threading
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ks import metrics, states
+from ks import states
 from ks.db import Database
 from ks.errors import Conflict
 from ks.machines import record
@@ -94,27 +92,4 @@ def check(db: Database, source: str, now: datetime | None = None) -> list[tuple[
             "timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state,
             extra={"event": TIMEOUT, "host_id": host_id, "state": state},
         )
-        metrics.TIMEOUTS.labels(state=state).inc()
     return flagged
-
-
-class Checker(threading.Thread):
-    """Runs ``check`` about every ``interval`` seconds in a server process."""
-
-    def __init__(self, db: Database, interval: float):
-        super().__init__(name="ks-timeouts", daemon=True)
-        self.db = db
-        self.interval = interval
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        # Jitter: the workers of one server should not all check at the same moment.
-        while not self.stopped.wait(self.interval * random.uniform(0.8, 1.2)):
-            try:
-                check(self.db, "server")
-            except Exception:  # a database hiccup must not end the checks for good
-                log.exception("timeout check failed; trying again in %s s", self.interval)
-
-    def stop(self) -> None:
-        """End the loop after the current check."""
-        self.stopped.set()
