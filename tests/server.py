@@ -29,7 +29,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
-        self.env = {**cli_env(root), **(env or {})}
+        # TMPDIR: the metrics directory of a killed server stays with the test's files.
+        self.env = {**cli_env(root), "TMPDIR": str(root.parent), **(env or {})}
         self.log_path = root.parent / f"serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
