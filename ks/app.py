@@ -5,7 +5,7 @@ import logging
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import config
+from ks import config, images
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
@@ -22,6 +22,7 @@ class Services:
         self.settings = settings
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
+        self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
 
 
 def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
@@ -35,11 +36,14 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db)
 
-    from ks import api, boot, pixiecore
+    # Imported here: ks.metrics must not be imported before ks.server has set up
+    # the directory where worker processes count (see ks.metrics).
+    from ks import api, boot, metrics, pixiecore
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
+    metrics.init_app(app)
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):

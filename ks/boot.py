@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request, send_file
 
-from ks import images, machines, present, render, states
+from ks import images, machines, metrics, present, render, states
 from ks.errors import BadRequest
 from ks.identity import Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, text
@@ -44,22 +44,31 @@ def bootstrap():
     poll = one("poll") == "1"
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
-    outcome = ks.db.write(lambda session: machines.boot(session, ident, initial, poll=poll))
+    outcome = ks.db.write(
+        lambda session: machines.boot(session, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
+    )
     url = poll_url(where.base_url, ident)
     if outcome.conflict:
         if not poll:
-            log.warning("conflict: %s", outcome.conflict)
+            log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
+            metrics.CONFLICTS.inc()
         return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
     host, chain = outcome.host, outcome.chain
-    script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
+    if host.failed:
+        script = render.failed_script(ks.renderer, host, chain, where, poll_url=url)
+    else:
+        script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
     if outcome.bootid:  # polls of a waiting machine are not boot decisions
+        state = states.current(chain)
+        note = " (new machine)" if outcome.registered else " (failed, waits for a retry)" if host.failed else ""
         log.info(
-            "boot host=%d state=%s template=%s%s",
-            host.id,
-            states.current(chain),
-            script.template,
-            " (new machine)" if outcome.registered else "",
+            "boot host=%d state=%s template=%s%s", host.id, state, script.template, note,
+            extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
+                   "registered": outcome.registered, "failed": host.failed},
         )
+        metrics.BOOTS.labels(state=state).inc()
+        if outcome.registered:
+            metrics.REGISTRATIONS.inc()
     return text(script.text)
 
 
@@ -74,7 +83,11 @@ def post_install():
         host = machines.get_host(session, host_id)
         machines.check_bootid(host, bootid)
         script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
-    log.info("post-install host=%d state=%s template=%s", host.id, states.current(states.parse_chain(host.state)), script.template)
+    state = states.current(states.parse_chain(host.state))
+    log.info(
+        "post-install host=%d state=%s template=%s", host.id, state, script.template,
+        extra={"event": "post-install", "host_id": host.id, "state": state, "template": script.template},
+    )
     return text(script.text)
 
 
@@ -83,9 +96,13 @@ def finish():
     """Advance the machine's chain once for this boot."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    host, advanced = services().db.write(lambda session: machines.finish(session, host_id, bootid))
-    if advanced:
-        log.info("finish host=%d now=%s", host.id, host.state)
+    host, finished = services().db.write(lambda session: machines.finish(session, host_id, bootid))
+    if finished:
+        log.info(
+            "finish host=%d state=%s now=%s", host.id, finished, host.state,
+            extra={"event": "finish", "host_id": host.id, "state": finished, "chain": host.state},
+        )
+        metrics.FINISHES.labels(state=finished).inc()
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")
 

@@ -32,6 +32,12 @@ DEFAULTS = {
     "BMC_VERIFY": "true",
     # Comma-separated IPv4 subnets swept for BMCs given by MAC that the neighbour table lacks.
     "BMC_SUBNETS": "",
+    # Seconds an image may take from its first boot to /finish before the machine
+    # is flagged failed; images/<name>/kiwispray.toml may say otherwise; 0: no limit.
+    "DEPLOY_TIMEOUT": 3600,
+    # Seconds between two timeout checks in each server process; 0: only
+    # `kiwispray timeouts check` (from cron) flags machines.
+    "TIMEOUT_CHECK_INTERVAL": 30,
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
 }
@@ -49,6 +55,8 @@ ENV_VARS = {
     "KS_BMC_VERIFY": ("BMC_VERIFY", str),
     "KS_BMC_SUBNETS": ("BMC_SUBNETS", str),
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
+    "KS_DEPLOY_TIMEOUT": ("DEPLOY_TIMEOUT", int),
+    "KS_TIMEOUT_CHECK_INTERVAL": ("TIMEOUT_CHECK_INTERVAL", float),
 }
 
 
@@ -78,6 +86,9 @@ def resolve(overrides=None, environ=None) -> dict:
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{root / 'kiwispray.db'}"
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
+    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL"):
+        if settings[key] < 0:
+            raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
     return settings
 
 

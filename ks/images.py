@@ -11,7 +11,10 @@ the server, so files on disk cannot hold it: a live ISO's ``.append`` says
 ``root=live:@IMAGE_URL@/<file>.iso`` (see ks.kiwi.live).
 """
 
+import logging
 import os
+import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,10 @@ INITRD_NAMES = (
 # KIWI's own .append carries a placeholder install image URL; ours replaces it.
 REPLACED_ARGS = ("rd.kiwi.install.image=",)
 IMAGE_URL = "@IMAGE_URL@"
+# Per-image settings, e.g. ``deploy_timeout = 5400``.
+SETTINGS_FILE = "kiwispray.toml"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,6 +117,45 @@ def load(root: str | Path, name: str) -> Image | None:
     if appends:
         image.append = clean_append((directory / appends[0]).read_text(errors="replace"))
     return image
+
+
+def deploy_timeout(root: str | Path, name: str, default: int) -> int:
+    """Seconds image ``name`` may take from its first boot to /finish (0: no limit).
+
+    ``deploy_timeout`` in ``images/<name>/kiwispray.toml``, else ``default``. A
+    broken file must not break boots: it is reported and the default applies.
+    """
+    path = images_dir(root) / name / SETTINGS_FILE
+    try:
+        value = tomllib.loads(path.read_text(encoding="utf-8")).get("deploy_timeout", default)
+    except FileNotFoundError:
+        return default
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        log.warning("%s is unreadable (%s); using the default deploy timeout of %d s", path, exc, default)
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        log.warning("%s: deploy_timeout must be 0 or more seconds, not %r; using %d s", path, value, default)
+        return default
+    return value
+
+
+class DeployTimeouts:
+    """``deploy_timeout`` of each image for the boot path: each file is read at most every ``ttl`` seconds."""
+
+    def __init__(self, root: str | Path, default: int, ttl: float = 5.0):
+        self.root = root
+        self.default = default
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, name: str) -> int:
+        now = time.monotonic()
+        cached = self._cache.get(name)
+        if cached and cached[0] > now:
+            return cached[1]
+        seconds = deploy_timeout(self.root, name, self.default)
+        self._cache[name] = (now + self.ttl, seconds)
+        return seconds
 
 
 def resolve_file(root: str | Path, relpath: str) -> Path:

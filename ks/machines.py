@@ -8,16 +8,18 @@ recorded in the host's history.
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, delete, insert, or_, select, union, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
 from ks.identity import Identity, normalize_mac
 from ks.db import mark_changed
-from ks.models import Event, Host, HostMac, utcnow
+from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
 
 # Event kinds and sources as they appear in the history.
 BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
@@ -45,10 +47,18 @@ _HOST_ROW = select(_hosts).where(_hosts.c.id == bindparam("id"))
 _HOST_MACS = select(_macs.c.mac).where(_macs.c.host_id == bindparam("id")).order_by(_macs.c.position)
 _ADD_MAC = insert(_macs)
 _ADD_EVENT = insert(_events)
+# A reboot into the same image keeps its deadline, so a machine that reboots in
+# a loop still times out; /finish, a new state and a retry clear it.
 _BOOTED = (
     update(_hosts)
     .where(_hosts.c.id == bindparam("host_id"))
-    .values(bootid_hash=bindparam("bootid_hash"), boot_finished=False, last_boot_at=bindparam("now"), last_seen_at=bindparam("now"))
+    .values(
+        bootid_hash=bindparam("bootid_hash"),
+        boot_finished=False,
+        last_boot_at=bindparam("now"),
+        last_seen_at=bindparam("now"),
+        deadline_at=func.coalesce(_hosts.c.deadline_at, bindparam("deadline", type_=UTCDateTime())),
+    )
 )
 _SEEN = update(_hosts).where(_hosts.c.id == bindparam("host_id")).values(last_seen_at=bindparam("now"))
 
@@ -133,13 +143,14 @@ class HostInfo:
     uuid: str | None
     meta: dict
     mac_list: list[str]
+    failed: bool
 
 
 def host_info(session: Session, host_id: int) -> HostInfo:
     """Read one host and its MACs with two indexed queries."""
     row = session.execute(_HOST_ROW, {"id": host_id}).one()
     macs = session.scalars(_HOST_MACS, {"id": host_id}).all()
-    return HostInfo(row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, list(macs))
+    return HostInfo(row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, list(macs), row.failed_at is not None)
 
 
 def register(session: Session, ident: Identity, chain: states.Chain, source: str) -> Host:
@@ -186,12 +197,20 @@ class Boot:
         return states.parse_chain(self.host.state)
 
 
-def boot(session: Session, ident: Identity, initial_chain: states.Chain, poll: bool = False) -> Boot:
+def boot(
+    session: Session,
+    ident: Identity,
+    initial_chain: states.Chain,
+    poll: bool = False,
+    deploy_timeout: Callable[[str], int] | None = None,
+) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
-    A machine polling while it waits in ``new`` only refreshes ``last_seen_at``:
-    polls neither rotate its bootid nor fill its history. This runs on every
-    boot, so it issues a few indexed statements instead of loading ORM objects.
+    A machine polling while it waits (in ``new``, or failed) only refreshes
+    ``last_seen_at``: polls neither rotate its bootid nor fill its history.
+    Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
+    0 for none. This runs on every boot, so it issues a few indexed
+    statements instead of loading ORM objects.
     """
     now = utcnow()
     try:
@@ -207,11 +226,14 @@ def boot(session: Session, ident: Identity, initial_chain: states.Chain, poll: b
         host = host_info(session, host_id)
     else:
         host = learn(session, host_info(session, host_id), ident, "bootstrap")
-    if poll and states.current(states.parse_chain(host.state)) == states.NEW:
+    state = states.current(states.parse_chain(host.state))
+    if poll and (host.failed or state == states.NEW):
         session.execute(_SEEN, {"host_id": host.id, "now": now})
         return Boot(host=host)
     bootid = new_bootid()
-    session.execute(_BOOTED, {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": now})
+    seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
+    deadline = now + timedelta(seconds=seconds) if seconds else None
+    session.execute(_BOOTED, {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": now, "deadline": deadline})
     record(session, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
     return Boot(host=host, bootid=bootid, registered=registered)
 
@@ -224,22 +246,25 @@ def check_bootid(host: Host, bootid: str | None) -> None:
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
 
 
-def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, bool]:
+def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, str | None]:
     """Advance the chain for this boot; a retry with the same bootid advances nothing.
 
-    Returns the host and whether this call advanced it.
+    Returns the host and the state it finished (None if this call advanced nothing).
+    A late /finish of a boot flagged failed still counts: the machine did finish.
     """
     host = get_host(session, host_id, lock=True)
     check_bootid(host, bootid)
     if host.boot_finished:
-        return host, False
-    before = host.state
-    host.state = states.format_chain(states.after_finish(states.parse_chain(before)))
+        return host, None
+    before = states.parse_chain(host.state)
+    late = "after its deadline" if host.failed_at else ""
+    host.state = states.format_chain(states.after_finish(before))
     host.boot_finished = True
+    host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
     mark_changed(session, host.id)
-    record(session, host.id, FINISH, "finish", before, host.state)
-    return host, True
+    record(session, host.id, FINISH, "finish", states.format_chain(before), host.state, late)
+    return host, states.current(before)
 
 
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
@@ -273,9 +298,22 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     """Replace the host's whole chain (an operator's decision)."""
     before = host.state
     host.state = states.format_chain(chain)
+    # A new chain is a fresh start: its first boot sets a new deadline.
+    host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
     mark_changed(session, host.id)
     record(session, host.id, STATE, source, before, host.state)
+
+
+def state_counts(session: Session) -> dict[str, tuple[int, int]]:
+    """Current state -> (hosts, failed hosts), from one grouped query."""
+    counts: dict[str, tuple[int, int]] = {}
+    rows = session.execute(select(Host.state, func.count(), func.count(Host.failed_at)).group_by(Host.state))
+    for chain, hosts, failed in rows:
+        state = chain.split(",", 1)[0]
+        before = counts.get(state, (0, 0))
+        counts[state] = (before[0] + hosts, before[1] + failed)
+    return counts
 
 
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:

@@ -71,6 +71,11 @@ class Host(Base):
     bmc_address: Mapped[str | None] = mapped_column(String(512))
     bmc_username: Mapped[str | None] = mapped_column(String(255))
     bmc_password: Mapped[str | None] = mapped_column(String(255))
+    # When the image being installed must have called /finish: set by its first
+    # boot, cleared by /finish, a new state or a retry. Indexed for the check.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # When the check found the deadline passed; such a host waits for a retry.
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     macs: Mapped[list["HostMac"]] = relationship(
         back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"

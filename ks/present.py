@@ -11,8 +11,9 @@ def table_header() -> str:
 
 
 def table_row(host: Host) -> str:
-    """One host in the original's table format."""
-    return LIST_FORMAT % (host.id, host.hostname, host.state, host.serial or "")
+    """One host in the original's table format; a failed host's state says so."""
+    state = f"{host.state} (failed)" if host.failed_at else host.state
+    return LIST_FORMAT % (host.id, host.hostname, state, host.serial or "")
 
 
 def hosts_table(hosts) -> str:
@@ -59,6 +60,9 @@ def host_dict(host: Host) -> dict:
         "last_boot_at": _time(host.last_boot_at),
         "last_seen_at": _time(host.last_seen_at),
         "bmc": {"address": host.bmc_address, "username": host.bmc_username} if host.bmc_address else None,
+        "failed": host.failed_at is not None,
+        "failed_at": _time(host.failed_at),
+        "deadline_at": _time(host.deadline_at),
     }
 
 

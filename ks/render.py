@@ -282,6 +282,11 @@ def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, boo
     return renderer.render("post_install", state, ctx, legacy_values(host, state, site, bootid, with_host_data=False))
 
 
+def failed_script(renderer: Renderer, host: Host, chain: states.Chain, site: Site, poll_url: str) -> Rendered:
+    """The script of a machine flagged failed: it says why and waits for a retry."""
+    return renderer.render("failed", None, context(renderer, host, chain, "", site, poll_url), [])
+
+
 def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered:
     """A script that belongs to no host: ``bootstrap.ipxe``, ``conflict``."""
     ctx = {

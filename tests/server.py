@@ -29,7 +29,8 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
-        self.env = {**cli_env(root), **(env or {})}
+        # TMPDIR: the metrics directory of a killed server stays with the test's files.
+        self.env = {**cli_env(root), "TMPDIR": str(root.parent), **(env or {})}
         self.log_path = root.parent / f"serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -47,7 +48,8 @@ class ServerProcess:
             try:
                 requests.get(self.url + "/hosts", timeout=1)
                 return self
-            except requests.ConnectionError:
+            # A loaded machine may accept before its workers answer: not an error, wait on.
+            except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"server did not answer within {timeout} s:\n{self.log()}")

@@ -1,10 +1,12 @@
 """Migrations bring an empty SQLite and an empty PostgreSQL to head, with no drift from the models."""
 
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import inspect, select, text
 
 from ks import migrate
 from ks.db import Database
+from ks.models import Host
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -24,3 +26,21 @@ def test_upgrade_from_empty_and_no_drift(empty_db):
     assert {"hosts", "host_macs", "events", "alembic_version"} <= tables
     migrate.upgrade(empty_db)  # a second run is a no-op
     assert migrate.current(empty_db) == migrate.head()
+
+
+def test_0002_keeps_existing_hosts_and_goes_back_down(empty_db):
+    migrate.upgrade(empty_db, "0001")
+    with empty_db.engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO hosts (hostname, state, metadata, boot_finished, created_at, updated_at) "
+            "VALUES ('node1', 'image1', '{}', false, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00')"
+        ))
+    migrate.upgrade(empty_db)
+    with empty_db.read() as session:
+        host = session.scalars(select(Host)).one()
+        assert (host.hostname, host.state, host.deadline_at, host.failed_at) == ("node1", "image1", None, None)
+    with empty_db.engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(empty_db, conn), "0001")
+    assert migrate.current(empty_db) == "0001"
+    columns = {c["name"] for c in inspect(empty_db.engine).get_columns("hosts")}
+    assert "deadline_at" not in columns and "hostname" in columns

@@ -38,7 +38,13 @@ class Site:
 
     @cached_property
     def db(self) -> Database:
-        return open_database(self.settings)
+        db = open_database(self.settings)
+        # Close pooled connections when the command ends, not whenever the
+        # collector gets to them (commands run in-process in tests, too).
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None:
+            ctx.call_on_close(db.dispose)
+        return db
 
     def migrated_db(self) -> Database:
         """The database, brought to the current schema first."""

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ks import hostpower, images, machines, power, present, states
+from ks import hostpower, images, machines, power, present, states, timeouts
 from ks.cli.common import Site, root_option
 from ks.errors import KSError, NotFound
 
@@ -43,6 +43,8 @@ class Refused(click.ClickException):
 @click.option("-n", "--hostname", help="Set the host name.")
 @click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
+@click.option("--retry", is_flag=True,
+              help="Clear a failure (a provisioning timeout): the next boot starts the current state again.")
 @click.option("--bmc", metavar="URL", help="Set the host's BMC: ipmi://host[:port], redfish://host/redfish/v1/Systems/ID, "
                                        "redfish+http://…; the host may be the BMC's MAC, ipmi://52-54-00-aa-bb-cc, "
                                        "found in the neighbour table (KS_BMC_SUBNETS: swept) ('' removes it).")
@@ -57,8 +59,8 @@ class Refused(click.ClickException):
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 @root_option
-def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, bmc, bmc_user, bmc_password,
-              power_action, reboot, force, history, as_json, root):
+def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, retry, bmc, bmc_user,
+              bmc_password, power_action, reboot, force, history, as_json, root):
     """List known machines and change their state, hostname or metadata.
 
     \b
@@ -68,12 +70,13 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
       edit-host --mac 52:54:00:12:34:56 -s finished
       edit-host -i 1 -m '{"location": "rack 4"}' -n node01
       edit-host -i 1 --history
+      edit-host -i 1 --retry            install the current state again after a timeout
     """
     site = Site(root)
     if sum(x is not None for x in (host_id, mac, serial)) > 1:
         raise click.UsageError("select the host with one of -i, --mac or --serial")
     selected = host_id is not None or mac is not None or serial is not None
-    changes = any(x is not None for x in (state, meta, hostname, set_macs, bmc)) or delete
+    changes = any(x is not None for x in (state, meta, hostname, set_macs, bmc)) or delete or retry
     acts = changes or history or power_action or reboot
     if not (selected or verbosity or as_json or acts):
         raise click.UsageError("nothing to do: list with -l, or select a host with -i ID and change it with -s/-m/-n")
@@ -90,7 +93,8 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
             host_id = _resolve(db, host_id, mac, serial)
         if changes:
             known = images.image_names(site.root)
-            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, bmc_settings, delete, force, known))
+            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, bmc_settings, delete, retry,
+                                            force, known))
             if delete:
                 click.echo(f"host {host_id} deleted", err=True)
                 return
@@ -129,11 +133,13 @@ def _bmc_settings(url, user, password) -> dict | None:
     return {"address": url, "username": user or "", "password": password or ""}
 
 
-def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, force, known_images) -> None:
+def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, retry, force, known_images) -> None:
     host = machines.get_host(session, host_id, lock=True)
     if delete:
         machines.delete_host(session, host)
         return
+    if retry:
+        timeouts.retry(session, host, "cli")
     if state is not None:
         chain = states.parse_chain(state)
         states.check_known(chain, known_images, force)

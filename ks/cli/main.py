@@ -52,35 +52,46 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Worker processes (env KS_WORKERS).")
 @click.option("--threads", default=8, envvar="KS_THREADS", type=click.IntRange(1, 256), show_default=True,
               help="Threads per worker; each serves one request at a time (env KS_THREADS).")
+@click.option("--deploy-timeout", envvar="KS_DEPLOY_TIMEOUT", type=click.IntRange(0), default=None,
+              help="Seconds an image may take from its first boot to /finish before the machine is flagged "
+                   "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
+                   "(env KS_DEPLOY_TIMEOUT).")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
+              show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
-def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, access_log):
+def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, deploy_timeout,
+          access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import migrate, server, states
+    from ks import logs, migrate, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
     chain = "discover,new" if discover else initial_chain
     try:
         settings = config.resolve(
-            {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval}
+            {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
+             "DEPLOY_TIMEOUT": deploy_timeout}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
         migrate.upgrade(site.db)
     except KSError as exc:
         raise fail(exc) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+    logs.setup(log_format)
     log = logging.getLogger("ks.serve")
     log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
     log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
+    if settings["DEPLOY_TIMEOUT"]:
+        log.info("an image that does not /finish within %d s of its first boot is flagged failed "
+                 "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
     if host in ("127.0.0.1", "localhost", "::1"):
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
-    server.run(settings, host, port, workers, threads, access_log)
+    server.run(settings, host, port, workers, threads, access_log, log_format)
 
 
 def _safe_url(url: str) -> str:
@@ -155,12 +166,39 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
         with site.migrated_db().read() as session:
             host = machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
             chain = states.parse_chain(state or host.state)
-            make = rendering.post_install_script if post_install else rendering.host_script
-            script = make(renderer, host, chain, "BOOTID", where)
+            if host.failed_at and not (state or post_install):
+                script = rendering.failed_script(renderer, host, chain, where, poll_url="")
+            else:
+                make = rendering.post_install_script if post_install else rendering.host_script
+                script = make(renderer, host, chain, "BOOTID", where)
     except KSError as exc:
         raise fail(exc) from None
     click.echo(f"# template: {script.template}", err=True)
     sys.stdout.write(script.text)
+
+
+@cli.group("timeouts")
+def timeouts_group():
+    """Provisioning timeouts: machines that did not /finish their image in time."""
+
+
+@timeouts_group.command("check")
+@click.pass_obj
+def timeouts_check(site: Site):
+    """Flag every machine past its deadline as failed, once; prints one line per machine flagged.
+
+    The server checks on its own (KS_TIMEOUT_CHECK_INTERVAL); this is for cron,
+    or for sites that run the server with the interval set to 0. Prints nothing
+    when no machine is overdue.
+    """
+    from ks import timeouts
+
+    try:
+        flagged = timeouts.check(site.migrated_db(), "cli")
+    except KSError as exc:
+        raise fail(exc) from None
+    for host_id, state in flagged:
+        click.echo(f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)")
 
 
 @cli.group("pxelinux")

@@ -1,7 +1,7 @@
 """api tokens and bmc
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-21 23:55:34.824582
 """
 
@@ -11,7 +11,7 @@ import ks.models
 
 
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,44 @@
+"""JSON log lines and bootids kept out of logs."""
+
+import json
+import logging
+
+from ks import logs
+
+
+def record(name="ks.boot", msg="boot host=%d", args=(1,), **extra):
+    r = logging.makeLogRecord({"name": name, "msg": msg, "args": args, "levelname": "INFO", "levelno": 20})
+    r.__dict__.update(extra)
+    return r
+
+
+def test_a_json_line_has_the_standard_fields_and_the_structured_ones():
+    line = logs.JsonFormatter().format(record(event="boot", host_id=1, state="image1", template="shipped:kiwi.ipxe"))
+    assert "\n" not in line
+    doc = json.loads(line)
+    assert doc["level"] == "INFO" and doc["logger"] == "ks.boot" and doc["message"] == "boot host=1"
+    assert doc["time"].endswith("+00:00")
+    assert (doc["event"], doc["host_id"], doc["state"], doc["template"]) == ("boot", 1, "image1", "shipped:kiwi.ipxe")
+
+
+def test_an_access_line_gets_the_request_fields():
+    atoms = {"h": "127.0.0.1", "m": "GET", "U": "/finish", "q": "id=1&bootid=-", "s": "200", "B": 12, "M": 3, "a": "curl"}
+    doc = json.loads(logs.JsonFormatter().format(record("gunicorn.access", "%(m)s %(U)s", atoms)))
+    assert doc["message"] == "GET /finish"
+    assert (doc["method"], doc["path"], doc["status"], doc["duration_ms"]) == ("GET", "/finish", "200", 3)
+
+
+def test_an_exception_is_one_field_on_the_same_line():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        r = record(exc_info=sys.exc_info())
+    line = logs.JsonFormatter().format(r)
+    assert "\n" not in line and "ValueError: boom" in json.loads(line)["exception"]
+
+
+def test_bootids_are_hidden():
+    assert logs.hide_bootids("GET /finish?id=1&bootid=0123abcd HTTP/1.1") == "GET /finish?id=1&bootid=- HTTP/1.1"
+    assert logs.hide_bootids("/post-install?bootid=ab&id=2") == "/post-install?bootid=-&id=2"
