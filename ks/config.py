@@ -34,6 +34,12 @@ DEFAULTS = {
     "BMC_SUBNETS": "",
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
+    # Seconds an image download may make no progress before the server drops it
+    # (a stalled client would otherwise hold a server thread); 0: never.
+    "SEND_TIMEOUT": 60,
+    # With a front web server: the internal location that serves images/ (nginx's
+    # X-Accel-Redirect); empty: this server sends image files itself.
+    "X_ACCEL_REDIRECT": "",
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -49,6 +55,8 @@ ENV_VARS = {
     "KS_BMC_VERIFY": ("BMC_VERIFY", str),
     "KS_BMC_SUBNETS": ("BMC_SUBNETS", str),
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
+    "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
+    "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
 }
 
 
@@ -78,6 +86,8 @@ def resolve(overrides=None, environ=None) -> dict:
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{root / 'kiwispray.db'}"
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
+    if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):
+        raise ConfigError(f"X-Accel-Redirect prefix {settings['X_ACCEL_REDIRECT']!r} must be a path such as /_images")
     return settings
 
 

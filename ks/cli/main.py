@@ -52,9 +52,13 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Worker processes (env KS_WORKERS).")
 @click.option("--threads", default=8, envvar="KS_THREADS", type=click.IntRange(1, 256), show_default=True,
               help="Threads per worker; each serves one request at a time (env KS_THREADS).")
+@click.option("--x-accel-redirect", "x_accel_redirect", envvar="KS_X_ACCEL_REDIRECT", default=None, metavar="PREFIX",
+              help="Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' and let nginx "
+                   "send the file from an internal location (see docs/nginx.conf.example) (env KS_X_ACCEL_REDIRECT).")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
 @click.pass_obj
-def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, access_log):
+def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, x_accel_redirect,
+          access_log):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -67,7 +71,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     chain = "discover,new" if discover else initial_chain
     try:
         settings = config.resolve(
-            {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval}
+            {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
+             "X_ACCEL_REDIRECT": x_accel_redirect}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
@@ -80,6 +85,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
     if host in ("127.0.0.1", "localhost", "::1"):
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
+    if settings["X_ACCEL_REDIRECT"]:
+        log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log)
 
 
