@@ -50,8 +50,10 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Seconds between polls of a machine waiting in 'new' [default: 30] (env KS_POLL_INTERVAL).")
 @click.option("--workers", default=2, envvar="KS_WORKERS", type=click.IntRange(1, 64), show_default=True,
               help="Worker processes (env KS_WORKERS).")
-@click.option("--threads", default=8, envvar="KS_THREADS", type=click.IntRange(1, 256), show_default=True,
-              help="Threads per worker; each serves one request at a time (env KS_THREADS).")
+@click.option("--threads", default=32, envvar="KS_THREADS", type=click.IntRange(1, 1024), show_default=True,
+              help="Threads per worker; each serves one request at a time, and an image download holds "
+                   "its thread until the last byte: workers x threads is how many machines can download "
+                   "at once without delaying other requests (env KS_THREADS).")
 @click.option("--x-accel-redirect", "x_accel_redirect", envvar="KS_X_ACCEL_REDIRECT", default=None, metavar="PREFIX",
               help="Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' and let nginx "
                    "send the file from an internal location (see docs/nginx.conf.example) (env KS_X_ACCEL_REDIRECT).")
