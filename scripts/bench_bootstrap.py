@@ -102,11 +102,7 @@ def query_plans(database: Path) -> list[str]:
     from ks import machines
 
     dialect = sqlite.dialect()
-    selects = [
-        machines._IDS_BY_IDENTIFIERS.params(macs=[mac(1)], serial="S1", uuid="U1"),
-        machines._HOST_ROW.params(id=1),
-        machines._HOST_MACS.params(id=1),
-    ]
+    selects = [machines._HOSTS_BY_IDENTIFIERS.params(macs=[mac(1)], serial="S1", uuid="U1")]
     sql = [str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for stmt in selects]
     sql.append(str(machines._BOOTED.compile(dialect=dialect)).replace("?", "NULL"))
     plans = []
