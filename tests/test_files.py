@@ -223,3 +223,10 @@ def test_x_accel_redirect_names_the_checked_file(accel_client, root):
 def test_x_accel_redirect_keeps_the_path_rules(accel_client, path):
     r = fetch(accel_client, path)
     assert r.status_code == 404 and "X-Accel-Redirect" not in r.headers
+
+
+def test_x_accel_redirect_prefix_must_be_a_path(root):
+    from ks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="must be a path"):
+        create_app({"ROOT": str(root), "X_ACCEL_REDIRECT": "_images"})
