@@ -160,29 +160,31 @@ def send(environ: dict, path: Path, send_timeout: float | None = None) -> Respon
     try:
         v = Validators.of(os.fstat(file.fileno()))
         result = answer(EnvironHeaders(environ), v)
-        headers = {"ETag": quote_etag(v.etag), "Last-Modified": http_date(v.mtime),
-                   "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
-        if result.status == 416:
-            file.close()
-            headers["Content-Range"] = f"bytes */{v.size}"
-            return Response(f"416 Range Not Satisfiable: the file has {v.size} bytes\n", 416, headers, mimetype="text/plain")
-        if result.status == 304:
-            file.close()
-            return Response(status=304, headers=headers)
-        headers["Content-Type"] = content_type(path.name)
-        headers["Content-Length"] = str(result.length)
-        if result.status == 206:
-            headers["Content-Range"] = f"bytes {result.start}-{result.start + result.length - 1}/{v.size}"
-        if environ["REQUEST_METHOD"] == "HEAD" or result.length == 0:
-            file.close()
-            return Response(status=result.status, headers=headers)
-        file.seek(result.start)
-        _limit_stall(environ, send_timeout)
-        body = wrap_file(environ, Window(file, result.length), READ_SIZE)
-        return Response(body, result.status, headers, direct_passthrough=True)
+        if result.length and environ["REQUEST_METHOD"] != "HEAD":
+            file.seek(result.start)
+            _limit_stall(environ, send_timeout)
+            return respond(result, v, path.name, wrap_file(environ, Window(file, result.length), READ_SIZE))
     except BaseException:
         file.close()
         raise
+    file.close()  # the answer has no body
+    return respond(result, v, path.name)
+
+
+def respond(result: Answer, v: Validators, name: str, body=None) -> Response:
+    """The response for ``result``; ``body``, a file wrapper, goes to the server untouched."""
+    headers = {"ETag": quote_etag(v.etag), "Last-Modified": http_date(v.mtime),
+               "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
+    if result.status == 416:
+        headers["Content-Range"] = f"bytes */{v.size}"
+        return Response(f"416 Range Not Satisfiable: the file has {v.size} bytes\n", 416, headers, mimetype="text/plain")
+    if result.status == 304:
+        return Response(status=304, headers=headers)
+    headers["Content-Type"] = content_type(name)
+    headers["Content-Length"] = str(result.length)
+    if result.status == 206:
+        headers["Content-Range"] = f"bytes {result.start}-{result.start + result.length - 1}/{v.size}"
+    return Response(body, result.status, headers, direct_passthrough=body is not None)
 
 
 def _limit_stall(environ: dict, seconds: float | None) -> None:
