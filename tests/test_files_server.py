@@ -162,6 +162,7 @@ def test_a_stalled_download_neither_blocks_others_nor_holds_its_thread(root, big
             pass
         stalled.close()
         assert received < BIG
+        assert "TimeoutError" in srv.log()
         # ... and both threads serve again: two slow requests at once still pass.
         replies = []
         threads = [threading.Thread(target=lambda: replies.append(raw(srv.port, "/images/image1/big.raw").status))
