@@ -7,9 +7,9 @@ Checks run in a fixed order: the id (400/404), the bootid (401), the state (409)
 import logging
 from urllib.parse import urlencode
 
-from flask import Blueprint, request, send_file
+from flask import Blueprint, request
 
-from ks import images, machines, metrics, present, render, states
+from ks import files, images, machines, metrics, present, render, states
 from ks.errors import BadRequest
 from ks.identity import Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, text
@@ -140,6 +140,10 @@ def hosts():
 
 @bp.route("/images/<path:relpath>", methods=["GET", "HEAD"])
 def image_file(relpath: str):
-    """Files of image directories, with Range, HEAD and conditional requests."""
-    path = images.resolve_file(services().settings["ROOT"], relpath)
-    return send_file(path, conditional=True, etag=True, max_age=0)
+    """Files of image directories: zero-copy, with Range, HEAD and conditional requests."""
+    settings = services().settings
+    path = images.resolve_file(settings["ROOT"], relpath)
+    if settings["X_ACCEL_REDIRECT"]:
+        relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
+        return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
+    return files.send(request.environ, path, settings["SEND_TIMEOUT"])

@@ -40,6 +40,12 @@ DEFAULTS = {
     "TIMEOUT_CHECK_INTERVAL": 30,
     # Largest value accepted for id= (ids are 64-bit integers in the database).
     "MAX_ID": 2**63 - 1,
+    # Seconds an image download may make no progress before the server drops it
+    # (a stalled client would otherwise hold a server thread); 0: never.
+    "SEND_TIMEOUT": 60,
+    # With a front web server: the internal location that serves images/ (nginx's
+    # X-Accel-Redirect); empty: this server sends image files itself.
+    "X_ACCEL_REDIRECT": "",
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -57,6 +63,8 @@ ENV_VARS = {
     "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
     "KS_DEPLOY_TIMEOUT": ("DEPLOY_TIMEOUT", int),
     "KS_TIMEOUT_CHECK_INTERVAL": ("TIMEOUT_CHECK_INTERVAL", float),
+    "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
+    "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
 }
 
 
@@ -89,6 +97,8 @@ def resolve(overrides=None, environ=None) -> dict:
     for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
+    if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):
+        raise ConfigError(f"X-Accel-Redirect prefix {settings['X_ACCEL_REDIRECT']!r} must be a path such as /_images")
     return settings
 
 

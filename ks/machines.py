@@ -43,8 +43,12 @@ _IDS_BY_IDENTIFIERS = union(
     select(_hosts.c.id).where(_hosts.c.serial == bindparam("serial")),
     select(_hosts.c.id).where(_hosts.c.uuid == bindparam("uuid")),
 )
-_HOST_ROW = select(_hosts).where(_hosts.c.id == bindparam("id"))
-_HOST_MACS = select(_macs.c.mac).where(_macs.c.host_id == bindparam("id")).order_by(_macs.c.position)
+# Hosts with their MACs, one row per MAC (mac NULL for a host without any):
+# what the boot path needs of the hosts that own a machine's identifiers comes
+# back in one indexed query instead of three.
+_HOSTS_WITH_MACS = select(_hosts, _macs.c.mac).outerjoin(_macs, _macs.c.host_id == _hosts.c.id)
+_HOSTS_BY_IDENTIFIERS = _HOSTS_WITH_MACS.where(_hosts.c.id.in_(_IDS_BY_IDENTIFIERS)).order_by(_hosts.c.id, _macs.c.position)
+_HOST_BY_ID = _HOSTS_WITH_MACS.where(_hosts.c.id == bindparam("id")).order_by(_macs.c.position)
 _ADD_MAC = insert(_macs)
 _ADD_EVENT = insert(_events)
 # A reboot into the same image keeps its deadline, so a machine that reboots in
@@ -114,24 +118,6 @@ def resolve(session: Session, ref: str) -> Host:
     return hosts[0]
 
 
-def matching_ids(session: Session, ident: Identity) -> list[int]:
-    """Ids of all hosts that own any of the identifiers (each lookup uses an index)."""
-    if not ident:
-        return []
-    params = {"macs": list(ident.macs), "serial": ident.serial, "uuid": ident.uuid}
-    return sorted(session.scalars(_IDS_BY_IDENTIFIERS, params))
-
-
-def identify(session: Session, ident: Identity) -> int | None:
-    """The id of the one host these identifiers belong to, None if unknown; IdentityConflict if several."""
-    ids = matching_ids(session, ident)
-    if len(ids) > 1:
-        raise IdentityConflict(
-            f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
-        )
-    return ids[0] if ids else None
-
-
 @dataclass(frozen=True)
 class HostInfo:
     """What rendering needs of a host, read without the ORM's unit of work (the boot hot path)."""
@@ -146,11 +132,42 @@ class HostInfo:
     failed: bool
 
 
+def _host_infos(rows) -> list[HostInfo]:
+    """One HostInfo per host from rows of ``_HOSTS_WITH_MACS``, in the rows' order."""
+    hosts: dict[int, HostInfo] = {}
+    for row in rows:
+        host = hosts.get(row.id)
+        if host is None:
+            host = hosts[row.id] = HostInfo(
+                row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, [], row.failed_at is not None
+            )
+        if row.mac is not None:
+            host.mac_list.append(row.mac)
+    return list(hosts.values())
+
+
 def host_info(session: Session, host_id: int) -> HostInfo:
-    """Read one host and its MACs with two indexed queries."""
-    row = session.execute(_HOST_ROW, {"id": host_id}).one()
-    macs = session.scalars(_HOST_MACS, {"id": host_id}).all()
-    return HostInfo(row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, list(macs), row.failed_at is not None)
+    """Read one host and its MACs with one indexed query."""
+    return _host_infos(session.execute(_HOST_BY_ID, {"id": host_id}))[0]
+
+
+def matching_hosts(session: Session, ident: Identity) -> list[HostInfo]:
+    """All hosts that own any of the identifiers, with their MACs (one query, each lookup indexed)."""
+    if not ident:
+        return []
+    params = {"macs": list(ident.macs), "serial": ident.serial, "uuid": ident.uuid}
+    return _host_infos(session.execute(_HOSTS_BY_IDENTIFIERS, params))
+
+
+def identify(session: Session, ident: Identity) -> HostInfo | None:
+    """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
+    hosts = matching_hosts(session, ident)
+    if len(hosts) > 1:
+        ids = [host.id for host in hosts]
+        raise IdentityConflict(
+            f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
+        )
+    return hosts[0] if hosts else None
 
 
 def register(session: Session, ident: Identity, chain: states.Chain, source: str) -> Host:
@@ -214,18 +231,17 @@ def boot(
     """
     now = utcnow()
     try:
-        host_id = identify(session, ident)
+        host = identify(session, ident)
     except IdentityConflict as conflict:
         if not poll:
             for other in conflict.host_ids:
                 record(session, other, CONFLICT, "bootstrap", detail=str(conflict))
         return Boot(host=None, conflict=conflict)
-    registered = host_id is None
+    registered = host is None
     if registered:
-        host_id = register(session, ident, initial_chain, "bootstrap").id
-        host = host_info(session, host_id)
+        host = host_info(session, register(session, ident, initial_chain, "bootstrap").id)
     else:
-        host = learn(session, host_info(session, host_id), ident, "bootstrap")
+        host = learn(session, host, ident, "bootstrap")
     state = states.current(states.parse_chain(host.state))
     if poll and (host.failed or state == states.NEW):
         session.execute(_SEEN, {"host_id": host.id, "now": now})

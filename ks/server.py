@@ -95,9 +95,10 @@ def run(
         "loglevel": "info",
         "logger_class": logs.gunicorn_logger(log_format),
         "proc_name": "kiwispray",
-        # Long image downloads must not be cut by the worker timeout; gthread
-        # workers notify the arbiter independently of request length.
-        "sendfile": True,
+        # Image downloads go out with os.sendfile (see ks.files). Do not set
+        # gunicorn's "sendfile": any value given there, True included, turns it
+        # off. Long downloads are not cut by "timeout": gthread workers notify
+        # the arbiter from their main loop, whatever their threads are doing.
         # Several servers may run on one machine; none needs gunicorn's control socket.
         "control_socket_disable": True,
     }

@@ -1,26 +1,29 @@
 #!/usr/bin/env python3
 """Benchmark /bootstrap: N known (finished) machines, 16 concurrent clients, wrk as the load.
 
-Prints requests/s and latency percentiles for `kiwispray serve`, and the same for
-a bare Flask + gunicorn app doing one raw SQLite write per request (the ceiling),
-measured in the same run. Usage:
+Prints requests/s and latency percentiles for `kiwispray serve` at each number
+of known machines (default 10,000 and 100,000), beside a bare Flask + gunicorn
+app doing one raw SQLite write per request (the ceiling), all measured in the
+same run, and SQLite's plan for each statement of the boot path (every one must
+be a SEARCH through an index: a SCAN would grow with the number of machines).
+Usage:
 
-    python scripts/bench_bootstrap.py --machines 10000 --machines 100000 --duration 15
+    python scripts/bench_bootstrap.py --machines 10000 --machines 100000 --duration 15 --repeat 3
 """
 
 import argparse
 import os
 import re
-import shutil
-import signal
-import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import ENV, REPO, command_line, ensure_tool, free_port, group_cpu_seconds, stop, wait_for
+from benchlib import serve as start_server
+
 sys.path.insert(0, str(REPO))
 
 LUA = """
@@ -35,14 +38,6 @@ end
 
 def mac(i: int) -> str:
     return f"52:54:02:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
-
-
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if not path:
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
-        path = shutil.which("wrk")
-    return path
 
 
 def populate(root: Path, count: int, url: str | None = None) -> None:
@@ -64,25 +59,6 @@ def populate(root: Path, count: int, url: str | None = None) -> None:
                  "created_at": now, "updated_at": now} for i in ids])
             conn.execute(insert(HostMac), [{"mac": mac(i), "host_id": i, "position": 0} for i in ids])
     db.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("server did not start")
 
 
 def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path) -> dict:
@@ -111,57 +87,78 @@ def parse_wrk(out: str) -> dict:
     }
 
 
-def serve(root: Path, port: int, workers: int, threads: int, env: dict) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ks", "--root", str(root), "serve", "--port", str(port),
-           "--workers", str(workers), "--threads", str(threads)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def ceiling(port: int, workers: int, threads: int, env: dict, workdir: Path) -> subprocess.Popen:
+def ceiling(port: int, workers: int, threads: int, workdir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers), "--threads", str(threads),
            "-b", f"127.0.0.1:{port}", "--chdir", str(REPO / "scripts"), "--no-control-socket", "bench_ceiling_app:app"]
-    env = {**env, "CEILING_DB": str(workdir / "ceiling.db")}
+    env = {**ENV, "CEILING_DB": str(workdir / "ceiling.db")}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+def query_plans(database: Path) -> list[str]:
+    """SQLite's plan for each statement /bootstrap runs for a known machine."""
+    from sqlalchemy.dialects import sqlite
+
+    from ks import machines
+
+    dialect = sqlite.dialect()
+    selects = [machines._HOSTS_BY_IDENTIFIERS.params(macs=[mac(1)], serial="S1", uuid="U1")]
+    sql = [str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for stmt in selects]
+    sql.append(str(machines._BOOTED.compile(dialect=dialect)).replace("?", "NULL"))
+    plans = []
+    with sqlite3.connect(database) as conn:
+        for statement in sql:
+            steps = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
+            plans.append(f"{' '.join(statement.split()[:2])} ...: {'; '.join(steps)}")
+    return plans
 
 
-def show(label: str, r: dict) -> None:
-    print(f"{label:<34} {r['rps']:>9.0f} req/s   p50 {r['p50']:6.1f} ms   p90 {r['p90']:6.1f} ms   "
-          f"p99 {r['p99']:6.1f} ms   errors {r['non2xx'] + r['socket_errors']}", flush=True)
+def show(label: str, runs: list[dict]) -> dict:
+    """Print the best run (by req/s) and the spread; return the best."""
+    best = max(runs, key=lambda r: r["rps"])
+    rates = ", ".join(f"{r['rps']:.0f}" for r in runs)
+    spread = f"   (runs: {rates})" if len(runs) > 1 else ""
+    print(f"{label:<34} {best['rps']:>6.0f} req/s   p50 {best['p50']:6.1f} ms   p90 {best['p90']:6.1f} ms   "
+          f"p99 {best['p99']:6.1f} ms   server CPU {best['cpu_ms']:.2f} ms/req   "
+          f"errors {sum(r['non2xx'] + r['socket_errors'] for r in runs)}{spread}", flush=True)
+    return best
+
+
+def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> list[dict]:
+    """Warm up, then run wrk ``--repeat`` times; each result also has the server's CPU ms per request."""
+    run_wrk(wrk, port, machines, args.clients, 3, workdir)
+    runs = []
+    for _ in range(args.repeat):
+        cpu = group_cpu_seconds(proc.pid)
+        result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir)
+        result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
+        runs.append(result)
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--machines", type=int, action="append", help="known machines (repeatable) [10000]")
+    parser.add_argument("--machines", type=int, action="append", help="known machines (repeatable) [10000 and 100000]")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections [16]")
     parser.add_argument("--duration", type=int, default=15, help="seconds per measurement [15]")
+    parser.add_argument("--repeat", type=int, default=1, help="measurements per server; the best is shown [1]")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker [8]")
+    parser.add_argument("--threads", type=int, default=32, help="threads per worker (kiwispray serve's default) [32]")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare Flask + SQLite ceiling")
     args = parser.parse_args()
-    sizes = args.machines or [10000]
-    wrk = ensure_wrk()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    print(f"# {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
-    print(f"# {os.cpu_count()} cores, wrk -t2 -c{args.clients} -d{args.duration}s, "
-          f"server: {args.workers} workers x {args.threads} threads")
+    sizes = args.machines or [10000, 100000]
+    wrk = ensure_tool("wrk")
+    print(f"# {command_line()}")
+    print(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, wrk -t2 -c{args.clients} "
+          f"-d{args.duration}s, server: {args.workers} workers x {args.threads} threads")
+    results = {}
     with tempfile.TemporaryDirectory(prefix="ks-bench-") as tmp:
         workdir = Path(tmp)
         if not args.no_ceiling:
             port = free_port()
-            proc = ceiling(port, args.workers, args.threads, env, workdir)
+            proc = ceiling(port, args.workers, args.threads, workdir)
             try:
                 wait_for(port, proc)
-                run_wrk(wrk, port, 1000, args.clients, 3, workdir)  # warm-up
-                show("ceiling: Flask + 1 SQLite write", run_wrk(wrk, port, 10000, args.clients, args.duration, workdir))
+                results["ceiling"] = show("ceiling: Flask + 1 SQLite write", measure(wrk, proc, port, 10000, args, workdir))
             finally:
                 stop(proc)
         for size in sizes:
@@ -171,13 +168,23 @@ def main() -> None:
             populate(root, size)
             print(f"# registered {size} finished machines in {time.monotonic() - t0:.1f} s", flush=True)
             port = free_port()
-            proc = serve(root, port, args.workers, args.threads, env)
+            proc = start_server(root, port, "--workers", str(args.workers), "--threads", str(args.threads))
             try:
                 wait_for(port, proc)
-                run_wrk(wrk, port, size, args.clients, 3, workdir)  # warm-up
-                show(f"kiwispray /bootstrap, {size} hosts", run_wrk(wrk, port, size, args.clients, args.duration, workdir))
+                results[size] = show(f"kiwispray /bootstrap, {size} hosts", measure(wrk, proc, port, size, args, workdir))
             finally:
                 stop(proc)
+            for plan in query_plans(root / "kiwispray.db"):
+                print(f"#   {plan}")
+    if "ceiling" in results:
+        ceiling_rps = results["ceiling"]["rps"]
+        print("# share of the ceiling: " + ", ".join(f"{size} hosts {results[size]['rps'] / ceiling_rps:.2f}" for size in sizes))
+    cores = os.cpu_count()
+    print(f"# CPU-bound bounds on an idle {cores}-core machine (cores / server CPU per request, wrk not counted): "
+          + ", ".join(f"{name} {cores * 1000 / r['cpu_ms']:.0f} req/s" for name, r in results.items()))
+    if len(sizes) > 1:
+        first, last = results[sizes[0]]["rps"], results[sizes[-1]]["rps"]
+        print(f"# {sizes[-1]} hosts vs {sizes[0]} hosts: {last / first:.2f} of the requests/s")
 
 
 if __name__ == "__main__":

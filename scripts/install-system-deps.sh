@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the test suite and benchmarks use: QEMU with iPXE and OVMF
-# firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx,
+# firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx, strace,
 # iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC).
 # Idempotent: installs only what is missing; needs root (or sudo).
 set -euo pipefail
 
 packages=(
     qemu-system-x86 ipxe ipxe-qemu ovmf dnsmasq-base busybox-static cpio xz-utils
-    pxelinux syslinux-common postgresql openipmi ipmitool wrk nginx-light iproute2 curl
+    pxelinux syslinux-common postgresql openipmi ipmitool wrk nginx-light iproute2 curl strace
 )
 missing=()
 for p in "${packages[@]}"; do

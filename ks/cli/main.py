@@ -50,8 +50,13 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Seconds between polls of a machine waiting in 'new' [default: 30] (env KS_POLL_INTERVAL).")
 @click.option("--workers", default=2, envvar="KS_WORKERS", type=click.IntRange(1, 64), show_default=True,
               help="Worker processes (env KS_WORKERS).")
-@click.option("--threads", default=8, envvar="KS_THREADS", type=click.IntRange(1, 256), show_default=True,
-              help="Threads per worker; each serves one request at a time (env KS_THREADS).")
+@click.option("--threads", default=32, envvar="KS_THREADS", type=click.IntRange(1, 1024), show_default=True,
+              help="Threads per worker; each serves one request at a time, and an image download holds "
+                   "its thread until the last byte: workers x threads is how many machines can download "
+                   "at once without delaying other requests (env KS_THREADS).")
+@click.option("--x-accel-redirect", "x_accel_redirect", envvar="KS_X_ACCEL_REDIRECT", default=None, metavar="PREFIX",
+              help="Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' and let nginx "
+                   "send the file from an internal location (see docs/nginx.conf.example) (env KS_X_ACCEL_REDIRECT).")
 @click.option("--deploy-timeout", envvar="KS_DEPLOY_TIMEOUT", type=click.IntRange(0), default=None,
               help="Seconds an image may take from its first boot to /finish before the machine is flagged "
                    "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
@@ -60,8 +65,8 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
-def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, deploy_timeout,
-          access_log, log_format):
+def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, x_accel_redirect,
+          deploy_timeout, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -75,7 +80,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     try:
         settings = config.resolve(
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
-             "DEPLOY_TIMEOUT": deploy_timeout}
+             "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
@@ -91,6 +96,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
                  "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
     if host in ("127.0.0.1", "localhost", "::1"):
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
+    if settings["X_ACCEL_REDIRECT"]:
+        log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log, log_format)
 
 
