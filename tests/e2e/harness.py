@@ -153,10 +153,10 @@ class Lab:
             raise RuntimeError(f"GET {path} failed: {done.stderr.strip()[-500:]}")
         return done.stdout
 
-    def command(self, module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-        """``python -m MODULE --root SITE ARGS``: a command as an operator runs it."""
+    def command(self, module: str, *args, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        """``python -m MODULE --root SITE ARGS``: a command as an operator runs it (``env``: more variables)."""
         argv = [sys.executable, "-m", module, "--root", str(self.root), *map(str, args)]
-        done = subprocess.run(argv, capture_output=True, text=True, env=self.env())
+        done = subprocess.run(argv, capture_output=True, text=True, env={**self.env(), **(env or {})})
         if check and done.returncode != 0:
             raise AssertionError(f"{module} {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
         return done
@@ -170,9 +170,9 @@ class Lab:
         """``kiwispray --root SITE ARGS``."""
         return self.command("ks", *args, check=check)
 
-    def edit_host(self, *args, check: bool = True) -> subprocess.CompletedProcess:
+    def edit_host(self, *args, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         """``edit-host --root SITE ARGS``."""
-        return self.command("ks.cli.edit_host", *args, check=check)
+        return self.command("ks.cli.edit_host", *args, check=check, env=env)
 
     def hosts(self) -> list[dict]:
         """All hosts, from ``edit-host --json``."""
