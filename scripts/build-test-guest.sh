@@ -11,7 +11,7 @@
 #   scripts/build-test-guest.sh            build into .cache/e2e (or $KS_E2E_CACHE)
 #
 # It also installs what the tests run the machine with (QEMU, iPXE, OVMF,
-# dnsmasq), so that a bare Debian machine can run them.
+# dnsmasq, PXELINUX), so that a bare Debian machine can run them.
 #
 # Output in the cache directory:
 #   guest/vmlinuz  guest/initrd.gz           the test machine
@@ -146,7 +146,8 @@ build_kiwi() {
 
 need qemu-system-x86_64:qemu-system-x86 /usr/lib/ipxe/qemu/efi-e1000.rom:ipxe-qemu \
 	/usr/lib/ipxe/undionly.kpxe:ipxe /usr/lib/ipxe/snponly.efi:ipxe /usr/share/ovmf/OVMF.fd:ovmf \
-	dnsmasq:dnsmasq-base ip:iproute2
+	dnsmasq:dnsmasq-base ip:iproute2 \
+	/usr/lib/PXELINUX/pxelinux.0:pxelinux /usr/lib/syslinux/modules/bios/ldlinux.c32:syslinux-common
 mkdir -p "$cache"
 # Rebuild when the files that go into the initrd changed since the last build.
 stamp=$(cat "$0" "$repo/scripts/test-guest/init" "$repo/scripts/test-guest/udhcpc.script" | cksum | cut -d' ' -f1)

@@ -1,7 +1,8 @@
 """Real BMC simulators on loopback for the power tests.
 
 * IpmiSim:    OpenIPMI's ``ipmi_sim`` with a ``chassis_control`` program whose power is a
-              file, and which logs every power change it is asked for. It can also listen
+              file (or whatever a program given to it decides, such as a QEMU machine),
+              and which logs every power change it is asked for. It can also listen
               on another address inside a network namespace of a test (``prefix``).
 * RedfishSim: ``sushy-emulator --fake`` with basic auth, HTTPS by default, and its
               "external notifier" pointed at a recorder here, so that every power change
@@ -150,11 +151,20 @@ class Simulator:
             self.power  # the Redfish fake applies a change that is due when it is read
             return self.history == expected
 
-        wait_for(settled, timeout, f"power history {expected} (now {self.history})")
+        try:
+            wait_for(settled, timeout, f"power history {expected}")
+        except AssertionError as error:  # the history at the end, not at the start of the wait
+            raise AssertionError(f"{error}; it went through {self.history}") from None
 
 
 class IpmiSim(Simulator):
-    """OpenIPMI ipmi_sim, IPMI 2.0 lanplus on a loopback UDP port, or where it is told."""
+    """OpenIPMI ipmi_sim, IPMI 2.0 lanplus on a loopback UDP port, or where it is told.
+
+    ``chassis``: a function that writes another chassis program into the directory it is
+    given and returns its path. That program answers ``get power`` and ``set power 0|1``
+    as CHASSIS does, appends each ``set power`` to ``power.log`` in that directory, and
+    decides the initial power itself (``power`` is for the default program).
+    """
 
     LAN_CONF = """\
 name "ksbmc"
@@ -191,23 +201,27 @@ esac
     BIND_CHECK = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((sys.argv[1], int(sys.argv[2])))"
 
     def __init__(self, workdir: Path, power: bool = False, address: str = "127.0.0.1", port: int | None = None,
-                 prefix: list[str] = ()):
+                 prefix: list[str] = (), chassis=None):
         """``prefix`` runs ipmi_sim through a command, e.g. ``["ip", "netns", "exec", NS]``."""
         super().__init__(workdir, power)
         self.address, self.port, self.prefix = address, port, list(prefix)
+        self.chassis = chassis
 
     def start(self) -> None:
         """Write the configuration and run ipmi_sim until its UDP port is bound."""
         binary = ensure_ipmi_sim()
         self.port = self.port or free_port(socket.SOCK_DGRAM)
         self.url = f"ipmi://{self.address}:{self.port}"
-        (self.workdir / "power").write_text("1\n" if self.initial_power else "0\n")
         (self.workdir / "power.log").write_text("")
-        program = self.workdir / "chassis"
-        program.write_text(self.CHASSIS.format(workdir=shlex.quote(str(self.workdir))))
-        program.chmod(0o755)
+        if self.chassis:
+            self.program = self.chassis(self.workdir)
+        else:
+            (self.workdir / "power").write_text("1\n" if self.initial_power else "0\n")
+            self.program = self.workdir / "chassis"
+            self.program.write_text(self.CHASSIS.format(workdir=shlex.quote(str(self.workdir))))
+            self.program.chmod(0o755)
         (self.workdir / "lan.conf").write_text(self.LAN_CONF.format(
-            address=self.address, port=self.port, guid=uuid.uuid4().hex, program=program,
+            address=self.address, port=self.port, guid=uuid.uuid4().hex, program=self.program,
             username=self.username, password=self.password,
         ))
         (self.workdir / "bmc.emu").write_text(self.EMULATION)
@@ -222,8 +236,9 @@ esac
 
     @property
     def power(self) -> bool:
-        """The chassis power as the simulator holds it."""
-        return (self.workdir / "power").read_text().strip() == "1"
+        """The chassis power as the simulator's chassis program reports it."""
+        answer = subprocess.run([self.program, "get", "power"], capture_output=True, text=True, check=True)
+        return answer.stdout.strip() == "power:1"
 
     @property
     def history(self) -> list[bool]:

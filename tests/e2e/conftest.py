@@ -16,10 +16,22 @@ def guest_cache():
 
 
 @pytest.fixture
-def lab(tmp_path, guest_cache):
-    """A private network with dnsmasq and kiwispray serve; torn down even when the test fails."""
-    lab = Lab(tmp_path, guest_cache)
+def start_lab(tmp_path, guest_cache):
+    """Start a lab with Lab's options: ``start_lab(settings=…, dnsmasq=…)``; torn down even when the test fails."""
+    labs = []
+
+    def start(**options) -> Lab:
+        labs.append(Lab(tmp_path, guest_cache, **options))
+        return labs[-1].start()
+
     try:
-        yield lab.start()
+        yield start
     finally:
-        lab.close()
+        for lab in labs:
+            lab.close()
+
+
+@pytest.fixture
+def lab(start_lab):
+    """A private network with dnsmasq and kiwispray serve."""
+    return start_lab()

@@ -72,18 +72,24 @@ def tail(path: Path, size: int = 3000) -> str:
 class Lab:
     """One private boot network with its dnsmasq, server and site root."""
 
-    def __init__(self, workdir: Path, cache: Path):
+    def __init__(self, workdir: Path, cache: Path, settings: dict | None = None, dnsmasq: list[str] = ()):
+        """``settings``: KS_* variables for the server and the commands;
+        ``dnsmasq``: test-only lines appended to the example's configuration."""
         self.workdir = workdir
         self.cache = cache
+        self.settings = dict(settings or {})
+        self.dnsmasq_additions = list(dnsmasq)
         self.root = workdir / "site"
+        self.tftp = workdir / "tftp"
         self.namespace = Namespace(ADDRESS)
         self.base_url = f"http://{ADDRESS}:{PORT}"
         self.server_log = workdir / "server.log"
         self.dnsmasq_log = workdir / "dnsmasq.log"
 
     def env(self) -> dict:
-        """Environment of KIWIspray commands: this checkout, no outside KS_* settings."""
+        """Environment of KIWIspray commands: this checkout, the lab's KS_* settings and no outside ones."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("KS_")}
+        env.update(self.settings)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
@@ -103,19 +109,22 @@ class Lab:
         self.namespace.close()
 
     def _start_dnsmasq(self) -> None:
-        tftp = self.workdir / "tftp"
-        tftp.mkdir()
+        self.tftp.mkdir()
         for binary in IPXE_BINARIES:
-            shutil.copy(binary, tftp)
+            shutil.copy(binary, self.tftp)
         w = self.workdir
         # user=root: dnsmasq would run as nobody, which cannot write into the test's directory.
+        # Router advertisements: iPXE configures IPv6 beside DHCPv4 before it boots, and
+        # on a network without them it waits about 13 s for one at every boot.
         additions = [
             "port=0", "bind-interfaces", "log-dhcp", "user=root",
+            "enable-ra", f"dhcp-range=::,constructor:{self.namespace.bridge},ra-only",
             f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}", f"pid-file={w / 'dnsmasq.pid'}",
+            *self.dnsmasq_additions,
         ]  # fmt: skip
         example = (REPO / "dnsmasq.conf.example").read_text()
         conf = w / "dnsmasq.conf"
-        conf.write_text(dnsmasq_config(example, self.namespace.bridge, DHCP_RANGE, str(tftp), additions))
+        conf.write_text(dnsmasq_config(example, self.namespace.bridge, DHCP_RANGE, str(self.tftp), additions))
         process = self.namespace.start(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], w / "dnsmasq.out")
         deadline = time.monotonic() + 10
         while "started" not in tail(self.dnsmasq_log):
@@ -147,21 +156,26 @@ class Lab:
             raise RuntimeError(f"GET {path} failed: {done.stderr.strip()[-500:]}")
         return done.stdout
 
-    def command(self, module: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-        """``python -m MODULE --root SITE ARGS``: a command as an operator runs it."""
+    def command(self, module: str, *args, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+        """``python -m MODULE --root SITE ARGS``: a command as an operator runs it (``env``: more variables)."""
         argv = [sys.executable, "-m", module, "--root", str(self.root), *map(str, args)]
-        done = subprocess.run(argv, capture_output=True, text=True, env=self.env())
+        done = subprocess.run(argv, capture_output=True, text=True, env={**self.env(), **(env or {})})
         if check and done.returncode != 0:
             raise AssertionError(f"{module} {' '.join(map(str, args))} exited {done.returncode}: {done.stderr}")
         return done
+
+    def register(self, machine: Machine) -> str:
+        """Make a machine known the way its iPXE would, with one /bootstrap request; the script answered."""
+        mac = machine.mac.replace(":", "-")
+        return self.get(f"/bootstrap?net0={mac}&serial={machine.serial}&uuid={machine.uuid}")
 
     def kiwispray(self, *args, check: bool = True) -> subprocess.CompletedProcess:
         """``kiwispray --root SITE ARGS``."""
         return self.command("ks", *args, check=check)
 
-    def edit_host(self, *args, check: bool = True) -> subprocess.CompletedProcess:
+    def edit_host(self, *args, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
         """``edit-host --root SITE ARGS``."""
-        return self.command("ks.cli.edit_host", *args, check=check)
+        return self.command("ks.cli.edit_host", *args, check=check, env=env)
 
     def hosts(self) -> list[dict]:
         """All hosts, from ``edit-host --json``."""

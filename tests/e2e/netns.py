@@ -24,10 +24,12 @@ def run(*argv: str) -> str:
 
 
 class Namespace:
-    """``ip netns`` NAME holding bridge ``br0`` (ADDRESS/24) and tap ``tap0`` on it."""
+    """``ip netns`` NAME holding bridge ``br0`` (ADDRESS/24, fd42::1/64) and tap ``tap0`` on it."""
 
     bridge = "br0"
     tap = "tap0"
+    # Unique-local: the bridge needs an IPv6 prefix for router advertisements on it.
+    address6 = "fd42::1"
 
     def __init__(self, address: str):
         self.name = f"ks-e2e-{os.getpid()}-{next(_names)}"
@@ -42,6 +44,8 @@ class Namespace:
         # forward_delay 0: the tap forwards as soon as QEMU opens it.
         run(*ns, "link", "add", self.bridge, "type", "bridge", "forward_delay", "0")
         run(*ns, "addr", "add", f"{self.address}/24", "dev", self.bridge)
+        # nodad: usable at once, not after duplicate address detection.
+        run(*ns, "addr", "add", f"{self.address6}/64", "dev", self.bridge, "nodad")
         run(*ns, "link", "set", self.bridge, "up")
         run(*ns, "tuntap", "add", self.tap, "mode", "tap")
         run(*ns, "link", "set", self.tap, "master", self.bridge)

@@ -2,9 +2,13 @@
 
 QEMU runs with ``-no-reboot``: when the guest reboots, QEMU exits, so each boot
 (firmware, iPXE, kernel, post-install) is one run that a test can read whole.
+
+A machine can also be powered by a simulated BMC instead (``chassis_program``): then
+each power-on is one QEMU run, and the guest's reboots happen inside it.
 """
 
 import re
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,10 +36,11 @@ class Machine:
     uuid: str = "5a1e2e00-0000-4000-8000-000000000001"
     boots: int = field(default=0, init=False)
 
-    def argv(self) -> list[str]:
-        """The QEMU command line of one boot."""
+    def argv(self, exit_on_reboot: bool = True) -> list[str]:
+        """The QEMU command line of one boot (or of one power-on, without ``exit_on_reboot``)."""
         argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-no-reboot", "-nographic",
+            "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic",
+            *(["-no-reboot"] if exit_on_reboot else []),
             "-netdev", f"tap,id=net0,ifname={self.namespace.tap},script=no,downscript=no",
             "-device", f"e1000,netdev=net0,mac={self.mac}",
             "-smbios", f"type=1,serial={self.serial},uuid={self.uuid}",
@@ -58,20 +63,81 @@ class Machine:
         finally:
             run.power_off()
 
+    def chassis_program(self, directory: Path) -> Path:
+        """Write a chassis program for ipmi_sim that powers this machine; its path.
 
-class Boot:
-    """One running QEMU and its console log."""
+        Its power is a QEMU process: ``set power 1`` starts one (its console in
+        ``console-bmc-N.log``, N counting power-ons), ``set power 0`` ends it by its PID,
+        ``get power`` says whether it runs. QEMU runs without -no-reboot here: a
+        reboot of the guest is a reset with the power staying on, as on hardware,
+        and a QEMU that ends on its own (the guest powered off) is a machine whose
+        power is off.
+        """
+        program = directory / "chassis"
+        program.write_text(CHASSIS.format(
+            directory=shlex.quote(str(directory)), qemu=shlex.join(self.namespace.command(self.argv(False)))
+        ))
+        program.chmod(0o755)
+        return program
 
-    def __init__(self, namespace: Namespace, process: subprocess.Popen, console: Path):
-        self.namespace = namespace
-        self.process = process
-        self.console = console
-        self.started = time.monotonic()
+    def powered(self, directory: Path, number: int, timeout: float = 30) -> "PoweredRun":
+        """The ``number``-th power-on of this machine by the chassis program in ``directory``,
+        once it has happened."""
+        run = PoweredRun(directory, number)
+        while run.power_ons() < number:
+            if time.monotonic() - run.started > timeout:
+                raise run.fail(f"power-on {number} did not happen within {timeout:.0f} s")
+            time.sleep(0.1)
+        return run
+
+
+# ipmi_sim runs "chassis get power" (answer "power:0|1" on stdout) and "chassis set power 0|1".
+CHASSIS = """\
+#!/bin/sh
+cd {directory}
+running() {{
+    pid=$(cat qemu.pid 2>/dev/null) && [ -n "$pid" ] || return 1
+    # A QEMU that ended is a zombie until init reaps it, which may take a moment.
+    [ -e "/proc/$pid" ] && ! grep -qs '^State:[[:space:]]*Z' "/proc/$pid/status"
+}}
+case "$1 $2" in
+"get power")
+    if running; then echo power:1; else echo power:0; fi ;;
+"set power")
+    echo "$3" >>power.log
+    if [ "$3" = 1 ]; then
+        running && exit 0
+        n=$(($(cat power-ons 2>/dev/null || echo 0) + 1))
+        # Its output to a file, not to ipmi_sim, which reads this program's output to the end.
+        {qemu} </dev/null >"console-bmc-$n.log" 2>&1 &
+        echo $! >qemu.pid
+        echo "$n" >power-ons
+    elif running; then
+        # Pulling the plug, and quickly: ipmi_sim answers the BMC client only after this
+        # program has ended, and a client that waits too long sends its request again.
+        kill -KILL "$pid"
+        i=0
+        while running && [ "$i" -lt 50 ]; do sleep 0.02; i=$((i + 1)); done
+    fi ;;
+esac
+exit 0
+"""
+
+
+class Console:
+    """The console log of a running machine, and waiting for what it shows."""
+
+    console: Path
+    started: float
+
+    def running(self) -> bool:
+        """Whether the machine still runs."""
+        raise NotImplementedError
 
     @property
     def text(self) -> str:
         """The console so far, readable (escape sequences and carriage returns removed)."""
-        raw = self.console.read_bytes().decode("utf-8", errors="replace")
+        raw = self.console.read_bytes().decode("utf-8", errors="replace") if self.console.exists() else ""
         return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]|\r", "", raw)
 
     def fail(self, why: str) -> BootFailed:
@@ -85,11 +151,24 @@ class Boot:
             match = re.search(pattern, self.text)
             if match:
                 return match
-            if self.process.poll() is not None:
+            if not self.running():
                 raise self.fail(f"QEMU exited before {pattern!r} appeared")
             if time.monotonic() > deadline:
                 raise self.fail(f"{pattern!r} did not appear within {timeout:.0f} s")
             time.sleep(0.2)
+
+
+class Boot(Console):
+    """One running QEMU and its console log."""
+
+    def __init__(self, namespace: Namespace, process: subprocess.Popen, console: Path):
+        self.namespace = namespace
+        self.process = process
+        self.console = console
+        self.started = time.monotonic()
+
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def wait_exit(self, timeout: float = 240) -> str:
         """Wait until the guest reboots (QEMU exits); the console text."""
@@ -102,3 +181,22 @@ class Boot:
     def power_off(self) -> None:
         """Pull the plug (a no-op if QEMU has exited)."""
         self.namespace.stop(self.process, grace=2)
+
+
+class PoweredRun(Console):
+    """One power-on of a machine by its chassis program: the QEMU started by ``set power 1``."""
+
+    def __init__(self, directory: Path, number: int):
+        self.directory = directory
+        self.number = number
+        self.console = directory / f"console-bmc-{number}.log"
+        self.started = time.monotonic()
+
+    def power_ons(self) -> int:
+        """How often the chassis program has started the machine so far."""
+        ons = self.directory / "power-ons"
+        return int(ons.read_text().strip() or 0) if ons.exists() else 0
+
+    def running(self) -> bool:
+        power = subprocess.run([self.directory / "chassis", "get", "power"], capture_output=True, text=True).stdout
+        return power.strip() == "power:1" and self.power_ons() == self.number
