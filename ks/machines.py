@@ -10,7 +10,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, union, update
 from sqlalchemy.orm import Session
