@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m ruff check ks tests scripts migrations
 exec python3 -m pytest "$@"
