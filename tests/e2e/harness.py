@@ -10,6 +10,7 @@ dnsmasq.conf.example), ``kiwispray serve`` on a fresh site root, and test machin
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,11 @@ def make_site(root: Path, cache: Path) -> None:
     shutil.copytree(SITE_TEMPLATE, root)
     for name in ("vmlinuz", "initrd.gz"):
         shutil.copy(cache / "guest" / name, root / "images" / "wipe" / name)
+
+
+def shows_bootid(console: str) -> bool:
+    """Whether a boot secret is on a console, e.g. from a kernel printing its command line with razorurl=."""
+    return re.search(r"bootid=[0-9a-f]{8}", console) is not None
 
 
 def tail(path: Path, size: int = 3000) -> str:

@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from .harness import shows_bootid
 from .qemu import FIRMWARES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
@@ -36,11 +37,6 @@ def chains(lab) -> list[tuple[int, str, list[str]]]:
 def history(lab) -> list[tuple[str, str]]:
     """Host 1's history as (kind, state after)."""
     return [(e["kind"], e["to"]) for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)]
-
-
-def shows_bootid(console: str) -> bool:
-    """Whether a boot secret was printed, e.g. by a kernel echoing its command line with razorurl=."""
-    return re.search(r"bootid=[0-9a-f]{8}", console) is not None
 
 
 def same_address(console: str) -> bool:
