@@ -44,8 +44,8 @@ def bootstrap():
     poll = one("poll") == "1"
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
-    outcome = ks.db.write(
-        lambda session: machines.boot(session, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
+    outcome = ks.db.write_direct(
+        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
     )
     url = poll_url(where.base_url, ident)
     if outcome.conflict:

@@ -3,19 +3,25 @@
 Callers never commit inside domain functions; they hand a function to
 ``Database.write`` which runs it in one transaction, commits once, and retries
 the whole unit when a concurrent writer won a race on a unique key.
+``Database.write_direct`` does the same on the driver's own connection, for the
+boot path, where SQLAlchemy's work per statement costs more than the database's.
 """
 
 import contextlib
+import fcntl
 import logging
+import os
+import re
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -56,22 +62,22 @@ class Database:
 
     def __init__(self, url: str):
         self.url = url
+        self._write_lock = contextlib.nullcontext()
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
+            file = path and path != ":memory:" and not path.startswith("file:")
+            if file:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, "BEGIN")
+            self._write_lock = WriterLock(f"{path}-writer" if file else None)
         else:
             self.engine = create_engine(url, pool_pre_ping=True)
             self.read_engine = self.engine
-        # SQLite has one writer at a time. Threads of this process queue here, on a
-        # lock that wakes the next one at once, rather than in SQLite's busy
-        # handler, which sleeps in growing steps (up to 100 ms) between tries.
-        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._listeners: list[Callable[[set[int]], None]] = []
+        self._writer: tuple[int, object] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -83,14 +89,65 @@ class Database:
         After the commit, listeners learn which hosts' state or MACs changed
         (see ``mark_changed``).
         """
+
+        def once() -> tuple[T, set[int]]:
+            with self._write() as session:
+                with session.begin():
+                    result = work(session)
+                return result, session.info.pop(_CHANGED, set())
+
+        return self._retrying(once)
+
+    def write_direct(self, work: Callable[["Transaction"], T]) -> T:
+        """Run ``work(tx)`` on a driver connection in one transaction and commit; retry lost races.
+
+        The same unit of work as ``write`` without the ORM and SQLAlchemy's
+        statement machinery: for the few statements every boot runs.
+        """
+
+        def once() -> tuple[T, set[int]]:
+            connection = self._sqlite_writer() if self.is_sqlite else self.engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                if self.is_sqlite:  # the driver runs in autocommit mode (see _sqlite_engine)
+                    cursor.execute("BEGIN IMMEDIATE")
+                tx = Transaction(cursor, self.is_sqlite)
+                try:
+                    result = work(tx)
+                    connection.commit()
+                except BaseException:
+                    connection.rollback()
+                    raise
+                finally:
+                    cursor.close()
+                return result, tx.changed
+            finally:
+                if not self.is_sqlite:
+                    connection.close()  # back to the pool
+
+        return self._retrying(once)
+
+    def _sqlite_writer(self):
+        """This process's one SQLite connection for ``write_direct``, used under the writer lock only.
+
+        SQLite writers take turns anyway; one connection kept open saves the
+        pool's checkout and checkin on every boot.
+        """
+        if self._writer is None or self._writer[0] != os.getpid():
+            fairy = self.engine.raw_connection()
+            fairy.detach()  # ours from now on; the pool keeps no claim on it
+            self._writer = (os.getpid(), fairy.dbapi_connection)
+        return self._writer[1]
+
+    def _retrying(self, once: Callable[[], tuple[T, set[int]]]) -> T:
+        dbapi = self.engine.dialect.dbapi
+        retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
         for attempt in range(WRITE_RETRIES):
             try:
-                with self._write_lock, self._write() as session:
-                    with session.begin():
-                        result = work(session)
-                    changed = session.info.pop(_CHANGED, set())
-            except (IntegrityError, OperationalError) as exc:
-                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc):
+                with self._write_lock:
+                    result, changed = once()
+            except retried as exc:
+                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc, dbapi.IntegrityError):
                     raise
                 continue
             if changed:
@@ -117,9 +174,61 @@ class Database:
 
     def dispose(self) -> None:
         """Close all pooled connections (after fork, at exit)."""
+        if self._writer is not None and self._writer[0] == os.getpid():
+            self._writer[1].close()
+        self._writer = None
         self.engine.dispose()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
+
+
+class WriterLock:
+    """SQLite's one writer at a time, taken before SQLite is asked.
+
+    Writers queue here rather than in SQLite's busy handler, which sleeps in
+    growing steps (up to 100 ms) between tries, whoever released the database
+    meanwhile. Threads of one process queue on a thread lock; processes (the
+    server's workers, ``edit-host``, other servers on the same file) on
+    ``flock`` of the file ``path``. Both wake the next writer at once. SQLite's
+    own locking still guarantees one writer: without the file (no permission),
+    writers simply queue in SQLite again.
+    """
+
+    def __init__(self, path: str | None):
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        # A descriptor inherited across fork shares its lock with the parent: open our own.
+        if self.path is not None and self._pid != os.getpid():
+            self._pid = os.getpid()
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+            except OSError as exc:
+                log.warning("cannot open %s (%s); writers wait in SQLite's busy handler instead", self.path, exc)
+                self._fd = None
+        return self._fd
+
+    def __enter__(self):
+        self._thread_lock.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info):
+        try:
+            fd = self._fd if self._pid == os.getpid() else None
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
 
 def mark_changed(session: Session, host_id: int) -> None:
@@ -127,9 +236,48 @@ def mark_changed(session: Session, host_id: int) -> None:
     session.info.setdefault(_CHANGED, set()).add(host_id)
 
 
-def _is_transient(exc: Exception) -> bool:
+def _is_transient(exc: Exception, driver_integrity_error: type) -> bool:
     """Unique-key races and serialisation failures are retried; other errors are not."""
-    if isinstance(exc, IntegrityError):
+    driver_exc = getattr(exc, "orig", None) or exc
+    if isinstance(driver_exc, driver_integrity_error) or isinstance(exc, sa_exc.IntegrityError):
         return True
-    text = str(exc.orig).lower() if getattr(exc, "orig", None) else str(exc).lower()
+    text = str(driver_exc).lower()
     return "deadlock" in text or "could not serialize" in text or "database is locked" in text
+
+
+class Transaction:
+    """One transaction on a driver connection (see ``Database.write_direct``).
+
+    Statements are written with ``:name`` placeholders and plain SQL that
+    SQLite and PostgreSQL both read; each is converted once for the driver.
+    """
+
+    _converted: dict[str, str] = {}
+
+    def __init__(self, cursor, is_sqlite: bool):
+        self.cursor = cursor
+        self.is_sqlite = is_sqlite
+        self.changed: set[int] = set()
+
+    def execute(self, sql: str, params: dict | None = None):
+        """Run one statement; returns the cursor, to fetch from."""
+        if not self.is_sqlite:  # psycopg takes %(name)s
+            converted = self._converted.get(sql)
+            if converted is None:
+                converted = self._converted[sql] = _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
+            sql = converted
+        self.cursor.execute(sql, params or {})
+        return self.cursor
+
+    def timestamp(self, value: datetime | None):
+        """A timezone-aware time as the column stores it (the format of SQLAlchemy's SQLite DATETIME)."""
+        if value is None or not self.is_sqlite:
+            return value
+        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def mark_changed(self, host_id: int) -> None:
+        """Note that a host's state or MACs changed, for the listeners after commit."""
+        self.changed.add(host_id)
+
+
+_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")

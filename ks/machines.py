@@ -5,20 +5,22 @@ work per request or command, see ``ks.db.Database.write``). Every change is
 recorded in the host's history.
 """
 
+import functools
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, union, update
+from sqlalchemy import bindparam, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
 from ks.identity import Identity, normalize_mac
-from ks.db import mark_changed
+from ks.db import Transaction, mark_changed
 from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
 
 # Event kinds and sources as they appear in the history.
@@ -35,44 +37,55 @@ def new_bootid() -> str:
     return secrets.token_hex(16)
 
 
-# The boot path runs these on every boot. Built once with bind parameters, they
-# skip SQLAlchemy's per-call statement construction, which costs more than SQLite.
-_hosts, _macs, _events = Host.__table__, HostMac.__table__, Event.__table__
-_IDS_BY_IDENTIFIERS = union(
-    select(_macs.c.host_id).where(_macs.c.mac.in_(bindparam("macs", expanding=True))),
-    select(_hosts.c.id).where(_hosts.c.serial == bindparam("serial")),
-    select(_hosts.c.id).where(_hosts.c.uuid == bindparam("uuid")),
+# The boot path: SQL run on the driver's connection (``Database.write_direct``),
+# plain enough for SQLite and PostgreSQL alike; each lookup goes through an index.
+# Hosts with their MACs, one row per MAC (mac NULL for a host without any).
+_HOST_ROWS = (
+    "SELECT h.id, h.hostname, h.state, h.serial, h.uuid, h.metadata, h.failed_at IS NOT NULL, m.mac"
+    " FROM hosts h LEFT JOIN host_macs m ON m.host_id = h.id"
 )
-# Hosts with their MACs, one row per MAC (mac NULL for a host without any):
-# what the boot path needs of the hosts that own a machine's identifiers comes
-# back in one indexed query instead of three.
-_HOSTS_WITH_MACS = select(_hosts, _macs.c.mac).outerjoin(_macs, _macs.c.host_id == _hosts.c.id)
-_HOSTS_BY_IDENTIFIERS = _HOSTS_WITH_MACS.where(_hosts.c.id.in_(_IDS_BY_IDENTIFIERS)).order_by(_hosts.c.id, _macs.c.position)
-_HOST_BY_ID = _HOSTS_WITH_MACS.where(_hosts.c.id == bindparam("id")).order_by(_macs.c.position)
-_ADD_MAC = insert(_macs)
-_ADD_EVENT = insert(_events)
+_HOST_BY_ID = _HOST_ROWS + " WHERE h.id = :host_id ORDER BY m.position"
+_REGISTER = (
+    "INSERT INTO hosts (hostname, serial, uuid, state, metadata, boot_finished, created_at, updated_at)"
+    " VALUES ('not-set', :serial, :uuid, :state, '{}', FALSE, :now, :now) RETURNING id"
+)
+_ADD_MAC = "INSERT INTO host_macs (mac, host_id, position) VALUES (:mac, :host_id, :position)"
+_FILL = "UPDATE hosts SET serial = COALESCE(serial, :serial), uuid = COALESCE(uuid, :uuid) WHERE id = :host_id"
+_ADD_EVENT = (
+    "INSERT INTO events (host_id, at, kind, source, from_state, to_state, detail)"
+    " VALUES (:host_id, :at, :kind, :source, :from_state, :to_state, :detail)"
+)
+_ADD_EVENT_STMT = text(_ADD_EVENT).bindparams(bindparam("at", type_=UTCDateTime()))  # the same, for sessions
 # A reboot into the same image keeps its deadline, so a machine that reboots in
 # a loop still times out; /finish, a new state and a retry clear it.
 _BOOTED = (
-    update(_hosts)
-    .where(_hosts.c.id == bindparam("host_id"))
-    .values(
-        bootid_hash=bindparam("bootid_hash"),
-        boot_finished=False,
-        last_boot_at=bindparam("now"),
-        last_seen_at=bindparam("now"),
-        deadline_at=func.coalesce(_hosts.c.deadline_at, bindparam("deadline", type_=UTCDateTime())),
-    )
+    "UPDATE hosts SET bootid_hash = :bootid_hash, boot_finished = FALSE, last_boot_at = :now,"
+    " last_seen_at = :now, deadline_at = COALESCE(deadline_at, :deadline) WHERE id = :host_id"
 )
-_SEEN = update(_hosts).where(_hosts.c.id == bindparam("host_id")).values(last_seen_at=bindparam("now"))
+_SEEN = "UPDATE hosts SET last_seen_at = :now WHERE id = :host_id"
+
+
+@functools.cache
+def _hosts_by_identifiers(mac_count: int) -> str:
+    """Hosts owning any of ``mac_count`` MACs (:mac0, :mac1, ...), the :serial or the :uuid."""
+    macs = ", ".join(f":mac{i}" for i in range(mac_count)) or "NULL"
+    ids = (
+        f"SELECT host_id FROM host_macs WHERE mac IN ({macs})"
+        " UNION SELECT id FROM hosts WHERE serial = :serial UNION SELECT id FROM hosts WHERE uuid = :uuid"
+    )
+    return _HOST_ROWS + f" WHERE h.id IN ({ids}) ORDER BY h.id, m.position"
+
+
 
 
 def record(session: Session, host_id: int, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
     """Append one line to the host's history."""
-    session.execute(
-        _ADD_EVENT,
-        {"host_id": host_id, "at": utcnow(), "kind": kind, "source": source, "from_state": before, "to_state": after, "detail": detail},
-    )
+    session.execute(_ADD_EVENT_STMT, _event(host_id, utcnow(), kind, source, before, after, detail))
+
+
+def _event(host_id: int, at, kind: str, source: str, before, after, detail: str) -> dict:
+    return {"host_id": host_id, "at": at, "kind": kind, "source": source, "from_state": before, "to_state": after,
+            "detail": detail}
 
 
 def get_host(session: Session, host_id: int, lock: bool = False) -> Host:
@@ -133,35 +146,36 @@ class HostInfo:
 
 
 def _host_infos(rows) -> list[HostInfo]:
-    """One HostInfo per host from rows of ``_HOSTS_WITH_MACS``, in the rows' order."""
+    """One HostInfo per host from rows of ``_HOST_ROWS``, in the rows' order."""
     hosts: dict[int, HostInfo] = {}
-    for row in rows:
-        host = hosts.get(row.id)
+    for host_id, hostname, state, serial, uuid, meta, failed, mac in rows:
+        host = hosts.get(host_id)
         if host is None:
-            host = hosts[row.id] = HostInfo(
-                row.id, row.hostname, row.state, row.serial, row.uuid, row.metadata or {}, [], row.failed_at is not None
-            )
-        if row.mac is not None:
-            host.mac_list.append(row.mac)
+            # The driver hands JSON over as text (SQLite) or already decoded (PostgreSQL).
+            meta = json.loads(meta) if isinstance(meta, str) else meta
+            host = hosts[host_id] = HostInfo(host_id, hostname, state, serial, uuid, meta or {}, [], bool(failed))
+        if mac is not None:
+            host.mac_list.append(mac)
     return list(hosts.values())
 
 
-def host_info(session: Session, host_id: int) -> HostInfo:
+def host_info(tx: Transaction, host_id: int) -> HostInfo:
     """Read one host and its MACs with one indexed query."""
-    return _host_infos(session.execute(_HOST_BY_ID, {"id": host_id}))[0]
+    return _host_infos(tx.execute(_HOST_BY_ID, {"host_id": host_id}).fetchall())[0]
 
 
-def matching_hosts(session: Session, ident: Identity) -> list[HostInfo]:
+def matching_hosts(tx: Transaction, ident: Identity) -> list[HostInfo]:
     """All hosts that own any of the identifiers, with their MACs (one query, each lookup indexed)."""
     if not ident:
         return []
-    params = {"macs": list(ident.macs), "serial": ident.serial, "uuid": ident.uuid}
-    return _host_infos(session.execute(_HOSTS_BY_IDENTIFIERS, params))
+    params = {f"mac{i}": mac for i, mac in enumerate(ident.macs)}
+    params.update(serial=ident.serial, uuid=ident.uuid)
+    return _host_infos(tx.execute(_hosts_by_identifiers(len(ident.macs)), params).fetchall())
 
 
-def identify(session: Session, ident: Identity) -> HostInfo | None:
+def identify(tx: Transaction, ident: Identity) -> HostInfo | None:
     """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
-    hosts = matching_hosts(session, ident)
+    hosts = matching_hosts(tx, ident)
     if len(hosts) > 1:
         ids = [host.id for host in hosts]
         raise IdentityConflict(
@@ -170,34 +184,40 @@ def identify(session: Session, ident: Identity) -> HostInfo | None:
     return hosts[0] if hosts else None
 
 
-def register(session: Session, ident: Identity, chain: states.Chain, source: str) -> Host:
+def _record(tx: Transaction, host_id: int, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
+    """``record`` for the boot path."""
+    tx.execute(_ADD_EVENT, _event(host_id, tx.timestamp(utcnow()), kind, source, before, after, detail))
+
+
+def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str) -> HostInfo:
     """Create a host for a machine seen for the first time."""
     if not ident:
         raise BadRequest("the machine reported no MAC, serial or UUID; nothing identifies it")
-    host = Host(state=states.format_chain(chain), serial=ident.serial, uuid=ident.uuid, meta={})
-    host.macs = [HostMac(mac=mac, position=i) for i, mac in enumerate(ident.macs)]
-    session.add(host)
-    session.flush()  # assigns the id; a lost registration race fails here
-    mark_changed(session, host.id)
-    record(session, host.id, REGISTER, source, None, host.state, ident.describe())
-    return host
+    state = states.format_chain(chain)
+    params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": tx.timestamp(utcnow())}
+    host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
+    for position, mac in enumerate(ident.macs):
+        tx.execute(_ADD_MAC, {"mac": mac, "host_id": host_id, "position": position})
+    tx.mark_changed(host_id)
+    _record(tx, host_id, REGISTER, source, None, state, ident.describe())
+    return HostInfo(host_id, "not-set", state, ident.serial, ident.uuid, {}, list(ident.macs), False)
 
 
-def learn(session: Session, host: HostInfo, ident: Identity, source: str) -> HostInfo:
+def learn(tx: Transaction, host: HostInfo, ident: Identity, source: str) -> HostInfo:
     """Attach identifiers the host reports for the first time (a new NIC, a serial)."""
     new_macs = [mac for mac in ident.macs if mac not in host.mac_list]
     fill = {attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)}
     if not new_macs and not fill:
         return host
     for position, mac in enumerate(new_macs, start=len(host.mac_list)):
-        session.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
+        tx.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
     if fill:
-        session.execute(update(Host).where(Host.id == host.id).values(**fill))
+        tx.execute(_FILL, {"serial": fill.get("serial"), "uuid": fill.get("uuid"), "host_id": host.id})
     if new_macs:
-        mark_changed(session, host.id)
+        tx.mark_changed(host.id)
     added = [f"mac={m}" for m in new_macs] + [f"{k}={v}" for k, v in fill.items()]
-    record(session, host.id, UPDATE, source, detail="learned " + " ".join(added))
-    return host_info(session, host.id)
+    _record(tx, host.id, UPDATE, source, detail="learned " + " ".join(added))
+    return host_info(tx, host.id)
 
 
 @dataclass
@@ -215,7 +235,7 @@ class Boot:
 
 
 def boot(
-    session: Session,
+    tx: Transaction,
     ident: Identity,
     initial_chain: states.Chain,
     poll: bool = False,
@@ -226,31 +246,33 @@ def boot(
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. This runs on every boot, so it issues a few indexed
-    statements instead of loading ORM objects.
+    0 for none. Runs in ``Database.write_direct``: every boot of every machine
+    comes through here.
     """
     now = utcnow()
     try:
-        host = identify(session, ident)
+        host = identify(tx, ident)
     except IdentityConflict as conflict:
         if not poll:
             for other in conflict.host_ids:
-                record(session, other, CONFLICT, "bootstrap", detail=str(conflict))
+                _record(tx, other, CONFLICT, "bootstrap", detail=str(conflict))
         return Boot(host=None, conflict=conflict)
     registered = host is None
     if registered:
-        host = host_info(session, register(session, ident, initial_chain, "bootstrap").id)
+        host = register(tx, ident, initial_chain, "bootstrap")
     else:
-        host = learn(session, host, ident, "bootstrap")
+        host = learn(tx, host, ident, "bootstrap")
     state = states.current(states.parse_chain(host.state))
     if poll and (host.failed or state == states.NEW):
-        session.execute(_SEEN, {"host_id": host.id, "now": now})
+        tx.execute(_SEEN, {"host_id": host.id, "now": tx.timestamp(now)})
         return Boot(host=host)
     bootid = new_bootid()
     seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
     deadline = now + timedelta(seconds=seconds) if seconds else None
-    session.execute(_BOOTED, {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": now, "deadline": deadline})
-    record(session, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
+    params = {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": tx.timestamp(now),
+              "deadline": tx.timestamp(deadline)}
+    tx.execute(_BOOTED, params)
+    _record(tx, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
     return Boot(host=host, bootid=bootid, registered=registered)
 
 

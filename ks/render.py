@@ -14,7 +14,9 @@ is the original's file, so both are rendered the original's way; everything else
 
 import ipaddress
 import logging
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -105,6 +107,7 @@ class Renderer:
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
         self._cache: dict[Path, tuple[tuple, jinja2.Template]] = {}
+        self._candidates: dict[tuple[str, str | None], list[tuple[str, Path, str, str]]] = {}
 
     # -- lookup -----------------------------------------------------------------
 
@@ -135,11 +138,19 @@ class Renderer:
             return [(site / "bootstrap.ipxe", LEGACY), (shipped / "bootstrap.ipxe", JINJA)]
         return [(site / f"{kind}.ipxe", JINJA), (shipped / f"{kind}.ipxe", JINJA)]
 
-    def find(self, kind: str, state: str | None = None) -> tuple[Path, str]:
-        """The first existing template for ``kind``."""
-        for path, engine in self.candidates(kind, state):
-            if path.is_file():
-                return path, engine
+    def find(self, kind: str, state: str | None = None) -> tuple[Path, str, str]:
+        """The first existing template for ``kind``: its path, engine and short name.
+
+        Looked up on every call, so a template added or removed takes effect at
+        the next boot; the candidate paths themselves are built once.
+        """
+        found = self._candidates.get((kind, state))
+        if found is None:
+            found = [(str(path), path, engine, self.display(path)) for path, engine in self.candidates(kind, state)]
+            self._candidates[(kind, state)] = found
+        for name, path, engine, shown in found:
+            if os.path.isfile(name):
+                return path, engine, shown
         raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
 
     def display(self, path: Path) -> str:
@@ -150,13 +161,12 @@ class Renderer:
 
     # -- rendering --------------------------------------------------------------
 
-    def render(self, kind: str, state: str | None, context: dict, legacy: list[tuple[str, str]]) -> Rendered:
-        """Render the template for ``kind``/``state`` with Jinja2 or legacy values."""
-        path, engine = self.find(kind, state)
-        name = self.display(path)
+    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], list[tuple[str, str]]]) -> Rendered:
+        """Render the template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
+        path, engine, name = self.find(kind, state)
         try:
             if engine == LEGACY:
-                text = render_legacy(path.read_bytes(), legacy)
+                text = render_legacy(path.read_bytes(), legacy())
             else:
                 text = self._jinja(path).render(context)
         except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
@@ -165,7 +175,7 @@ class Renderer:
         return Rendered(text=text, template=name)
 
     def _jinja(self, path: Path) -> jinja2.Template:
-        stat = path.stat()
+        stat = os.stat(path)
         key = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(path)
         if cached and cached[0] == key:
@@ -272,19 +282,21 @@ def host_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str
     """The iPXE script for the machine's current state."""
     state = states.current(chain)
     ctx = context(renderer, host, chain, bootid, site, poll_url)
-    return renderer.render("host", state, ctx, legacy_values(host, state, site, bootid, with_host_data=True))
+    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=True))
 
 
 def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site) -> Rendered:
     """The post-install script of the machine's current state."""
     state = states.current(chain)
     ctx = context(renderer, host, chain, bootid, site)
-    return renderer.render("post_install", state, ctx, legacy_values(host, state, site, bootid, with_host_data=False))
+    return renderer.render(
+        "post_install", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=False)
+    )
 
 
 def failed_script(renderer: Renderer, host: Host, chain: states.Chain, site: Site, poll_url: str) -> Rendered:
     """The script of a machine flagged failed: it says why and waits for a retry."""
-    return renderer.render("failed", None, context(renderer, host, chain, "", site, poll_url), [])
+    return renderer.render("failed", None, context(renderer, host, chain, "", site, poll_url), list)
 
 
 def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered:
@@ -297,4 +309,4 @@ def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered
         **extra,
     }
     legacy = [("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
-    return renderer.render(kind, None, ctx, legacy)
+    return renderer.render(kind, None, ctx, lambda: legacy)

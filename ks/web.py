@@ -1,5 +1,6 @@
 """Request helpers shared by blueprints: parameters, the site's URL, text answers."""
 
+import functools
 import json
 
 from flask import Response, current_app, request
@@ -75,12 +76,20 @@ def _check_strings(value, path: str) -> None:
 def site() -> Site:
     """Where machines reach us: the configured base URL, else the request's Host."""
     settings = current_app.config
-    if settings["BASE_URL"]:
-        return site_from_base_url(settings["BASE_URL"], settings["POLL_INTERVAL"])
-    header = request.headers.get("Host", "")
-    default_port = int(request.environ.get("SERVER_PORT") or 80)
-    host, port = split_host(header, default_port) if header else (request.environ.get("SERVER_NAME"), default_port)
+    environ = request.environ
+    return _site(
+        settings["BASE_URL"], settings["POLL_INTERVAL"], environ.get("HTTP_HOST", ""), environ.get("SERVER_NAME"),
+        int(environ.get("SERVER_PORT") or 80), request.scheme,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _site(base_url: str, poll_interval: int, header: str, server_name: str | None, default_port: int, scheme: str) -> Site:
+    # Every boot asks; a site has few distinct answers (one per address it is reached at).
+    if base_url:
+        return site_from_base_url(base_url, poll_interval)
+    host, port = split_host(header, default_port) if header else (server_name, default_port)
     if host is None:
         raise BadRequest("the Host header is not a valid host name or address")
     shown = f"[{host}]" if ":" in host else host
-    return Site(f"{request.scheme}://{shown}:{port}", host, port, settings["POLL_INTERVAL"])
+    return Site(f"{scheme}://{shown}:{port}", host, port, poll_interval)

@@ -96,20 +96,20 @@ def ceiling(port: int, workers: int, threads: int, workdir: Path) -> subprocess.
 
 def query_plans(database: Path) -> list[str]:
     """SQLite's plan for each statement /bootstrap runs for a known machine."""
-    from sqlalchemy.dialects import sqlite
-
     from ks import machines
 
-    dialect = sqlite.dialect()
-    selects = [machines._HOSTS_BY_IDENTIFIERS.params(macs=[mac(1)], serial="S1", uuid="U1")]
-    sql = [str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})) for stmt in selects]
-    sql.append(str(machines._BOOTED.compile(dialect=dialect)).replace("?", "NULL"))
+    statements = [machines._hosts_by_identifiers(1), machines._BOOTED, machines._ADD_EVENT]
     plans = []
     with sqlite3.connect(database) as conn:
-        for statement in sql:
-            steps = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statement)]
-            plans.append(f"{' '.join(statement.split()[:2])} ...: {'; '.join(steps)}")
+        for statement in statements:
+            steps = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, _nulls(statement))]
+            plans.append(f"{' '.join(statement.split()[:2])} ...: {'; '.join(steps) or 'no lookup'}")
     return plans
+
+
+def _nulls(statement: str) -> dict:
+    """NULL for every :name of a statement (a plan does not depend on the values)."""
+    return dict.fromkeys(re.findall(r"(?<![:\w]):(\w+)", statement))
 
 
 def show(label: str, runs: list[dict]) -> dict:

@@ -108,7 +108,7 @@ def boot_script(root: Path, name: str) -> str:
         "image": image.context(BASE),
         "post_install_url": f"{BASE}/post-install?id=7&bootid=b",
     }
-    rendered = renderer.render("host", name, context, [])
+    rendered = renderer.render("host", name, context, list)
     assert rendered.template == "shipped:kiwi.ipxe"
     return rendered.text
 

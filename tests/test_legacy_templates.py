@@ -28,16 +28,20 @@ def legacy_client(tmp_path):
     db = app.extensions["kiwispray"].db
     migrate.upgrade(db)
 
-    def setup(session):
-        host = machines.register(
-            session, Identity(macs=("52:54:00:ab:cd:01", "52:54:00:ab:cd:02"), serial="SER1", uuid=UUID),
-            ("new",), "cli",
+    def register(tx):
+        first = machines.register(
+            tx, Identity(macs=("52:54:00:ab:cd:01", "52:54:00:ab:cd:02"), serial="SER1", uuid=UUID), ("new",), "cli"
         )
+        return first.id, machines.register(tx, Identity(macs=("52:54:00:ab:cd:03",)), ("new",), "cli").id
+
+    first, second = db.write_direct(register)
+
+    def setup(session):
+        host = machines.get_host(session, first)
         machines.set_hostname(session, host, "node01", "cli")
         machines.set_metadata(session, host, {"location": "rack 4", "hostname": "node01.example", "image_name": "img.xz"}, "cli")
         machines.set_state(session, host, states.parse_chain("wipe,image1"), "cli")
-        other = machines.register(session, Identity(macs=("52:54:00:ab:cd:03",)), ("new",), "cli")
-        machines.set_state(session, other, states.parse_chain("wipe"), "cli")
+        machines.set_state(session, machines.get_host(session, second), states.parse_chain("wipe"), "cli")
 
     db.write(setup)
     yield app.test_client()

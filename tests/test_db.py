@@ -1,0 +1,83 @@
+"""The unit of work on the driver's connection (Database.write_direct) and the SQLite writer lock."""
+
+import fcntl
+import os
+import threading
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from ks import machines
+from ks.identity import Identity
+from ks.models import Event, Host
+
+MACHINE = Identity(macs=("52:54:00:12:34:56",), serial="SER-1")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_a_lost_registration_race_is_retried_and_finds_the_winner(db):
+    db.write_direct(lambda tx: machines.register(tx, MACHINE, ("new",), "bootstrap"))
+    attempts = []
+
+    def register_again(tx):
+        attempts.append(1)
+        if len(attempts) == 1:  # as if another server registered it since our lookup
+            machines.register(tx, MACHINE, ("new",), "bootstrap")
+        return machines.identify(tx, MACHINE)
+
+    host = db.write_direct(register_again)
+    assert len(attempts) == 2 and host.id == 1 and host.mac_list == ["52:54:00:12:34:56"]
+    with db.read() as session:
+        assert session.scalars(select(Host.id)).all() == [1]
+        assert [e.kind for e in session.scalars(select(Event))] == ["register"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_an_error_in_the_work_rolls_back_everything_it_wrote(db):
+    def half(tx):
+        machines.register(tx, MACHINE, ("new",), "bootstrap")
+        raise ValueError("stop")
+
+    with pytest.raises(ValueError):
+        db.write_direct(half)
+    with db.read() as session:
+        assert session.scalars(select(Host)).all() == [] and session.scalars(select(Event)).all() == []
+    assert db.write_direct(lambda tx: machines.identify(tx, MACHINE)) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_direct_writes_store_what_the_orm_reads(db):
+    when = datetime(2026, 11, 22, 3, 4, 5, 600, tzinfo=timezone.utc)
+
+    def boot(tx):
+        host = machines.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
+        tx.execute(machines._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": tx.timestamp(when),
+                                      "deadline": tx.timestamp(when)})
+        return host
+
+    db.write_direct(boot)
+    with db.read() as session:
+        host = session.get(Host, 1)
+        assert (host.state, host.serial, host.meta, host.boot_finished) == ("wipe,image1", "SER-1", {}, False)
+        assert host.last_boot_at == when and host.deadline_at == when and host.mac_list == ["52:54:00:12:34:56"]
+        assert host.created_at.tzinfo is not None
+
+
+def test_sqlite_writers_queue_on_the_lock_file(db, root):
+    """A writer waits while another process holds the lock file, and goes on once it is released."""
+    lock = os.open(f"{root / 'kiwispray.db'}-writer", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    done = threading.Event()
+    writer = threading.Thread(
+        target=lambda: (db.write_direct(lambda tx: machines.register(tx, MACHINE, ("new",), "cli")), done.set())
+    )
+    writer.start()
+    try:
+        assert not done.wait(0.5), "the write went ahead while another process held the writer lock"
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    assert done.wait(10)
+    writer.join()
+    assert db.write_direct(lambda tx: machines.identify(tx, MACHINE)).id == 1
