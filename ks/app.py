@@ -21,7 +21,7 @@ class Services:
     def __init__(self, settings: dict, db: Database | None = None):
         self.settings = settings
         self.db = db or open_database(settings)
-        self.renderer = Renderer(settings["ROOT"], config.shipped("templates"))
+        self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
         self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
 
 

@@ -43,6 +43,9 @@ DEFAULTS = {
     # Seconds an image download may make no progress before the server drops it
     # (a stalled client would otherwise hold a server thread); 0: never.
     "SEND_TIMEOUT": 60,
+    # Seconds a template lookup (which file serves a state) and a compiled template
+    # are trusted before the files are looked at again; 0: on every request.
+    "TEMPLATE_CHECK_INTERVAL": 1.0,
     # With a front web server: the internal location that serves images/ (nginx's
     # X-Accel-Redirect); empty: this server sends image files itself.
     "X_ACCEL_REDIRECT": "",
@@ -65,6 +68,7 @@ ENV_VARS = {
     "KS_TIMEOUT_CHECK_INTERVAL": ("TIMEOUT_CHECK_INTERVAL", float),
     "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
     "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
+    "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
 }
 
 

@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,17 @@ class Rendered:
 class Renderer:
     """Finds and renders templates of one site root."""
 
-    def __init__(self, root: str | Path, shipped: str | Path):
+    def __init__(self, root: str | Path, shipped: str | Path, check_interval: float = 0.0):
         self.root = Path(root)
+        # Every boot renders a template; looking at up to six files each time costs
+        # more than the rest of the rendering. Results are trusted this many seconds.
+        self.check_interval = check_interval
         self.site_dir = self.root / "templates"
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
-        self._cache: dict[Path, tuple[tuple, jinja2.Template]] = {}
+        self._cache: dict[Path, tuple[float, tuple, jinja2.Template | bytes]] = {}
         self._candidates: dict[tuple[str, str | None], list[tuple[str, Path, str, str]]] = {}
+        self._found: dict[tuple[str, str | None], tuple[float, tuple[Path, str, str]]] = {}
 
     # -- lookup -----------------------------------------------------------------
 
@@ -141,15 +146,19 @@ class Renderer:
     def find(self, kind: str, state: str | None = None) -> tuple[Path, str, str]:
         """The first existing template for ``kind``: its path, engine and short name.
 
-        Looked up on every call, so a template added or removed takes effect at
-        the next boot; the candidate paths themselves are built once.
+        A template added or removed takes effect within ``check_interval`` seconds.
         """
-        found = self._candidates.get((kind, state))
-        if found is None:
-            found = [(str(path), path, engine, self.display(path)) for path, engine in self.candidates(kind, state)]
-            self._candidates[(kind, state)] = found
-        for name, path, engine, shown in found:
+        now = time.monotonic()
+        found = self._found.get((kind, state))
+        if found and now < found[0]:
+            return found[1]
+        candidates = self._candidates.get((kind, state))
+        if candidates is None:
+            candidates = [(str(path), path, engine, self.display(path)) for path, engine in self.candidates(kind, state)]
+            self._candidates[(kind, state)] = candidates
+        for name, path, engine, shown in candidates:
             if os.path.isfile(name):
+                self._found[(kind, state)] = (now + self.check_interval, (path, engine, shown))
                 return path, engine, shown
         raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
 
@@ -165,23 +174,28 @@ class Renderer:
         """Render the template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
         path, engine, name = self.find(kind, state)
         try:
-            if engine == LEGACY:
-                text = render_legacy(path.read_bytes(), legacy())
-            else:
-                text = self._jinja(path).render(context)
+            template = self._load(path, engine)
+            text = render_legacy(template, legacy()) if engine == LEGACY else template.render(context)
         except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
             log.error("template %s failed: %s", name, exc)
             raise TemplateError(f"template {name} failed: {exc}") from exc
         return Rendered(text=text, template=name)
 
-    def _jinja(self, path: Path) -> jinja2.Template:
+    def _load(self, path: Path, engine: str) -> jinja2.Template | bytes:
+        """The compiled Jinja2 template or the legacy template's bytes, read again when the file changed."""
+        now = time.monotonic()
+        cached = self._cache.get(path)
+        if cached and now < cached[0]:
+            return cached[2]
         stat = os.stat(path)
         key = (stat.st_mtime_ns, stat.st_size)
-        cached = self._cache.get(path)
-        if cached and cached[0] == key:
-            return cached[1]
-        template = self.env.from_string(path.read_text(encoding="utf-8"))
-        self._cache[path] = (key, template)
+        if cached and cached[1] == key:
+            template = cached[2]
+        elif engine == LEGACY:
+            template = path.read_bytes()
+        else:
+            template = self.env.from_string(path.read_text(encoding="utf-8"))
+        self._cache[path] = (now + self.check_interval, key, template)
         return template
 
 

@@ -113,26 +113,23 @@ def _nulls(statement: str) -> dict:
 
 
 def show(label: str, runs: list[dict]) -> dict:
-    """Print the best run (by req/s) and the spread; return the best."""
+    """Print the best run (by req/s), the median and every run; return the best."""
     best = max(runs, key=lambda r: r["rps"])
+    median = sorted(r["rps"] for r in runs)[len(runs) // 2]
     rates = ", ".join(f"{r['rps']:.0f}" for r in runs)
-    spread = f"   (runs: {rates})" if len(runs) > 1 else ""
+    spread = f"   median {median:.0f} of runs: {rates}" if len(runs) > 1 else ""
     print(f"{label:<34} {best['rps']:>6.0f} req/s   p50 {best['p50']:6.1f} ms   p90 {best['p90']:6.1f} ms   "
           f"p99 {best['p99']:6.1f} ms   server CPU {best['cpu_ms']:.2f} ms/req   "
           f"errors {sum(r['non2xx'] + r['socket_errors'] for r in runs)}{spread}", flush=True)
     return best
 
 
-def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> list[dict]:
-    """Warm up, then run wrk ``--repeat`` times; each result also has the server's CPU ms per request."""
-    run_wrk(wrk, port, machines, args.clients, 3, workdir)
-    runs = []
-    for _ in range(args.repeat):
-        cpu = group_cpu_seconds(proc.pid)
-        result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir)
-        result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
-        runs.append(result)
-    return runs
+def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> dict:
+    """One wrk run; the result also has the server's CPU ms per request."""
+    cpu = group_cpu_seconds(proc.pid)
+    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir)
+    result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
+    return result
 
 
 def main() -> None:
@@ -140,7 +137,8 @@ def main() -> None:
     parser.add_argument("--machines", type=int, action="append", help="known machines (repeatable) [10000 and 100000]")
     parser.add_argument("--clients", type=int, default=16, help="concurrent connections [16]")
     parser.add_argument("--duration", type=int, default=15, help="seconds per measurement [15]")
-    parser.add_argument("--repeat", type=int, default=1, help="measurements per server; the best is shown [1]")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds; each round measures every server once, in turn; the best is shown [1]")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (kiwispray serve's default) [32]")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare Flask + SQLite ceiling")
@@ -150,40 +148,48 @@ def main() -> None:
     print(f"# {command_line()}")
     print(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, wrk -t2 -c{args.clients} "
           f"-d{args.duration}s, server: {args.workers} workers x {args.threads} threads")
-    results = {}
+    # label -> (process, port, machines the load picks from)
+    servers: dict[str, tuple[subprocess.Popen, int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="ks-bench-") as tmp:
         workdir = Path(tmp)
-        if not args.no_ceiling:
-            port = free_port()
-            proc = ceiling(port, args.workers, args.threads, workdir)
-            try:
+        try:
+            if not args.no_ceiling:
+                port = free_port()
+                servers["ceiling: Flask + 1 SQLite write"] = (ceiling(port, args.workers, args.threads, workdir), port, 10000)
+            for size in sizes:
+                root = workdir / f"site-{size}"
+                root.mkdir()
+                t0 = time.monotonic()
+                populate(root, size)
+                print(f"# registered {size} finished machines in {time.monotonic() - t0:.1f} s", flush=True)
+                for plan in query_plans(root / "kiwispray.db"):
+                    print(f"#   {plan}")
+                port = free_port()
+                proc = start_server(root, port, "--workers", str(args.workers), "--threads", str(args.threads))
+                servers[f"kiwispray /bootstrap, {size} hosts"] = (proc, port, size)
+            for proc, port, machines in servers.values():
                 wait_for(port, proc)
-                results["ceiling"] = show("ceiling: Flask + 1 SQLite write", measure(wrk, proc, port, 10000, args, workdir))
-            finally:
+                run_wrk(wrk, port, machines, args.clients, 3, workdir)  # warm up
+            # Rounds in turn, so that a slow spell of a shared machine hits every server alike.
+            runs: dict[str, list[dict]] = {label: [] for label in servers}
+            for _ in range(args.repeat):
+                for label, (proc, port, machines) in servers.items():
+                    runs[label].append(measure(wrk, proc, port, machines, args, workdir))
+        finally:
+            for proc, _port, _machines in servers.values():
                 stop(proc)
-        for size in sizes:
-            root = workdir / f"site-{size}"
-            root.mkdir()
-            t0 = time.monotonic()
-            populate(root, size)
-            print(f"# registered {size} finished machines in {time.monotonic() - t0:.1f} s", flush=True)
-            port = free_port()
-            proc = start_server(root, port, "--workers", str(args.workers), "--threads", str(args.threads))
-            try:
-                wait_for(port, proc)
-                results[size] = show(f"kiwispray /bootstrap, {size} hosts", measure(wrk, proc, port, size, args, workdir))
-            finally:
-                stop(proc)
-            for plan in query_plans(root / "kiwispray.db"):
-                print(f"#   {plan}")
-    if "ceiling" in results:
-        ceiling_rps = results["ceiling"]["rps"]
-        print("# share of the ceiling: " + ", ".join(f"{size} hosts {results[size]['rps'] / ceiling_rps:.2f}" for size in sizes))
+    results = {label: show(label, label_runs) for label, label_runs in runs.items()}
+    kiwispray = {size: results[f"kiwispray /bootstrap, {size} hosts"] for size in sizes}
+    ceiling_result = results.get("ceiling: Flask + 1 SQLite write")
+    if ceiling_result:
+        print("# share of the ceiling: "
+              + ", ".join(f"{size} hosts {r['rps'] / ceiling_result['rps']:.2f}" for size, r in kiwispray.items()))
     cores = os.cpu_count()
     print(f"# CPU-bound bounds on an idle {cores}-core machine (cores / server CPU per request, wrk not counted): "
-          + ", ".join(f"{name} {cores * 1000 / r['cpu_ms']:.0f} req/s" for name, r in results.items()))
+          + ", ".join(f"{label.split(',')[-1].strip() if 'hosts' in label else 'ceiling'} "
+                      f"{cores * 1000 / r['cpu_ms']:.0f} req/s" for label, r in results.items()))
     if len(sizes) > 1:
-        first, last = results[sizes[0]]["rps"], results[sizes[-1]]["rps"]
+        first, last = kiwispray[sizes[0]]["rps"], kiwispray[sizes[-1]]["rps"]
         print(f"# {sizes[-1]} hosts vs {sizes[0]} hosts: {last / first:.2f} of the requests/s")
 
 
