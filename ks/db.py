@@ -110,6 +110,8 @@ class Database:
             try:
                 cursor = connection.cursor()
                 if self.is_sqlite:  # the driver runs in autocommit mode (see _sqlite_engine)
+                    if connection.in_transaction:  # left open by a failure to roll back: start clean
+                        connection.rollback()
                     cursor.execute("BEGIN IMMEDIATE")
                 tx = Transaction(cursor, self.is_sqlite)
                 try:

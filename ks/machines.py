@@ -1,8 +1,9 @@
 """Identify, register and move machines through their state chain.
 
-Every function takes a session and leaves committing to its caller (one unit of
-work per request or command, see ``ks.db.Database.write``). Every change is
-recorded in the host's history.
+Every function takes a session, or on the boot path (``boot`` and what it
+calls) a ``ks.db.Transaction``, and leaves committing to its caller (one unit
+of work per request or command, see ``ks.db.Database.write`` and
+``write_direct``). Every change is recorded in the host's history.
 """
 
 import functools
