@@ -44,7 +44,7 @@ def test_edit_host_power_and_deploy_now_on_ipmi(cli_runner, root, host, start_bm
 
     # The "deploy now" gesture: state first, then a power cycle.
     r = eh(cli_runner, root, "-i", "1", "-s", "image1", "--reboot")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "host 1: power cycled, now on" in r.output, r.output
     bmc.wait_history([True, False, True, False, True])
     data = json.loads(eh(cli_runner, root, "-i", "1", "--json").output)
     assert data["state"] == "image1" and data["bmc"] == {"address": bmc.url, "username": bmc.username}

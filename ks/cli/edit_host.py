@@ -100,8 +100,10 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
                 return
         if power_action or reboot:
             # The change above stands whatever the BMC does; a failure is reported with exit 1.
-            reached = hostpower.power_host(db, host_id, power_action or "cycle", "cli", site.settings)
-            click.echo(f"host {host_id}: power {reached}", err=True)
+            action = power_action or "cycle"
+            reached = hostpower.power_host(db, host_id, action, "cli", site.settings)
+            done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
+            click.echo(f"host {host_id}: {done}", err=True)
         with db.read() as session:
             if history:
                 _show_history(session, host_id, as_json)

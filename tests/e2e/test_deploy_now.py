@@ -35,7 +35,7 @@ def test_deploy_now_reinstalls_a_running_machine(lab, start_bmc):
     # Deploy now: the state, then a power cycle. ipmi_sim powers off at once and on
     # a second later; the new power-on is a fresh boot that installs image1.
     done = lab.edit_host("-i", "1", "-s", "image1", "--reboot")
-    assert "host 1: power on" in done.stderr
+    assert "host 1: power cycled, now on" in done.stderr
     bmc.wait_history([True, False, True])
     run = machine.powered(bmc.workdir, 2)
     run.wait_for("KSGUEST: post-install ok", timeout=240)
