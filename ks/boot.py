@@ -12,7 +12,7 @@ from flask import Blueprint, request
 from ks import files, images, machines, metrics, present, render, states
 from ks.errors import BadRequest
 from ks.identity import Identity, normalize_mac, parse_boot_args
-from ks.web import one, parse_id, parse_json_object, services, site, text
+from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
@@ -146,4 +146,5 @@ def image_file(relpath: str):
     if settings["X_ACCEL_REDIRECT"]:
         relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
         return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
+    step_aside()  # what is left is sending the file, for as long as the machine takes
     return files.send(request.environ, path, settings["SEND_TIMEOUT"])

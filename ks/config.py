@@ -43,6 +43,9 @@ DEFAULTS = {
     # Seconds an image download may make no progress before the server drops it
     # (a stalled client would otherwise hold a server thread); 0: never.
     "SEND_TIMEOUT": 60,
+    # Requests each server process runs at once (0: as many as it has threads);
+    # image downloads and BMC calls do not count once they only wait on the network.
+    "RUNNING_REQUESTS": 2,
     # Seconds a template lookup (which file serves a state) and a compiled template
     # are trusted before the files are looked at again; 0: on every request.
     "TEMPLATE_CHECK_INTERVAL": 1.0,
@@ -69,6 +72,7 @@ ENV_VARS = {
     "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
     "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
     "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
+    "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
 }
 
 
@@ -98,6 +102,8 @@ def resolve(overrides=None, environ=None) -> dict:
     if not settings["DATABASE_URL"]:
         settings["DATABASE_URL"] = f"sqlite:///{root / 'kiwispray.db'}"
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
+    if settings["RUNNING_REQUESTS"] < 0:
+        raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
     for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")

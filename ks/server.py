@@ -1,5 +1,6 @@
 """``kiwispray serve``: the application under gunicorn (threads in a few worker processes)."""
 
+import collections
 import logging
 import os
 import random
@@ -9,12 +10,15 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from ks import logs, timeouts
 from ks.app import create_app
 from ks.db import Database
+from ks.web import STEP_ASIDE
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,76 @@ class Server(BaseApplication):
             db = app.extensions["kiwispray"].db
             threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
         return app
+
+
+class Worker(ThreadWorker):
+    """gunicorn's gthread worker that runs at most ``RUNNING_REQUESTS`` requests at once.
+
+    With many requests in flight, each call that releases the GIL (a SQLite
+    step, a socket write, the log line: about 30 per boot) hands it to another
+    of them; two at a time cost 20-35 % less CPU per boot than eight
+    (docs/performance.md). Further requests wait, unread, in the main loop.
+    A request that from some point on only waits on the network (an image
+    download, a BMC call) steps aside through ``environ["kiwispray.step_aside"]``
+    and no longer counts: downloads are bounded by the threads, not by this.
+    The first request of a new connection does not count (gunicorn waits in
+    the thread for its first bytes); the following ones of a kept-alive
+    connection do.
+    """
+
+    def init_process(self):
+        # Set before the base class's init_process, which ends in the main loop.
+        self.running_limit = self.app.settings["RUNNING_REQUESTS"]
+        self.running = 0
+        self.waiting: collections.deque = collections.deque()
+        self.local = threading.local()
+        super().init_process()
+
+    def load_wsgi(self):
+        super().load_wsgi()
+        app = self.wsgi
+
+        def with_step_aside(environ, start_response):
+            environ[STEP_ASIDE] = getattr(self.local, "step_aside", None)
+            return app(environ, start_response)
+
+        self.wsgi = with_step_aside
+
+    def enqueue_req(self, conn):
+        if not self.running_limit or not conn.initialized:
+            # A new connection is handled as gunicorn does, uncounted: it may
+            # take a while to send its first bytes, and must not hold a place meanwhile.
+            return super().enqueue_req(conn)
+        if self.running >= self.running_limit:
+            self.waiting.append(conn)
+            return None
+        self.running += 1
+        conn.ks_counted = True
+        return super().enqueue_req(conn)
+
+    def handle(self, conn):
+        self.local.step_aside = partial(self.method_queue.defer, self._step_aside, conn)
+        try:
+            return super().handle(conn)
+        finally:
+            self.local.step_aside = None
+
+    def _step_aside(self, conn):
+        # On the main loop, like every change of the count.
+        if getattr(conn, "ks_counted", False):
+            conn.ks_counted = False
+            self._leave()
+
+    def finish_request(self, conn, fs):
+        if getattr(conn, "ks_counted", False):
+            conn.ks_counted = False
+            self._leave()
+        super().finish_request(conn, fs)
+
+    def _leave(self):
+        self.running -= 1
+        while self.waiting and self.running < self.running_limit:
+            self.enqueue_req(self.waiting.popleft())
 
 
 def check_timeouts(db: Database, interval: float) -> None:
@@ -86,7 +160,7 @@ def run(
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "ks.server.Worker",
         "graceful_timeout": 10,
         "timeout": 120,
         "keepalive": 5,

@@ -10,11 +10,24 @@ from ks.identity import check_reported
 from ks.render import Site, site_from_base_url, split_host
 
 MAX_METADATA_BYTES = 64 * 1024
+# The WSGI environment key of the server's step-aside call (see ks.server.Worker).
+STEP_ASIDE = "kiwispray.step_aside"
 
 
 def services():
     """The application's database, renderer and settings (see ks.app)."""
     return current_app.extensions["kiwispray"]
+
+
+def step_aside() -> None:
+    """Tell the server that this request from now on only waits on the network (a download, a BMC).
+
+    It then no longer counts against the requests a server process runs at
+    once, so that boots go on meanwhile. A no-op outside ``kiwispray serve``.
+    """
+    hook = request.environ.get(STEP_ASIDE)
+    if hook is not None:
+        hook()
 
 
 def text(body: str, status: int = 200) -> Response:

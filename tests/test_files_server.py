@@ -1,6 +1,7 @@
 """Image files through a real ``kiwispray serve``: raw requests, a 64 MiB file, sendfile, stalled clients, nginx."""
 
 import hashlib
+import http.client
 import os
 import shutil
 import signal
@@ -172,6 +173,28 @@ def test_a_stalled_download_neither_blocks_others_nor_holds_its_thread(root, big
         for t in threads:
             t.join(30)
         assert replies == [200, 200]
+
+
+
+def test_a_download_steps_aside_so_kept_alive_boots_go_on(root, big):
+    """With one request running at a time, a download that only waits on its client does not count."""
+    with ServerProcess(root, "--workers", "1", "--threads", "4", "--running-requests", "1",
+                       env={"KS_SEND_TIMEOUT": "60"}) as srv:
+        # Kept-alive connections count from their second request on.
+        downloader = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        downloader.request("GET", "/bootstrap.ipxe")
+        assert downloader.getresponse().read().startswith(b"#!ipxe")
+        downloader.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        downloader.sock.sendall(b"GET /images/image1/big.raw HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # never read: the download now waits on a full socket, for up to 60 s
+        booter = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        started = time.monotonic()
+        for _ in range(3):
+            booter.request("GET", "/bootstrap?net0=52-54-00-00-00-01")
+            assert booter.getresponse().read().startswith(b"#!ipxe")
+        assert time.monotonic() - started < 5
+        downloader.close()
+        booter.close()
 
 
 # -- nginx in front --------------------------------------------------------------

@@ -6,7 +6,7 @@ from ks import hostpower, images, machines, present, states
 from ks.api import SOURCE, answer, body, bp
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
-from ks.web import services
+from ks.web import services, step_aside
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
 MAX_LIMIT = 10_000
@@ -38,6 +38,7 @@ def list_hosts():
         page = hosts[offset : offset + limit]
         documents = [present.host_dict(h) for h in page]
     if request.args.get("power") == "1":
+        step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
         found = hostpower.power_states(page, services().settings)
         for document in documents:
             document["power"] = found[document["id"]]

@@ -3,7 +3,7 @@
 from ks import hostpower, machines
 from ks.api import SOURCE, answer, body, bp, error
 from ks.errors import BadRequest, Conflict, KSError
-from ks.web import services
+from ks.web import services, step_aside
 
 
 def _host_id(ref: str) -> int:
@@ -20,6 +20,7 @@ def host_power(ref: str):
         raise BadRequest('send {"action": "status" | "on" | "off" | "cycle"}')
     host_id = _host_id(ref)
     ks = services()
+    step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
     try:
         reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     except Conflict:
@@ -34,6 +35,7 @@ def host_reboot(ref: str):
     """Power-cycle the host (PXE Pilot): 204, or 409 if it did not work."""
     host_id = _host_id(ref)
     ks = services()
+    step_aside()
     failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
     if failures:
         return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
@@ -44,6 +46,7 @@ def host_reboot(ref: str):
 def discovery_sweep():
     """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
     ks = services()
+    step_aside()
     hostpower.discover(ks.db, ks.settings, sweep=True)
     return "", 204
 
@@ -58,4 +61,5 @@ def discovery_table():
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
     """Power-cycle hosts after a deploy; the failures."""
     ks = services()
+    step_aside()
     return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)

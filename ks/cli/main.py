@@ -54,6 +54,10 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Threads per worker; each serves one request at a time, and an image download holds "
                    "its thread until the last byte: workers x threads is how many machines can download "
                    "at once without delaying other requests (env KS_THREADS).")
+@click.option("--running-requests", envvar="KS_RUNNING_REQUESTS", type=click.IntRange(0, 1024), default=None,
+              help="Requests each worker runs at once; more wait their turn. Image downloads and BMC calls "
+                   "step aside once they only wait on the network. Few at once cost less CPU per boot; "
+                   "0: as many as threads [default: 2] (env KS_RUNNING_REQUESTS).")
 @click.option("--x-accel-redirect", "x_accel_redirect", envvar="KS_X_ACCEL_REDIRECT", default=None, metavar="PREFIX",
               help="Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' and let nginx "
                    "send the file from an internal location (see docs/nginx.conf.example) (env KS_X_ACCEL_REDIRECT).")
@@ -65,8 +69,8 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
-def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, x_accel_redirect,
-          deploy_timeout, access_log, log_format):
+def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
+          x_accel_redirect, deploy_timeout, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -80,7 +84,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     try:
         settings = config.resolve(
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
-             "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect}
+             "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
+             "RUNNING_REQUESTS": running_requests}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
