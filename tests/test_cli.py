@@ -103,6 +103,17 @@ def test_help_reads_well(cli_runner):
     assert r.exit_code == 0 and "edit-host -i 1 -s wipe,image1" in r.output
     r = cli_runner.invoke(cli, ["serve", "--help"])
     assert r.exit_code == 0 and "0.0.0.0 listens on every interface" in " ".join(r.output.split())
+    assert "--running-requests" in r.output
+
+
+def test_serve_refuses_a_negative_number_of_running_requests(cli_runner, root):
+    r = cli_runner.invoke(cli, ["--root", str(root), "serve", "--running-requests", "-1"])
+    assert r.exit_code == 2 and "--running-requests" in r.output and "Traceback" not in r.output
+    from ks import config
+    from ks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RUNNING_REQUESTS"):
+        config.resolve({"ROOT": str(root)}, environ={"KS_RUNNING_REQUESTS": "-1"})
 
 
 def test_render_shows_the_script_without_changing_anything(cli_runner, root, hosts):
