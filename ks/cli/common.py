@@ -1,4 +1,4 @@
-"""What every command shares: the site root option, settings, the database."""
+"""What every command shares: the site root option, settings, the database, tables."""
 
 from functools import cached_property
 
@@ -57,3 +57,10 @@ class Site:
 def fail(exc: Exception) -> click.ClickException:
     """A KIWIspray error as a one-line command failure."""
     return click.ClickException(str(exc))
+
+
+def table(rows: list, header: list[str]) -> str:
+    """Rows under a header, each column as wide as its widest cell, two spaces apart."""
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), *map(line, rows)])

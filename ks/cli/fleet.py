@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ks import fleet, hostpower, images, machines, present, states
-from ks.cli.common import Site, fail
+from ks.cli.common import Site, fail, table
 from ks.errors import KSError
 from ks.remote import Remote
 
@@ -124,12 +124,6 @@ def _run(work):
         raise fail(exc) from None
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), *map(line, rows)])
-
-
 @click.group("host")
 def host_group():
     """Hosts: list, change state, power (here, or on --server)."""
@@ -147,7 +141,7 @@ def host_list(ctx, power, as_json):
         return
     rows = [[h["id"], h["hostname"], ",".join(h["chain"]), " ".join(h["macs"]),
              (h.get("bmc") or {}).get("address") or "", h.get("power") or ""] for h in hosts]
-    click.echo(_table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC", "POWER"]))
+    click.echo(table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC", "POWER"]))
 
 
 @host_group.command("set")
@@ -192,7 +186,7 @@ def config_list(ctx, as_json):
     if as_json:
         click.echo(json.dumps(configs, indent=2))
         return
-    click.echo(_table([[c["name"], c["kind"]] for c in configs], ["NAME", "KIND"]))
+    click.echo(table([[c["name"], c["kind"]] for c in configs], ["NAME", "KIND"]))
 
 
 @config_group.command("deploy")
@@ -204,7 +198,7 @@ def config_deploy(ctx, configuration, hosts, reboot):
     """Give HOSTS (ids, MACs or names) CONFIGURATION; nothing changes if one is unknown."""
     failures = _run(lambda: backend(ctx).deploy(configuration, list(hosts), reboot))
     rows = [[h, configuration] for h in hosts]
-    click.echo(_table(rows, ["HOST", "CONFIGURATION"]))
+    click.echo(table(rows, ["HOST", "CONFIGURATION"]))
     if failures:
         raise fail(KSError("deployed, but the reboot failed: " + "; ".join(failures)))
 
@@ -228,6 +222,6 @@ def bmc_discover(ctx, as_json):
         click.echo(json.dumps(found, indent=2))
         return
     rows = [[b["host"], b["hostname"], b["mac"], b["ip"] or "not found"] for b in found["bmcs"]]
-    click.echo(_table(rows, ["ID", "NAME", "BMC MAC", "IP"]))
+    click.echo(table(rows, ["ID", "NAME", "BMC MAC", "IP"]))
     located = sum(1 for b in found["bmcs"] if b["ip"])
     click.echo(f"swept {', '.join(found['subnets'])}: {located} of {len(rows)} BMC(s) given by MAC found", err=True)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import click
 
-from ks.cli.common import Site, fail
+from ks.cli.common import Site, fail, table
 from ks.errors import KSError
 from ks.kiwi import importer, inventory
 
@@ -105,11 +105,8 @@ def list_command(site: Site, as_json: bool):
     if not rows:
         click.echo("no images yet; add one with `kiwispray image import NAME SOURCE`")
         return
-    table = [("NAME", "KIND", "SIZE", "CHECKSUM", "MISSING")]
-    table += [(r.name, r.kind, human_size(r.size), r.checksum, ", ".join(r.missing) or "-") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    cells = [(r.name, r.kind, human_size(r.size), r.checksum, ", ".join(r.missing) or "-") for r in rows]
+    click.echo(table(cells, ["NAME", "KIND", "SIZE", "CHECKSUM", "MISSING"]))
 
 
 @image.command("check")
