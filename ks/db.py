@@ -78,6 +78,10 @@ class Database:
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
         self._listeners: list[Callable[[set[int]], None]] = []
         self._writer: tuple[int, object] | None = None
+        # What a unit of work may fail with and be retried for, as SQLAlchemy or the driver raises it.
+        dbapi = self.engine.dialect.dbapi
+        self._driver_integrity_error = dbapi.IntegrityError
+        self._retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
 
     @property
     def is_sqlite(self) -> bool:
@@ -142,14 +146,12 @@ class Database:
         return self._writer[1]
 
     def _retrying(self, once: Callable[[], tuple[T, set[int]]]) -> T:
-        dbapi = self.engine.dialect.dbapi
-        retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
         for attempt in range(WRITE_RETRIES):
             try:
                 with self._write_lock:
                     result, changed = once()
-            except retried as exc:
-                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc, dbapi.IntegrityError):
+            except self._retried as exc:
+                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc, self._driver_integrity_error):
                     raise
                 continue
             if changed:
