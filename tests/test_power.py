@@ -99,19 +99,12 @@ def test_status_reports_the_simulated_power(start_bmc, kind, on):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_on(start_bmc, kind):
-    bmc = start_bmc(kind, power=False)
-    assert call(bmc, "on") == "on"
-    bmc.wait_history([True])
-    assert call(bmc, "status") == "on"
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_off(start_bmc, kind):
-    bmc = start_bmc(kind, power=True)
-    assert call(bmc, "off") == "off"
-    bmc.wait_history([False])
-    assert call(bmc, "status") == "off"
+@pytest.mark.parametrize("action, before", [("on", False), ("off", True)])
+def test_on_and_off(start_bmc, kind, action, before):
+    bmc = start_bmc(kind, power=before)
+    assert call(bmc, action) == action
+    bmc.wait_history([action == "on"])
+    assert call(bmc, "status") == action
 
 
 @pytest.mark.parametrize("kind", KINDS)
