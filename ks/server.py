@@ -93,25 +93,21 @@ class Worker(ThreadWorker):
         return super().enqueue_req(conn)
 
     def handle(self, conn):
-        self.local.step_aside = partial(self.method_queue.defer, self._step_aside, conn)
+        self.local.step_aside = partial(self.method_queue.defer, self._release, conn)
         try:
             return super().handle(conn)
         finally:
             self.local.step_aside = None
 
-    def _step_aside(self, conn):
-        # On the main loop, like every change of the count.
-        if getattr(conn, "ks_counted", False):
-            conn.ks_counted = False
-            self._leave()
-
     def finish_request(self, conn, fs):
-        if getattr(conn, "ks_counted", False):
-            conn.ks_counted = False
-            self._leave()
+        self._release(conn)
         super().finish_request(conn, fs)
 
-    def _leave(self):
+    def _release(self, conn):
+        """Stop counting the request of ``conn`` (once), and let waiting ones run; on the main loop."""
+        if not getattr(conn, "ks_counted", False):
+            return
+        conn.ks_counted = False
         self.running -= 1
         while self.waiting and self.running < self.running_limit:
             self.enqueue_req(self.waiting.popleft())
