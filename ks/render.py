@@ -111,7 +111,6 @@ class Renderer:
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
         self._cache: dict[Path, tuple[float, tuple, jinja2.Template | bytes]] = {}
-        self._candidates: dict[tuple[str, str | None], list[tuple[str, Path, str, str]]] = {}
         self._found: dict[tuple[str, str | None], tuple[float, tuple[Path, str, str]]] = {}
 
     # -- lookup -----------------------------------------------------------------
@@ -152,14 +151,11 @@ class Renderer:
         found = self._found.get((kind, state))
         if found and now < found[0]:
             return found[1]
-        candidates = self._candidates.get((kind, state))
-        if candidates is None:
-            candidates = [(str(path), path, engine, self.display(path)) for path, engine in self.candidates(kind, state)]
-            self._candidates[(kind, state)] = candidates
-        for name, path, engine, shown in candidates:
-            if os.path.isfile(name):
-                self._found[(kind, state)] = (now + self.check_interval, (path, engine, shown))
-                return path, engine, shown
+        for path, engine in self.candidates(kind, state):
+            if path.is_file():
+                result = path, engine, self.display(path)
+                self._found[(kind, state)] = (now + self.check_interval, result)
+                return result
         raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
 
     def display(self, path: Path) -> str:
