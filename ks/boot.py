@@ -45,7 +45,8 @@ def bootstrap():
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
     outcome = ks.db.write_direct(
-        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
+        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
+                                 address=request.remote_addr)
     )
     url = poll_url(where.base_url, ident)
     if outcome.conflict:
@@ -83,6 +84,7 @@ def post_install():
         host = machines.get_host(session, host_id)
         machines.check_bootid(host, bootid)
         script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
+    ks.db.write(lambda session: machines.record_post_install(session, host_id, bootid, script.template))
     state = states.current(states.parse_chain(host.state))
     log.info(
         "post-install host=%d state=%s template=%s", host.id, state, script.template,
@@ -147,4 +149,26 @@ def image_file(relpath: str):
         relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
         return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
-    return files.send(request.environ, path, settings["SEND_TIMEOUT"])
+    return files.send(request.environ, path, settings["SEND_TIMEOUT"], on_close=_download_recorder(relpath))
+
+
+def _download_recorder(relpath: str):
+    """For an image's disk (``<image>/<P>.xz``): what records its download in the machine's history."""
+    image, _, name = relpath.partition("/")
+    address = request.remote_addr
+    if not name.endswith(".xz") or "/" in name or not address:
+        return None
+    db = services().db
+
+    def recorded(sent: int, size: int, seconds: float) -> None:
+        try:
+            host_id = db.write(lambda session: machines.record_download(session, address, image, name, sent, size, seconds))
+        except Exception:  # the file is sent; a failed note about it must not fail the request
+            log.exception("could not record the download of %s by %s", relpath, address)
+            return
+        if host_id is not None:
+            log.info("download host=%d image=%s file=%s bytes=%d/%d seconds=%.1f", host_id, image, name, sent, size,
+                     seconds, extra={"event": "download", "host_id": host_id, "image": image, "file": name,
+                                     "bytes": sent, "size": size, "seconds": round(seconds, 3)})
+
+    return recorded

@@ -26,6 +26,7 @@ from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
 
 # Event kinds and sources as they appear in the history.
 BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
+DOWNLOAD, POST_INSTALL = "download", "post-install"
 
 
 def hash_bootid(bootid: str) -> str:
@@ -61,7 +62,7 @@ _ADD_EVENT_STMT = text(_ADD_EVENT).bindparams(bindparam("at", type_=UTCDateTime(
 # a loop still times out; /finish, a new state and a retry clear it.
 _BOOTED = (
     "UPDATE hosts SET bootid_hash = :bootid_hash, boot_finished = FALSE, last_boot_at = :now,"
-    " last_seen_at = :now, deadline_at = COALESCE(deadline_at, :deadline) WHERE id = :host_id"
+    " last_seen_at = :now, deadline_at = COALESCE(deadline_at, :deadline), boot_address = :address WHERE id = :host_id"
 )
 _SEEN = "UPDATE hosts SET last_seen_at = :now WHERE id = :host_id"
 
@@ -241,13 +242,15 @@ def boot(
     initial_chain: states.Chain,
     poll: bool = False,
     deploy_timeout: Callable[[str], int] | None = None,
+    address: str | None = None,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. Runs in ``Database.write_direct``: every boot of every machine
+    0 for none. ``address`` is the machine's network address, kept so that its
+    installer's image download can be told apart. Runs in ``Database.write_direct``: every boot of every machine
     comes through here.
     """
     now = utcnow()
@@ -271,7 +274,7 @@ def boot(
     seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
     deadline = now + timedelta(seconds=seconds) if seconds else None
     params = {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": tx.timestamp(now),
-              "deadline": tx.timestamp(deadline)}
+              "deadline": tx.timestamp(deadline), "address": address}
     tx.execute(_BOOTED, params)
     _record(tx, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
     return Boot(host=host, bootid=bootid, registered=registered)
@@ -304,6 +307,34 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     mark_changed(session, host.id)
     record(session, host.id, FINISH, "finish", states.format_chain(before), host.state, late)
     return host, states.current(before)
+
+
+def record_post_install(session: Session, host_id: int, bootid: str | None, template: str) -> Host:
+    """Record that the machine fetched its post-install script (the installed system's callback)."""
+    host = get_host(session, host_id)
+    check_bootid(host, bootid)
+    record(session, host.id, POST_INSTALL, "post-install", host.state, host.state, f"template {template}")
+    return host
+
+
+def record_download(session: Session, address: str, image: str, name: str, sent: int, size: int,
+                    seconds: float) -> int | None:
+    """Record an image download in the history of the machine that booted from ``address`` into ``image``.
+
+    The host whose last boot came from this address and whose current state is
+    ``image``; None (nothing recorded) when no such host is known.
+    """
+    candidates = session.scalars(
+        select(Host).where(Host.boot_address == address).order_by(Host.last_boot_at.desc()).limit(1)
+    ).all()
+    if not candidates or states.current(states.parse_chain(candidates[0].state)) != image:
+        return None
+    host = candidates[0]
+    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
+    how = "" if sent == size else " (incomplete: the client went away)"
+    detail = f"{name}: {sent} of {size} bytes in {seconds:.1f} s ({rate:.1f} MB/s) to {address}{how}"
+    record(session, host.id, DOWNLOAD, "images", host.state, host.state, detail)
+    return host.id
 
 
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
