@@ -140,6 +140,7 @@ class Window:
     def __init__(self, file, length: int, on_close: Callable[[int, float], None] | None = None):
         self.file = file
         self.start = file.tell()
+        self.sent = 0  # how far a sendfile or read got, for on_close
         self.remaining = length
         self.on_close = on_close
         self.opened = time.monotonic()
@@ -152,18 +153,19 @@ class Window:
         size = self.remaining if size < 0 else min(size, self.remaining)
         data = self.file.read(size) if size else b""
         self.remaining -= len(data)
+        self.sent += len(data)
         return data
 
-    def close(self) -> None:
-        """Close the file; ``on_close(bytes sent, seconds)`` learns how far the download got.
+    def seek(self, offset: int) -> int:
+        """Where ``socket.sendfile`` (gunicorn's) got: it seeks past the last byte it sent, even on an error."""
+        self.sent = offset - self.start
+        return self.file.seek(offset)
 
-        ``socket.sendfile`` leaves the file's offset after the last byte it sent,
-        even when the client went away, and ``read`` moves it too.
-        """
-        sent = self.file.tell() - self.start
+    def close(self) -> None:
+        """Close the file; ``on_close(bytes sent, seconds)`` learns how far the download got."""
         self.file.close()
         if self.on_close is not None:
-            self.on_close(sent, time.monotonic() - self.opened)
+            self.on_close(self.sent, time.monotonic() - self.opened)
 
 
 def send(environ: dict, path: Path, send_timeout: float | None = None,
