@@ -11,7 +11,7 @@ from flask import Blueprint, request
 
 from ks import files, images, machines, metrics, present, render, states
 from ks.errors import BadRequest
-from ks.identity import Identity, normalize_mac, parse_boot_args
+from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,8 @@ def update():
     unknown = sorted(set(request.form) - UPDATE_FIELDS)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
+    if len(request.form.getlist("mac")) > MAX_MACS:
+        raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
     host = services().db.write(lambda session: machines.apply_update(session, host_id, bootid, macs, documents))
