@@ -10,14 +10,15 @@ from urllib.parse import urlencode
 from flask import Blueprint, request
 
 from ks import files, images, machines, metrics, present, render, states
-from ks.errors import BadRequest
-from ks.identity import Identity, normalize_mac, parse_boot_args
+from ks.errors import BadRequest, UnsupportedMediaType
+from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 UPDATE_FIELDS = {"mac", "metadata"}
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 
 @bp.get("/bootstrap.ipxe")
@@ -123,9 +124,21 @@ def update():
     """In state ``discover``: add MACs and merge metadata the machine reports."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
+    if request.mimetype not in FORM_TYPES and (request.content_length or request.mimetype):
+        # Anything else would read as an empty form: "updated", with nothing stored.
+        raise UnsupportedMediaType(
+            f"/update takes a form body (application/x-www-form-urlencoded or multipart/form-data) with "
+            f"mac= and metadata=<JSON object>, not {request.mimetype or 'a body without Content-Type'}"
+        )
+    sent = request.get_data(cache=True)  # kept for the form parser below
+    if sent and not request.form:
+        # Werkzeug drops a form it cannot decode; a silent "updated" would store nothing.
+        raise BadRequest("the form body could not be read; send UTF-8, percent-encoded as a browser or curl does")
     unknown = sorted(set(request.form) - UPDATE_FIELDS)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
+    if len(request.form.getlist("mac")) > MAX_MACS:
+        raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
     host = services().db.write(lambda session: machines.apply_update(session, host_id, bootid, macs, documents))

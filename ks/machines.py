@@ -9,7 +9,6 @@ of work per request or command, see ``ks.db.Database.write`` and
 import functools
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from sqlalchemy.orm import Session
 
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
-from ks.identity import Identity, normalize_mac
+from ks.identity import MAX_MACS, Identity, normalize_mac
+from ks.values import check_metadata, check_text, load_stored_json
 from ks.db import Transaction, mark_changed
 from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
 
@@ -154,7 +154,7 @@ def _host_infos(rows) -> list[HostInfo]:
         host = hosts.get(host_id)
         if host is None:
             # The driver hands JSON over as text (SQLite) or already decoded (PostgreSQL).
-            meta = json.loads(meta) if isinstance(meta, str) else meta
+            meta = load_stored_json(meta) if isinstance(meta, str) else meta
             host = hosts[host_id] = HostInfo(host_id, hostname, state, serial, uuid, meta or {}, [], bool(failed))
         if mac is not None:
             host.mac_list.append(mac)
@@ -345,6 +345,11 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     if current != "discover":
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
     new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
+    _check_mac_count(len(host.mac_list) + len(new_macs))
+    meta = dict(host.meta or {})
+    for document in documents:
+        meta.update(document)
+    check_metadata(meta)  # each document was checked on its own; the merge is bounded too
     if new_macs:
         owners = session.scalars(select(HostMac).where(HostMac.mac.in_(new_macs))).all()
         if owners:
@@ -353,15 +358,17 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
         for mac in new_macs:
             host.macs.append(HostMac(mac=mac, position=len(host.macs)))
         mark_changed(session, host.id)
-    meta = dict(host.meta or {})
-    for document in documents:
-        meta.update(document)
     changed = [k for k in meta if (host.meta or {}).get(k) != meta[k]]
     host.meta = meta
     host.updated_at = utcnow()
     detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
     record(session, host.id, UPDATE, "update", detail=detail or "nothing new")
     return host
+
+
+def _check_mac_count(count: int) -> None:
+    if count > MAX_MACS:
+        raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this change would give it {count}")
 
 
 def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:
@@ -388,8 +395,9 @@ def state_counts(session: Session) -> dict[str, tuple[int, int]]:
 
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
     """Rename a host."""
-    if not hostname or len(hostname) > 255 or any(c.isspace() or not c.isprintable() for c in hostname):
-        raise BadRequest(f"{hostname!r} is not a valid hostname (1-255 printable characters, no spaces)")
+    check_text("hostname", hostname, 255, spaces=False)
+    if not hostname:
+        raise BadRequest("the hostname must not be empty")
     before, host.hostname = host.hostname, hostname
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail=f"hostname {before} -> {hostname}")
@@ -397,9 +405,7 @@ def set_hostname(session: Session, host: Host, hostname: str, source: str) -> No
 
 def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
     """Replace a host's metadata object."""
-    if not isinstance(meta, dict):
-        raise BadRequest("metadata must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
-    host.meta = meta
+    host.meta = check_metadata(meta)
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
@@ -417,6 +423,7 @@ def set_bmc(session: Session, host: Host, bmc: dict | None, source: str) -> None
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
     """Replace a host's MAC addresses; each must not belong to another host."""
     wanted = list(dict.fromkeys(normalize_mac(m) for m in macs))
+    _check_mac_count(len(wanted))
     others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
     if others:
         raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))
