@@ -490,6 +490,20 @@ def test_cli_check_finds_a_damaged_disk(root, tmp_path):
     assert result.exit_code == 1 and "lacks initrd" in result.stderr
 
 
+def test_cli_check_of_a_corrupted_xz_stream_records_the_mismatch(root, tmp_path):
+    """A disk damaged in place (same size, a bad block): check fails and the listing says MISMATCH."""
+    assert run(root, "import", "leap", str(kiwi_build(tmp_path / "build"))).exit_code == 0
+    xz = root / "images/leap" / f"{P}.xz"
+    data = bytearray(xz.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 16] = b"\xff" * 16
+    xz.write_bytes(bytes(data))
+    result = run(root, "check", "leap")
+    assert result.exit_code == 1
+    assert f"{P}.xz is damaged: not a complete xz file" in result.stderr and "fetch it again" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert table(run(root, "list").stdout)["leap"][2] == "MISMATCH"
+
+
 def test_cli_refusals_are_sentences(root, tmp_path):
     bad = kiwi_build(tmp_path / "bad", digest="0" * 64)
     result = run(root, "import", "leap", str(bad))

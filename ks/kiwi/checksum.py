@@ -58,11 +58,13 @@ class Result:
     actual_size: int
     xz_size: int
     xz_mtime_ns: int
+    # Why the disk could not be read to its end ("" when it could).
+    error: str = ""
 
     @property
     def ok(self) -> bool:
-        """True when digest and size both match."""
-        return self.expected == self.actual and self.expected_size == self.actual_size
+        """True when the disk decompressed and digest and size both match."""
+        return not self.error and self.expected == self.actual and self.expected_size == self.actual_size
 
 
 def find(directory: Path, product: str) -> Path | None:
@@ -94,9 +96,10 @@ def parse(path: Path) -> Expected:
 
 
 def verify(xz: Path, expected: Expected, progress: Progress = silent) -> Result:
-    """Decompress ``xz`` as a stream and hash it; ImageError if it is not valid xz."""
+    """Decompress ``xz`` as a stream and hash it; a damaged stream is a failed result with its ``error``."""
     digest = hashlib.new(expected.algorithm)
     size = done = 0
+    error = ""
     stat = xz.stat()
     try:
         with open(xz, "rb") as raw, lzma.LZMAFile(raw) as disk, progress(f"Verifying {xz.name}", stat.st_size) as bar:
@@ -107,7 +110,7 @@ def verify(xz: Path, expected: Expected, progress: Progress = silent) -> Result:
                 bar.update(position - done)
                 done = position
     except (lzma.LZMAError, EOFError) as exc:
-        raise ImageError(f"{xz.name} is not a complete xz file ({exc}); fetch the build again") from None
+        error = f"not a complete xz file ({exc}) after {size} bytes uncompressed"
     return Result(
         expected.file,
         expected.algorithm,
@@ -117,11 +120,15 @@ def verify(xz: Path, expected: Expected, progress: Progress = silent) -> Result:
         size,
         stat.st_size,
         stat.st_mtime_ns,
+        error,
     )
 
 
 def mismatch(xz: Path, result: Result) -> ChecksumMismatch:
-    """The error for a failed check, naming both digests and sizes."""
+    """The error for a failed check, naming both digests and sizes (or why the disk is unreadable)."""
+    if result.error:
+        return ChecksumMismatch(f"{xz.name} is damaged: {result.error}; the download or the build is damaged, "
+                                "fetch it again")
     return ChecksumMismatch(
         f"{xz.name} does not match {result.file}: expected {result.algorithm} {result.expected} "
         f"({result.expected_size} bytes uncompressed), got {result.actual} ({result.actual_size} bytes); "
