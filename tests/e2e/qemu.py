@@ -26,7 +26,11 @@ class BootFailed(AssertionError):
 
 @dataclass
 class Machine:
-    """A disk-less machine with one e1000 NIC on the namespace's tap device."""
+    """A machine with one e1000 NIC on the namespace's tap device and, if given, one virtio disk.
+
+    With a disk the firmware tries the network first and the disk second, as a
+    machine that is provisioned over the network is set up.
+    """
 
     namespace: Namespace
     workdir: Path
@@ -34,17 +38,21 @@ class Machine:
     mac: str = "52:54:00:e2:e0:01"
     serial: str = "KSE2E-0001"
     uuid: str = "5a1e2e00-0000-4000-8000-000000000001"
+    disk: Path | None = None
+    memory: int = 512
     boots: int = field(default=0, init=False)
 
     def argv(self, exit_on_reboot: bool = True) -> list[str]:
         """The QEMU command line of one boot (or of one power-on, without ``exit_on_reboot``)."""
         argv = [
-            "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic",
+            "qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory), "-nographic",
             *(["-no-reboot"] if exit_on_reboot else []),
             "-netdev", f"tap,id=net0,ifname={self.namespace.tap},script=no,downscript=no",
             "-device", f"e1000,netdev=net0,mac={self.mac}",
             "-smbios", f"type=1,serial={self.serial},uuid={self.uuid}",
         ]  # fmt: skip
+        if self.disk is not None:
+            argv += ["-drive", f"file={self.disk},if=virtio,format=raw", "-boot", "order=nc"]
         if self.firmware == "uefi":
             argv += ["-bios", OVMF]
         return argv

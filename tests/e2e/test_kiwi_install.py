@@ -1,0 +1,174 @@
+"""A real KIWI image, installed by KIWI's own installer, end to end.
+
+The image is the Debian 12 OEM description in tests/e2e/kiwi/ with KIWIspray's
+first-boot callback (``kiwispray kiwi overlay``), built by
+scripts/build-kiwi-image.sh (cached outside the checkout). One machine with an
+empty virtio disk goes the whole way: it boots unknown and waits in ``new``; the
+operator sets ``wipe,debian``; ``wipe`` (the busybox stand-in) runs and reports;
+then iPXE boots KIWI's installer through the generic template, which downloads
+the disk from /images/, writes and verifies it and kexecs into the installed
+Debian; its first boot calls back, and /finish makes the host ``finished``. On the
+next power-on iPXE leaves network boot and the firmware boots the installed disk.
+"""
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .harness import REPO, shows_bootid
+
+# Building the image on a fresh machine (12-25 min) counts towards the first test's time.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(4200)]
+
+IMAGE = "debian"
+PRODUCT = "KSKiwi.x86_64-1.0.0"
+WAITING = r'host 1 \(not-set\), state "new"'
+INSTALLED = re.escape("host 1 (not-set) is installed; booting from the next device")
+DISK_SIZE = 2 * 1024**3
+
+
+@pytest.fixture(scope="module")
+def kiwi_build() -> Path:
+    """The .install.tar of the real image, built once per set of inputs."""
+    done = subprocess.run(["bash", str(REPO / "scripts" / "build-kiwi-image.sh")], stdout=subprocess.PIPE,
+                          text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def wait_for_chain(lab, chain: str, timeout: float) -> None:
+    """Wait until host 1's chain is ``chain``."""
+    deadline = time.monotonic() + timeout
+    while (now := ",".join(lab.hosts()[0]["chain"])) != chain:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"host 1 is in {now!r}, not {chain!r}, after {timeout:.0f} s")
+        time.sleep(1)
+
+
+def kernel_options(script: str) -> list[str]:
+    """The options of the script's ``kernel`` line (without the command and the kernel's URL)."""
+    (line,) = [line for line in script.splitlines() if line.startswith("kernel ")]
+    words = line.split(" || ")[0].split()
+    return words[4:]  # kernel --name kernel URL options...
+
+
+def test_real_kiwi_image_installs_once_then_boots_its_disk(start_lab, kiwi_build, tmp_path):
+    lab = start_lab()
+    imported = lab.kiwispray("image", "import", IMAGE, kiwi_build)
+    # KIWI 9 ships <P>.md5 (digest, blocks, block size of the raw disk); the import
+    # decompresses the disk behind a progress bar (its label only, without a terminal).
+    assert re.search(r"; md5 of \d+ bytes uncompressed verified", imported.stdout), imported.stdout
+    assert f"Verifying {PRODUCT}.xz" in imported.stderr
+    listing = json.loads(lab.kiwispray("image", "list", "--json").stdout)
+    (entry,) = [e for e in listing if e["name"] == IMAGE]
+    assert entry["checksum"] == "ok"
+
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as f:
+        f.truncate(DISK_SIZE)
+    machine = lab.machine("bios", mac="52:54:00:e2:e0:09", serial="KSE2E-KIWI", disk=disk, memory=1536,
+                          uuid="5a1e2e00-0000-4000-8000-000000000009")
+
+    # Unknown, then wipe: the busybox stand-in, in the same power-on.
+    run = machine.power_on()
+    try:
+        run.wait_for(WAITING)
+        lab.edit_host("-i", "1", "-s", f"wipe,{IMAGE}")
+        console = run.wait_exit()
+    finally:
+        run.power_off()
+    assert "KSGUEST: post-install ok" in console
+    wait_for_chain(lab, IMAGE, 10)
+
+    rendered = lab.kiwispray("render", "-i", "1", "--base-url", lab.base_url).stdout
+    options = kernel_options(rendered)
+    assert f"rd.kiwi.install.image={lab.base_url}/images/{IMAGE}/{PRODUCT}.xz" in options
+    assert "rd.kiwi.install.pass.bootparam" in options
+
+    # KIWI's installer: download, dump, verify, kexec into the installed system,
+    # whose first boot calls back.
+    started = time.monotonic()
+    run = machine.power_on()
+    try:
+        first = run.wait_for(r"KSTEST-CMDLINE ([^\n]*)\n", timeout=2400)
+        booted = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=120)
+        wait_for_chain(lab, "finished", 600)
+        install_seconds = time.monotonic() - started
+    finally:
+        run.power_off()
+    assert booted.group(2) == "kexec"
+    assert booted.group(1).startswith("/dev/vda")
+    assert "kiwispray-callback: done" in run.text
+    # Every option iPXE gave the installer's kernel, less KIWI's own, reached the
+    # installed system: the line `kiwispray render` shows is the one booted.
+    passed = [o for o in options if not o.startswith("rd.kiwi")]
+    cmdline = first.group(1).split()
+    assert cmdline[: len(passed)] == passed, (cmdline, passed)
+    assert not shows_bootid(run.text)
+
+    # Installed: iPXE leaves network boot, the firmware boots the disk.
+    run = machine.power_on()
+    try:
+        run.wait_for(INSTALLED, timeout=180)
+        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=600)
+    finally:
+        run.power_off()
+    assert again.groups() == (booted.group(1), "disk")
+    assert "kiwispray-callback: done" not in run.text
+
+    events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
+    steps = [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
+    assert steps[:3] == [("register", "new"), ("boot", "new"), ("state", f"wipe,{IMAGE}")]
+    assert steps[3:5] == [("boot", f"wipe,{IMAGE}"), ("finish", IMAGE)]
+    kinds = [kind for kind, _ in steps[5:]]
+    assert kinds[:4] == ["boot", "download", "post-install", "finish"], steps
+    assert steps[8] == ("finish", "finished")
+    assert set(steps[9:]) == {("boot", "finished")}
+    download = [e for e in events if e["kind"] == "download"][0]
+    size = (lab.root / "images" / IMAGE / f"{PRODUCT}.xz").stat().st_size
+    assert f"{PRODUCT}.xz" in download["detail"] and f"{size} of {size} bytes" in download["detail"]
+    print(f"\ninstall (power-on to finished): {install_seconds:.0f} s; {download['detail']}")
+
+
+def test_a_corrupted_disk_is_caught_before_and_while_a_machine_installs_it(start_lab, kiwi_build, tmp_path):
+    """`image check` finds a damaged .xz; served anyway, KIWI's verification refuses it and
+    the provisioning timeout flags the machine failed: it never becomes ``finished``."""
+    lab = start_lab()
+    lab.kiwispray("image", "import", IMAGE, kiwi_build)
+    image = lab.root / "images" / IMAGE
+    disk = image / f"{PRODUCT}.xz"
+    with disk.open("r+b") as f:  # damage a block in the middle, size unchanged
+        f.seek(disk.stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+    check = lab.kiwispray("image", "check", IMAGE, check=False)
+    assert check.returncode == 1
+    assert f"{PRODUCT}.xz is damaged" in check.stderr, check.stderr
+    (entry,) = [e for e in json.loads(lab.kiwispray("image", "list", "--json").stdout) if e["name"] == IMAGE]
+    assert entry["checksum"] == "MISMATCH"
+    (image / "kiwispray.toml").write_text("deploy_timeout = 60\n")
+
+    blank = tmp_path / "disk.raw"
+    with blank.open("wb") as f:
+        f.truncate(DISK_SIZE)
+    machine = lab.machine("bios", mac="52:54:00:e2:e0:0a", serial="KSE2E-KIWI-BAD", disk=blank, memory=1536,
+                          uuid="5a1e2e00-0000-4000-8000-00000000000a")
+    lab.register(machine)
+    lab.edit_host("-i", "1", "-s", IMAGE)
+    run = machine.power_on()
+    try:
+        run.wait_for(r"Image checksum test\s+failed", timeout=1500)
+        # The server's own timeout check (every 30 s) flags it once its 60 s have passed.
+        deadline = time.monotonic() + 120
+        while not lab.hosts()[0]["failed"]:
+            assert time.monotonic() < deadline, "the host was not flagged failed"
+            time.sleep(2)
+    finally:
+        run.power_off()
+    (host,) = lab.hosts()
+    assert host["chain"] == [IMAGE] and host["failed"]
+    kinds = [e["kind"] for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)]
+    assert "finish" not in kinds and "post-install" not in kinds
+    assert "timeout" in kinds, kinds
