@@ -132,6 +132,12 @@ def test_patch_is_all_or_nothing(api, hosts):
     assert api.patch("/hosts/1", data="{}", headers={"Content-Type": "text/plain"}).status_code == 400
 
 
+def test_an_unknown_image_says_how_the_api_forces_it(api, hosts):
+    r = api.patch("/hosts/1", json={"state": "image9"})
+    assert r.status_code == 400
+    assert '(use "force": true to set it anyway)' in r.json["error"] and "--force" not in r.json["error"]
+
+
 def test_bmc_is_shown_without_its_password(api, hosts):
     r = api.patch("/hosts/1", json={"bmc": {"address": "ipmi://10.0.0.9", "username": "admin", "password": "s3cret"}})
     assert r.status_code == 200, r.json

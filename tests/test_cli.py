@@ -55,6 +55,7 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
     r = eh(cli_runner, root, "-i", "1", "-s", "image9")
     assert r.exit_code == 1
     assert "unknown image 'image9'; known images: image1, wipe" in r.output
+    assert "(use --force to set it anyway)" in r.output
     assert json.loads(eh(cli_runner, root, "-i", "1", "--json").output)["state"] == "new"
     assert eh(cli_runner, root, "-i", "1", "-s", "image9", "--force").exit_code == 0
 
