@@ -29,6 +29,17 @@ def test_list_in_the_original_format(cli_runner, root, hosts):
     )
 
 
+def test_list_columns_stay_aligned_with_long_values(cli_runner, root, hosts):
+    assert eh(cli_runner, root, "-i", "1", "-s", "wipe,image1,wipe,image1", "-n", "a-rather-long-host-name-01").exit_code == 0
+    r = eh(cli_runner, root, "-l")
+    assert r.exit_code == 0
+    assert r.output == (
+        " #Id Hostname                   State                   Serial#\n"
+        "   1 a-rather-long-host-name-01 wipe,image1,wipe,image1 SER1\n"
+        "   2 not-set                    new                     SER2\n"
+    )
+
+
 def test_set_chain_metadata_and_name(cli_runner, root, hosts):
     r = eh(cli_runner, root, "-i", "1", "-s", "wipe,image1", "-n", "node01", "-m", '{"location": "rack 4", "bmc": {"ip": "10.0.0.9"}}')
     assert r.exit_code == 0, r.output
