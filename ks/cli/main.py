@@ -233,7 +233,8 @@ def pxelinux_sync(site: Site):
         raise fail(exc) from None
     for change in changes:
         click.echo(str(change))
-    click.echo(f"{len(changes)} link(s) changed in {pxe.link_dir}", err=True)
+    # On stdout after the list: one stream keeps the order and the line ends, wherever it goes.
+    click.echo(f"{len(changes)} link(s) changed in {pxe.link_dir}")
 
 
 cli.add_command(image)
