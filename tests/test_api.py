@@ -204,6 +204,7 @@ def test_deploy_refusals_change_nothing(api, hosts, config, document, status):
 def test_power_without_bmc_is_a_clear_409(api, hosts):
     r = api.post("/hosts/1/power", json={"action": "status"})
     assert r.status_code == 409 and "has no BMC" in r.json["error"]
+    assert 'PATCH /api/v1/hosts/1 {"bmc"' in r.json["error"] and "edit-host" not in r.json["error"]
     assert api.post("/hosts/1/power", json={"action": "explode"}).status_code == 400
     r = api.put("/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True})
     assert r.status_code == 409 and "deployed, but the reboot failed" in r.json["error"]
