@@ -34,7 +34,9 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
         host = machines.get_host(session, host_id)
         bmc = (host.bmc_address, host.bmc_username or "", host.bmc_password or "")
     if not bmc[0]:
-        raise Conflict(f"host {host_id} has no BMC; set one with edit-host -i {host_id} --bmc URL")
+        how = (f'PATCH /api/v1/hosts/{host_id} {{"bmc": {{"address": URL, ...}}}}' if source == "api"
+               else f"edit-host -i {host_id} --bmc URL")
+        raise Conflict(f"host {host_id} has no BMC; set one with {how}")
     try:
         result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
     except KSError as exc:

@@ -1,6 +1,8 @@
 """How ``kiwispray serve`` logs: text for people (the default) or one JSON object per line.
 
-JSON lines carry ``time``, ``level``, ``logger`` and ``message``, plus the
+Both formats stamp every line, KIWIspray's and gunicorn's alike, with one kind
+of time: ISO 8601 in UTC with milliseconds. JSON lines carry ``time``,
+``level``, ``logger`` and ``message``, plus the
 structured fields a log call passes in ``extra`` (boot decisions: ``event``,
 ``host_id``, ``state``, ``template``) and, for gunicorn's access log, the
 request's fields. Bootids never reach a log: the access log shows them as
@@ -16,6 +18,8 @@ from gunicorn import glogging
 
 TEXT, JSON = "text", "json"
 TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+# gunicorn's default access line without its own time (%(t)s): the line's time says it.
+ACCESS_FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
 _BOOTID = re.compile(r"(bootid=)[^&\s\"]*", re.IGNORECASE)
 # Attributes every LogRecord has; anything else came in through ``extra``.
@@ -30,12 +34,27 @@ def hide_bootids(text: str) -> str:
     return _BOOTID.sub(r"\1-", text)
 
 
+def timestamp(record: logging.LogRecord) -> str:
+    """When the record was made: ISO 8601, UTC, milliseconds (``2026-11-22T00:07:00.259+00:00``)."""
+    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` lines with the same timestamps as the JSON lines."""
+
+    def __init__(self):
+        super().__init__(TEXT_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt=None) -> str:
+        return timestamp(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
         document = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": timestamp(record),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,23 +68,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str)
 
 
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of a log format."""
+    return JsonFormatter() if log_format == JSON else TextFormatter()
+
+
 def setup(log_format: str) -> None:
     """Send our own records to stderr, as text or JSON."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == JSON else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 class GunicornLogger(glogging.Logger):
-    """gunicorn's error and access logs, without bootids, in the chosen format."""
+    """gunicorn's error and access logs, without bootids, in the chosen format (ours, not gunicorn's)."""
 
     log_format = TEXT
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
-        if self.log_format == JSON:
-            for handler in self.error_log.handlers + self.access_log.handlers:
-                handler.setFormatter(JsonFormatter())
+        for handler in self.error_log.handlers + self.access_log.handlers:
+            handler.setFormatter(formatter(self.log_format))
 
     def atoms(self, resp, req, environ, request_time) -> dict:
         # The request line, the query and the environment all carry the query string.

@@ -3,23 +3,40 @@
 from ks.models import Event, Host
 from ks.values import MAX_DEPTH, printable
 
-LIST_FORMAT = "%4s %-20s %-10s %-s"
+LIST_HEADER = ("#Id", "Hostname", "State", "Serial#")
+# The original's columns ("%4s %-20s %-10s %-s"): the least width of each but the last.
+LIST_WIDTHS = (4, 20, 10)
 
 
-def table_header() -> str:
-    """The original's header line: ``#Id Hostname State Serial#``."""
-    return LIST_FORMAT % ("#Id", "Hostname", "State", "Serial#")
-
-
-def table_row(host: Host) -> str:
-    """One host in the original's table format; a failed host's state says so."""
+def _cells(host: Host) -> tuple:
     state = f"{host.state} (failed)" if host.failed_at else host.state
-    return LIST_FORMAT % (host.id, printable(host.hostname), state, printable(host.serial or ""))
+    return host.id, printable(host.hostname), state, printable(host.serial or "")
+
+
+def list_format(hosts) -> str:
+    """The original's line format, each column widened to its longest value so the columns stay aligned.
+
+    A fleet whose values fit the original's widths is listed exactly as the original did.
+    """
+    rows = [LIST_HEADER, *map(_cells, hosts)]
+    widths = [max(least, *(len(str(row[i])) for row in rows)) for i, least in enumerate(LIST_WIDTHS)]
+    return "%{}s %-{}s %-{}s %-s".format(*widths)
+
+
+def table_header(line_format: str) -> str:
+    """The original's header line: ``#Id Hostname State Serial#``."""
+    return line_format % LIST_HEADER
+
+
+def table_row(host: Host, line_format: str) -> str:
+    """One host in the original's table format; a failed host's state says so."""
+    return line_format % _cells(host)
 
 
 def hosts_table(hosts) -> str:
     """The whole table, one line per host, newline-terminated."""
-    return "".join(line + "\n" for line in [table_header(), *map(table_row, hosts)])
+    line_format = list_format(hosts)
+    return "".join(line + "\n" for line in [table_header(line_format), *(table_row(h, line_format) for h in hosts)])
 
 
 def legacy_macs(host: Host) -> str:

@@ -161,6 +161,7 @@ def run(
         "timeout": 120,
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
+        "access_log_format": logs.ACCESS_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
         "logger_class": logs.gunicorn_logger(log_format),

@@ -62,8 +62,12 @@ def is_image(name: str) -> bool:
     return name not in BUILTINS
 
 
-def check_known(chain: Chain, known_images: set[str], force: bool = False) -> None:
-    """Refuse image names without an image directory, unless forced."""
+def check_known(chain: Chain, known_images: set[str], force: bool = False, how_to_force: str = "--force") -> None:
+    """Refuse image names without an image directory, unless forced.
+
+    ``how_to_force`` is how the one asking forces it: ``--force`` on the command
+    line, ``"force": true`` in the admin API.
+    """
     if force:
         return
     unknown = [name for name in chain if is_image(name) and name not in known_images]
@@ -71,7 +75,7 @@ def check_known(chain: Chain, known_images: set[str], force: bool = False) -> No
         known = ", ".join(sorted(known_images)) or "none"
         raise InvalidState(
             f"unknown image {unknown[0]!r}; known images: {known}; builtin states: {', '.join(BUILTINS)} "
-            "(use --force to set it anyway)"
+            f"(use {how_to_force} to set it anyway)"
         )
 
 

@@ -132,6 +132,12 @@ def test_patch_is_all_or_nothing(api, hosts):
     assert api.patch("/hosts/1", data="{}", headers={"Content-Type": "text/plain"}).status_code == 400
 
 
+def test_an_unknown_image_says_how_the_api_forces_it(api, hosts):
+    r = api.patch("/hosts/1", json={"state": "image9"})
+    assert r.status_code == 400
+    assert '(use "force": true to set it anyway)' in r.json["error"] and "--force" not in r.json["error"]
+
+
 def test_bmc_is_shown_without_its_password(api, hosts):
     r = api.patch("/hosts/1", json={"bmc": {"address": "ipmi://10.0.0.9", "username": "admin", "password": "s3cret"}})
     assert r.status_code == 200, r.json
@@ -198,6 +204,7 @@ def test_deploy_refusals_change_nothing(api, hosts, config, document, status):
 def test_power_without_bmc_is_a_clear_409(api, hosts):
     r = api.post("/hosts/1/power", json={"action": "status"})
     assert r.status_code == 409 and "has no BMC" in r.json["error"]
+    assert 'PATCH /api/v1/hosts/1 {"bmc"' in r.json["error"] and "edit-host" not in r.json["error"]
     assert api.post("/hosts/1/power", json={"action": "explode"}).status_code == 400
     r = api.put("/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True})
     assert r.status_code == 409 and "deployed, but the reboot failed" in r.json["error"]

@@ -29,6 +29,17 @@ def test_list_in_the_original_format(cli_runner, root, hosts):
     )
 
 
+def test_list_columns_stay_aligned_with_long_values(cli_runner, root, hosts):
+    assert eh(cli_runner, root, "-i", "1", "-s", "wipe,image1,wipe,image1", "-n", "a-rather-long-host-name-01").exit_code == 0
+    r = eh(cli_runner, root, "-l")
+    assert r.exit_code == 0
+    assert r.output == (
+        " #Id Hostname                   State                   Serial#\n"
+        "   1 a-rather-long-host-name-01 wipe,image1,wipe,image1 SER1\n"
+        "   2 not-set                    new                     SER2\n"
+    )
+
+
 def test_set_chain_metadata_and_name(cli_runner, root, hosts):
     r = eh(cli_runner, root, "-i", "1", "-s", "wipe,image1", "-n", "node01", "-m", '{"location": "rack 4", "bmc": {"ip": "10.0.0.9"}}')
     assert r.exit_code == 0, r.output
@@ -55,6 +66,7 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
     r = eh(cli_runner, root, "-i", "1", "-s", "image9")
     assert r.exit_code == 1
     assert "unknown image 'image9'; known images: image1, wipe" in r.output
+    assert "(use --force to set it anyway)" in r.output
     assert json.loads(eh(cli_runner, root, "-i", "1", "--json").output)["state"] == "new"
     assert eh(cli_runner, root, "-i", "1", "-s", "image9", "--force").exit_code == 0
 

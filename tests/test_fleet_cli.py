@@ -53,10 +53,14 @@ def test_local_refusals_are_one_line(cli_runner, root, two_hosts, args, message)
 
 
 def test_tokens(cli_runner, root):
+    assert ks(cli_runner, root, "db", "upgrade").exit_code == 0
     r = ks(cli_runner, root, "token", "create", "ci")
     assert r.exit_code == 0
     value = r.stdout.strip()
     assert value.startswith("ks_") and len(value) > 40
+    # Where the remote CLI will look for it.
+    assert "reads it from ~/.config/kiwispray/token" in r.stderr
+    assert "--token-file or KS_TOKEN_FILE" in r.stderr and "KS_TOKEN, which comes first" in r.stderr
     assert ks(cli_runner, root, "token", "create", "ci").exit_code == 1
     listing = json.loads(ks(cli_runner, root, "token", "list", "--json").output)
     assert [t["name"] for t in listing] == ["ci"] and value not in json.dumps(listing)

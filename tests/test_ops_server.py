@@ -131,6 +131,11 @@ def test_logs_carry_boot_decisions_and_never_a_bootid(root, log_format):
     if log_format == "text":
         assert "boot host=1 state=image1 template=shipped:kiwi.ipxe" in log
         assert "GET /finish?id=1&bootid=- HTTP/1.1" in log
+        # gunicorn's lines and ours: one line format, one kind of timestamp, none in the message.
+        line_format = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 \[\d+\] [A-Z]+ ([\w.]+): ")
+        loggers = {line_format.match(line)[1] for line in log.splitlines() if line.strip()}
+        assert {"ks.serve", "ks.boot", "gunicorn.error", "gunicorn.access"} <= loggers
+        assert not re.search(r"\[\d\d/\w{3}/\d{4}:|\[\d{4}-\d\d-\d\d ", log)
         return
     documents = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line is JSON
     assert all({"time", "level", "logger", "message"} <= set(d) for d in documents)
@@ -140,5 +145,6 @@ def test_logs_carry_boot_decisions_and_never_a_bootid(root, log_format):
     assert any(d.get("event") == "finish" and d["host_id"] == 1 for d in documents)
     access = [d for d in documents if d["logger"] == "gunicorn.access"]
     assert any(d["path"] == "/finish" and d["status"] == "200" and d["query"] == "id=1&bootid=-" for d in access)
+    assert not any(re.search(r"\[\d\d/\w{3}/\d{4}:", d["message"]) for d in access)  # the time is "time"
     assert any(d["logger"] == "gunicorn.error" and "Booting worker" in d["message"] for d in documents)
     assert any(d["logger"] == "ks.serve" for d in documents)

@@ -60,7 +60,7 @@ def test_password_from_stdin_and_removal(cli_runner, root, host, start_bmc):
     assert "power on" in eh(cli_runner, root, "-i", "1", "--power", "status").output
     assert eh(cli_runner, root, "-i", "1", "--bmc", "").exit_code == 0
     r = eh(cli_runner, root, "-i", "1", "--power", "status")
-    assert r.exit_code == 1 and "has no BMC" in r.output
+    assert r.exit_code == 1 and "has no BMC; set one with edit-host -i 1 --bmc URL" in r.output
 
 
 def test_dead_bmc_keeps_the_state_change_and_fails_clearly(cli_runner, root, host, monkeypatch):

@@ -75,7 +75,9 @@ def test_sync_repairs_drift_and_reports_it(pxe_client, cli_runner, root, tftp):
         "created 01-52-54-00-00-00-01 -> ../pxelinux.configs/new",
         "removed 01-52-54-00-00-00-99 (was -> ../pxelinux.configs/wipe)",
     ]
-    assert "3 link(s) changed" in r.output
+    # The summary comes after the list, on its own line of the same stream.
+    assert r.stdout.splitlines()[3] == f"3 link(s) changed in {cfg}" and r.stdout.endswith("\n")
+    assert r.stderr == ""
     assert (cfg / "default").read_text() == "DEFAULT menu\n"
     r = cli_runner.invoke(cli, ["--root", str(root), "pxelinux", "sync"])
     assert r.output.strip() == f"0 link(s) changed in {cfg}"

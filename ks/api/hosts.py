@@ -68,7 +68,7 @@ def parse_patch(document: dict, known_images: set[str]) -> dict:
         if not isinstance(state, str):
             raise BadRequest("state must be a chain like 'wipe,image1' or a list of state names")
         chain = states.parse_chain(state)
-        states.check_known(chain, known_images, force)
+        states.check_known(chain, known_images, force, how_to_force='"force": true')
         changes["state"] = chain
     if "hostname" in document:
         if not isinstance(document["hostname"], str):

@@ -1,34 +1,41 @@
-"""What every command shares: the site root option, settings, the database, tables."""
+"""What every command shares: the global options, settings, the database, help listings, tables."""
 
 from functools import cached_property
+from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
 
 from ks import config
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
 
+ROOT_HELP = "Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory)."
+SERVER_HELP = "Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER)."
+TOKEN_FILE_HELP = ("File holding the API token for --server [default: ~/.config/kiwispray/token]; "
+                   "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
+DEFAULT_TOKEN_FILE = "~/.config/kiwispray/token"
+
 root_option = click.option(
-    "--root",
-    "root",
-    envvar="KS_ROOT",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory).",
+    "--root", "root", envvar="KS_ROOT", type=click.Path(file_okay=False), default=None, help=ROOT_HELP
 )
 
 
 class Site:
-    """Settings and database of the site a command works on, created on first use."""
+    """Settings and database of the site a command works on, created on first use.
 
-    def __init__(self, root: str | None):
-        self._root = root
+    ``options`` are the global options (``root``, ``server``, ``token_file``),
+    given before the subcommand or after it (see ``accept_after``).
+    """
+
+    def __init__(self, root: str | None, server: str | None = None, token_file: str | None = None):
+        self.options = {"root": root, "server": server, "token_file": token_file}
 
     @cached_property
     def settings(self) -> dict:
         try:
-            return config.resolve({"ROOT": self._root})
+            return config.resolve({"ROOT": self.options["root"]})
         except KSError as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -46,12 +53,105 @@ class Site:
             ctx.call_on_close(db.dispose)
         return db
 
-    def migrated_db(self) -> Database:
-        """The database, brought to the current schema first."""
+    def migrated_db(self, create: bool = False) -> Database:
+        """The database, brought to the current schema first.
+
+        A SQLite file that does not exist is an error unless ``create``: a
+        command run in the wrong directory must not answer from a new, empty
+        database (and leave it behind).
+        """
         from ks import migrate
 
-        migrate.upgrade(self.db)
+        missing = self._missing_database()
+        if missing and not create:
+            raise click.ClickException(
+                f"no database at {missing}: {self.root} is not a KIWIspray site (yet). Run the command in the "
+                "site's directory or point --root (env KS_ROOT) at it; to start a new site here, create the "
+                "database with `kiwispray db upgrade`."
+            )
+        try:
+            migrate.upgrade(self.db)
+        except KSError as exc:
+            raise fail(exc) from None
         return self.db
+
+    def _missing_database(self) -> Path | None:
+        """The SQLite file of the site if it does not exist; None when it does or is no file."""
+        url = make_url(self.settings["DATABASE_URL"])
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        path = Path(url.database)
+        return None if path.exists() else path
+
+
+class Group(click.Group):
+    """A command group whose listing shows each command's first sentence whole (wrapped), never cut off."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        rows = [(name, command.get_short_help_str(limit=10**6)) for name, command in commands
+                if command is not None and not command.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _given_after(ctx: click.Context, param: click.Parameter, value):
+    """A global option given after the subcommand: it wins over one given before."""
+    if value is not None:
+        ctx.find_object(Site).options[param.name] = value
+
+
+def root_after() -> click.Option:
+    """``--root`` for a subcommand."""
+    return click.Option(["--root", "root"], type=click.Path(file_okay=False), default=None, expose_value=False,
+                        callback=_given_after, help=ROOT_HELP.replace("env KS_ROOT", "also before the command"))
+
+
+def server_after() -> click.Option:
+    """``--server`` for a subcommand that can drive a remote server."""
+    return click.Option(["--server", "server"], metavar="URL", default=None, expose_value=False,
+                        callback=_given_after,
+                        help="Drive the server at URL through its admin API (also before the command).")
+
+
+def token_file_after() -> click.Option:
+    """``--token-file`` for a subcommand that can drive a remote server."""
+    return click.Option(["--token-file", "token_file"], type=click.Path(dir_okay=False), default=None,
+                        expose_value=False, callback=_given_after,
+                        help=f"File holding the API token for --server [default: {DEFAULT_TOKEN_FILE}] "
+                             "(also before the command).")
+
+
+# The commands that can work on a remote server (--server); every other one works on the site here.
+REMOTE_COMMANDS = ("host", "config", "bmc")
+
+
+def server_refused(command: str, given: str) -> click.UsageError:
+    """``--server`` (or ``KS_SERVER``, as ``given`` says) on a command that works on this machine's site only."""
+    unset = " and unset KS_SERVER" if given == "KS_SERVER" else ""
+    return click.UsageError(f"{given} is for the {', '.join(REMOTE_COMMANDS)} commands; '{command}' works on the "
+                            f"site on this machine (--root), so run it there{unset}")
+
+
+def _refuse_server(ctx: click.Context, param: click.Parameter, value):
+    if value is not None:
+        while ctx.parent is not None and ctx.parent.parent is not None:
+            ctx = ctx.parent
+        raise server_refused(ctx.info_name, "--server")
+
+
+def no_server_after() -> click.Option:
+    """``--server`` after a command that cannot use it: refused with a sentence, not "no such option"."""
+    return click.Option(["--server", "server"], metavar="URL", default=None, expose_value=False, hidden=True,
+                        callback=_refuse_server)
+
+
+def accept_after(command: click.Command, *options) -> None:
+    """Let ``command`` and every command under it take the global ``options`` too (each a factory)."""
+    command.params.extend(make() for make in options)
+    for sub in getattr(command, "commands", {}).values():
+        accept_after(sub, *options)
 
 
 def fail(exc: Exception) -> click.ClickException:

@@ -164,9 +164,10 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     if as_json:
         click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
         return
-    lines = [present.table_header()]
+    line_format = present.list_format(hosts)
+    lines = [present.table_header(line_format)]
     for host in hosts:
-        lines.append(present.table_row(host))
+        lines.append(present.table_row(host, line_format))
         if verbosity > 1:
             lines.append("     MAC addrs: %-s" % present.legacy_macs(host))
             if host.bmc_address:

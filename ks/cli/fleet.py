@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ks import fleet, hostpower, images, machines, present, states
-from ks.cli.common import Site, fail, table
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail, table
 from ks.errors import KSError
 from ks.remote import Remote
 
@@ -97,18 +97,17 @@ class Far:
 
 
 def backend(ctx: click.Context):
-    """Local unless the group was given --server."""
-    server = ctx.find_root().params.get("server")
+    """Local unless --server was given (before or after the command)."""
     site = ctx.find_object(Site)
-    if not server:
+    if not site.options["server"]:
         return Local(site)
-    return Far(Remote(server, _token(ctx.find_root().params.get("token_file"))))
+    return Far(Remote(site.options["server"], _token(site.options["token_file"])))
 
 
 def _token(token_file: str | None) -> str:
     if os.environ.get("KS_TOKEN"):
         return os.environ["KS_TOKEN"].strip()
-    path = Path(token_file or Path.home() / ".config" / "kiwispray" / "token")
+    path = Path(token_file or DEFAULT_TOKEN_FILE).expanduser()
     try:
         return path.read_text().strip()
     except OSError:
@@ -124,7 +123,7 @@ def _run(work):
         raise fail(exc) from None
 
 
-@click.group("host")
+@click.group("host", cls=Group)
 def host_group():
     """Hosts: list, change state, power (here, or on --server)."""
 
@@ -172,7 +171,7 @@ _power_command("reboot", "Power-cycle host REF (power it on if it is off).")
 _power_command("status", "Show the power state of host REF.")
 
 
-@click.group("config")
+@click.group("config", cls=Group)
 def config_group():
     """Configurations (images and builtin states): list and deploy."""
 
@@ -203,7 +202,7 @@ def config_deploy(ctx, configuration, hosts, reboot):
         raise fail(KSError("deployed, but the reboot failed: " + "; ".join(failures)))
 
 
-@click.group("bmc")
+@click.group("bmc", cls=Group)
 def bmc_group():
     """BMCs: find those given by MAC (here, or on --server)."""
 

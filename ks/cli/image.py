@@ -9,12 +9,12 @@ from dataclasses import asdict
 
 import click
 
-from ks.cli.common import Site, fail, table
+from ks.cli.common import Group, Site, fail, table
 from ks.errors import KSError
 from ks.kiwi import importer, inventory
 
 
-@click.group("image")
+@click.group("image", cls=Group)
 def image():
     """Import, list and check the images under images/."""
 

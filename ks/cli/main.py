@@ -5,9 +5,13 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ks import __version__, config
-from ks.cli.common import Site, fail, root_option
+from ks.cli.common import (
+    REMOTE_COMMANDS, SERVER_HELP, TOKEN_FILE_HELP, Group, Site, accept_after, fail, no_server_after, root_after,
+    root_option, server_after, server_refused, token_file_after,
+)
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.kiwi import kiwi
@@ -15,23 +19,24 @@ from ks.cli.token import token
 from ks.errors import KSError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="kiwispray")
 @root_option
-@click.option("--server", envvar="KS_SERVER", metavar="URL",
-              help="Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER).")
-@click.option("--token-file", envvar="KS_TOKEN_FILE", type=click.Path(dir_okay=False),
-              help="File holding the API token for --server [default: ~/.config/kiwispray/token]; "
-                   "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
+@click.option("--server", envvar="KS_SERVER", metavar="URL", help=SERVER_HELP)
+@click.option("--token-file", envvar="KS_TOKEN_FILE", type=click.Path(dir_okay=False), help=TOKEN_FILE_HELP)
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, server: str | None, token_file: str | None):
     """KIWIspray: network-boot provisioning for KIWI images.
 
     Machines PXE-boot into iPXE, ask this service what to do, install their
     image once and then boot from disk. Start with `kiwispray serve` in the
-    directory that holds images/.
+    directory that holds images/. --root, and for the host, config and bmc
+    commands --server and --token-file, may also follow the command.
     """
-    ctx.obj = Site(root)
+    if server and ctx.invoked_subcommand not in REMOTE_COMMANDS:
+        given = "--server" if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE else "KS_SERVER"
+        raise server_refused(ctx.invoked_subcommand, given)
+    ctx.obj = Site(root, server, token_file)
 
 
 @cli.command()
@@ -77,7 +82,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import logs, migrate, server, states
+    from ks import logs, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -90,9 +95,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
-        migrate.upgrade(site.db)
     except KSError as exc:
         raise fail(exc) from None
+    site.migrated_db(create=True)
     logs.setup(log_format)
     log = logging.getLogger("ks.serve")
     log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
@@ -114,7 +119,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@cli.group()
+@cli.group(cls=Group)
 def db():
     """Database schema commands."""
 
@@ -125,11 +130,8 @@ def db_upgrade(site: Site):
     """Migrate the database to the current schema (serve does this too)."""
     from ks import migrate
 
-    try:
-        migrate.upgrade(site.db)
-        click.echo(f"database at revision {migrate.current(site.db)}: {_safe_url(site.db.url)}")
-    except KSError as exc:
-        raise fail(exc) from None
+    db = site.migrated_db(create=True)
+    click.echo(f"database at revision {migrate.current(db)}: {_safe_url(db.url)}")
 
 
 @cli.command("import-legacy")
@@ -146,12 +148,15 @@ def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
 
     try:
         records = legacy.read(known_hosts)
-        db = site.migrated_db()
+        db = site.migrated_db(create=True)
         imported = db.write(lambda session: legacy.import_hosts(session, records, dry_run=dry_run))
     except KSError as exc:
         raise fail(exc) from None
     verb = "would import" if dry_run else "imported"
     click.echo(f"{verb} {len(imported)} hosts from {known_hosts}")
+
+
+PLACEHOLDER_URL = "http://SERVER:5000"
 
 
 @cli.command()
@@ -160,7 +165,9 @@ def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
 @click.option("--serial", help="Select the host by its DMI serial.")
 @click.option("--state", "state", help="Render for this state instead of the host's current one.")
 @click.option("--post-install", is_flag=True, help="Show the post-install script instead of the boot script.")
-@click.option("--base-url", default="http://SERVER:5000", show_default=True, help="Base URL to put into the script.")
+@click.option("--base-url", metavar="URL",
+              help="Base URL to put into the script [default: KS_BASE_URL, else the placeholder "
+                   f"{PLACEHOLDER_URL}].")
 @click.pass_obj
 def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     """Show the script a machine would get now, changing nothing.
@@ -173,6 +180,11 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
 
     if sum(x is not None for x in (host_id, mac, serial)) != 1:
         raise click.UsageError("select the host with exactly one of -i, --mac, --serial")
+    base_url = base_url or site.settings["BASE_URL"]
+    if not base_url:
+        base_url = PLACEHOLDER_URL
+        click.echo(f"# base URL: {PLACEHOLDER_URL}, a placeholder: the server takes it from each request's Host "
+                   "header; set KS_BASE_URL or pass --base-url to see the real one", err=True)
     where = rendering.site_from_base_url(base_url, site.settings["POLL_INTERVAL"], strict=False)
     renderer = rendering.Renderer(site.root, config.shipped("templates"))
     try:
@@ -190,7 +202,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     sys.stdout.write(script.text)
 
 
-@cli.group("timeouts")
+@cli.group("timeouts", cls=Group)
 def timeouts_group():
     """Provisioning timeouts: machines that did not /finish their image in time."""
 
@@ -214,7 +226,7 @@ def timeouts_check(site: Site):
         click.echo(f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)")
 
 
-@cli.group("pxelinux")
+@cli.group("pxelinux", cls=Group)
 def pxelinux_group():
     """PXELINUX links in the TFTP root (set KS_TFTP_ROOT to use them)."""
 
@@ -234,7 +246,8 @@ def pxelinux_sync(site: Site):
         raise fail(exc) from None
     for change in changes:
         click.echo(str(change))
-    click.echo(f"{len(changes)} link(s) changed in {pxe.link_dir}", err=True)
+    # On stdout after the list: one stream keeps the order and the line ends, wherever it goes.
+    click.echo(f"{len(changes)} link(s) changed in {pxe.link_dir}")
 
 
 cli.add_command(image)
@@ -243,3 +256,8 @@ cli.add_command(token)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)
+for _name, _command in cli.commands.items():
+    if _name in REMOTE_COMMANDS:
+        accept_after(_command, root_after, server_after, token_file_after)
+    else:
+        accept_after(_command, root_after, no_server_after)

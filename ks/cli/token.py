@@ -5,11 +5,11 @@ import json
 import click
 
 from ks import tokens
-from ks.cli.common import Site, fail
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail
 from ks.errors import KSError
 
 
-@click.group()
+@click.group(cls=Group)
 def token():
     """Bearer tokens for the admin API (/api/v1)."""
 
@@ -25,6 +25,9 @@ def create(site: Site, name: str):
         raise fail(exc) from None
     click.echo(value)
     click.echo(f"token {name!r} created; it is shown only now. Use it as: Authorization: Bearer <token>", err=True)
+    click.echo(f"`kiwispray --server URL host …` reads it from {DEFAULT_TOKEN_FILE} on the machine it runs on "
+               "(another file: --token-file or KS_TOKEN_FILE), or from the variable KS_TOKEN, which comes first",
+               err=True)
 
 
 @token.command("list")
