@@ -52,6 +52,9 @@ DEFAULTS = {
     # With a front web server: the internal location that serves images/ (nginx's
     # X-Accel-Redirect); empty: this server sends image files itself.
     "X_ACCEL_REDIRECT": "",
+    # Whether GET /hosts lists every host (id, hostname, state, serial) to anyone on
+    # the boot network and /state answers without the host's bootid, as the original did.
+    "PUBLIC_HOSTS": False,
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -73,7 +76,10 @@ ENV_VARS = {
     "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
     "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
     "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
+    "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
 }
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def from_env(environ=None) -> dict:
@@ -82,6 +88,12 @@ def from_env(environ=None) -> dict:
     settings = {}
     for var, (key, kind) in ENV_VARS.items():
         if environ.get(var, "") == "":
+            continue
+        if kind == "flag":
+            value = _FLAGS.get(environ[var].strip().lower())
+            if value is None:
+                raise ConfigError(f"{var}={environ[var]!r} is not a valid flag; use 1 or 0")
+            settings[key] = value
             continue
         try:
             settings[key] = kind(environ[var])

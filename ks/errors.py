@@ -23,6 +23,12 @@ class Unauthorized(KSError):
     status = 401
 
 
+class Forbidden(KSError):
+    """Something this server is set up not to reveal."""
+
+    status = 403
+
+
 class NotFound(KSError):
     """An id, host, image or file that does not exist."""
 

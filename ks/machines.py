@@ -175,14 +175,26 @@ def matching_hosts(tx: Transaction, ident: Identity) -> list[HostInfo]:
 
 
 def identify(tx: Transaction, ident: Identity) -> HostInfo | None:
-    """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
+    """The one host these identifiers belong to, None if unknown; IdentityConflict if several.
+
+    A serial or UUID is printed on the case and shown in listings, so it only
+    confirms a machine that also reports one of the host's MACs: a boot that
+    matches by serial or UUID alone is a conflict too, and changes nothing.
+    """
     hosts = matching_hosts(tx, ident)
     if len(hosts) > 1:
         ids = [host.id for host in hosts]
         raise IdentityConflict(
             f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
         )
-    return hosts[0] if hosts else None
+    host = hosts[0] if hosts else None
+    if host is not None and not set(ident.macs) & set(host.mac_list):
+        raise IdentityConflict(
+            f"the serial or UUID of host {host.id} was reported with none of its MACs ({ident.describe()});"
+            f" if this is that machine with new network cards, add one: edit-host -i {host.id} --set-macs",
+            [host.id],
+        )
+    return host
 
 
 def _record(tx: Transaction, host_id: int, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
@@ -192,8 +204,8 @@ def _record(tx: Transaction, host_id: int, kind: str, source: str, before=None, 
 
 def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str) -> HostInfo:
     """Create a host for a machine seen for the first time."""
-    if not ident:
-        raise BadRequest("the machine reported no MAC, serial or UUID; nothing identifies it")
+    if not ident.macs:
+        raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
     state = states.format_chain(chain)
     params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": tx.timestamp(utcnow())}
     host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
