@@ -346,9 +346,14 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
 
 
 def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:
-    """Replace the host's whole chain (an operator's decision)."""
+    """Replace the host's whole chain (an operator's decision).
+
+    The bootid handed out before is void: a late /finish of the boot that ran
+    before the change must not pop a step of the new chain, which never ran.
+    """
     before = host.state
     host.state = states.format_chain(chain)
+    host.bootid_hash = None
     # A new chain is a fresh start: its first boot sets a new deadline.
     host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
