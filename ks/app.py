@@ -45,6 +45,14 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.register_blueprint(pixiecore.bp)
     metrics.init_app(app)
 
+    @app.after_request
+    def no_body_no_type(response):
+        # Flask gives every response a Content-Type, text/html by default; a
+        # 204 has no content to have a type.
+        if response.status_code == 204:
+            response.headers.pop("Content-Type", None)
+        return response
+
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):
         if exc.status >= 500:
