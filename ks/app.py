@@ -9,6 +9,7 @@ from ks import config, images
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
+from ks.ratelimit import TokenBucket
 from ks.render import Renderer
 from ks.web import text
 
@@ -23,6 +24,8 @@ class Services:
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
         self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
+        # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
+        self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
 
 
 def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:

@@ -45,9 +45,12 @@ def bootstrap():
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
     outcome = ks.db.write_direct(
-        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout)
+        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
+                                 may_register=ks.registrations.take)
     )
     url = poll_url(where.base_url, ident)
+    if outcome.busy:
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
     if outcome.conflict:
         if not poll:
             log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})

@@ -55,6 +55,9 @@ DEFAULTS = {
     # Whether GET /hosts lists every host (id, hostname, state, serial) to anyone on
     # the boot network and /state answers without the host's bootid, as the original did.
     "PUBLIC_HOSTS": False,
+    # Unknown machines registered per minute by one server (bursts of as many);
+    # further ones get a script that asks again later, and nothing is stored. 0: no limit.
+    "REGISTRATIONS_PER_MINUTE": 120,
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -77,6 +80,7 @@ ENV_VARS = {
     "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
     "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
     "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
+    "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
 }
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -116,7 +120,7 @@ def resolve(overrides=None, environ=None) -> dict:
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
     if settings["RUNNING_REQUESTS"] < 0:
         raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
-    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL"):
+    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
     if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):

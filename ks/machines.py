@@ -266,6 +266,8 @@ class Boot:
     bootid: str | None = None
     conflict: IdentityConflict | None = None
     registered: bool = False
+    # An unknown machine turned away: too many registrations in the last minute.
+    busy: bool = False
 
     @property
     def chain(self) -> states.Chain:
@@ -278,14 +280,16 @@ def boot(
     initial_chain: states.Chain,
     poll: bool = False,
     deploy_timeout: Callable[[str], int] | None = None,
+    may_register: Callable[[], bool] | None = None,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. Runs in ``Database.write_direct``: every boot of every machine
-    comes through here.
+    0 for none. An unknown machine is registered only if ``may_register()``
+    says so; otherwise nothing is stored and the Boot is ``busy``. Runs in
+    ``Database.write_direct``: every boot of every machine comes through here.
     """
     now = utcnow()
     try:
@@ -297,6 +301,8 @@ def boot(
         return Boot(host=None, conflict=conflict)
     registered = host is None
     if registered:
+        if may_register is not None and not may_register():
+            return Boot(host=None, busy=True)
         host = register(tx, ident, initial_chain, "bootstrap")
     else:
         host = learn(tx, host, ident, "bootstrap")

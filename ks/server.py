@@ -18,6 +18,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from ks import logs, timeouts
 from ks.app import create_app
 from ks.db import Database
+from ks.ratelimit import TokenBucket
 from ks.web import STEP_ASIDE
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def run(
         # Several servers may run on one machine; none needs gunicorn's control socket.
         "control_socket_disable": True,
     }
+    # Made before the workers fork, so that they all draw from it.
+    registrations = TokenBucket(settings["REGISTRATIONS_PER_MINUTE"], shared=True)
     with metrics_directory() as path:
         log.info("metrics of the worker processes are kept in %s until the server stops", path)
-        Server({**settings, "METRICS_DIR": path}, options).run()
+        Server({**settings, "METRICS_DIR": path, "REGISTRATIONS": registrations}, options).run()

@@ -65,6 +65,11 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Seconds an image may take from its first boot to /finish before the machine is flagged "
                    "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
                    "(env KS_DEPLOY_TIMEOUT).")
+@click.option("--registrations-per-minute", envvar="KS_REGISTRATIONS_PER_MINUTE", type=click.IntRange(0),
+              default=None,
+              help="Unknown machines this server registers per minute (bursts of as many); further ones get a "
+                   "script that asks again later and nothing is stored; 0: no limit [default: 120] "
+                   "(env KS_REGISTRATIONS_PER_MINUTE).")
 @click.option("--public-hosts", is_flag=True, envvar="KS_PUBLIC_HOSTS", default=None,
               help="List every host (id, hostname, state, serial) at GET /hosts and answer /state without the "
                    "host's bootid, as the original did; off: both reveal nothing to the boot network "
@@ -74,7 +79,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
-          x_accel_redirect, deploy_timeout, public_hosts, access_log, log_format):
+          x_accel_redirect, deploy_timeout, registrations_per_minute, public_hosts, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -89,7 +94,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         settings = config.resolve(
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
-             "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None}
+             "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
+             "REGISTRATIONS_PER_MINUTE": registrations_per_minute}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
