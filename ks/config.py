@@ -58,6 +58,9 @@ DEFAULTS = {
     # Unknown machines registered per minute by one server (bursts of as many);
     # further ones get a script that asks again later, and nothing is stored. 0: no limit.
     "REGISTRATIONS_PER_MINUTE": 120,
+    # Seconds a client may take to send a request's headers; 0: no limit. They
+    # are received without holding a server thread either way.
+    "HEADER_TIMEOUT": 10.0,
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -81,6 +84,7 @@ ENV_VARS = {
     "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
     "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
     "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
+    "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
 }
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -120,7 +124,7 @@ def resolve(overrides=None, environ=None) -> dict:
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
     if settings["RUNNING_REQUESTS"] < 0:
         raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
-    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE"):
+    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
     if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):
