@@ -61,6 +61,10 @@ DEFAULTS = {
     # Seconds a client may take to send a request's headers; 0: no limit. They
     # are received without holding a server thread either way.
     "HEADER_TIMEOUT": 10.0,
+    # The Fernet key that encrypts BMC passwords in the database; empty: the key
+    # file SECRET_KEY_FILE (empty: <ROOT>/kiwispray.key, created when first needed).
+    "SECRET_KEY": "",
+    "SECRET_KEY_FILE": "",
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -85,6 +89,8 @@ ENV_VARS = {
     "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
     "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
     "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
+    "KS_SECRET_KEY": ("SECRET_KEY", str),
+    "KS_SECRET_KEY_FILE": ("SECRET_KEY_FILE", str),
 }
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

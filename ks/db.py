@@ -68,6 +68,9 @@ class Database:
             file = path and path != ":memory:" and not path.startswith("file:")
             if file:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Created 0600 before SQLite opens it: the database holds the site's hosts and
+                # BMC credentials. SQLite gives its -wal and -shm files the database's mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, "BEGIN")
             self._write_lock = WriterLock(f"{path}-writer" if file else None)
@@ -209,7 +212,7 @@ class WriterLock:
         if self.path is not None and self._pid != os.getpid():
             self._pid = os.getpid()
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 log.warning("cannot open %s (%s); writers wait in SQLite's busy handler instead", self.path, exc)
                 self._fd = None

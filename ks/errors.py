@@ -57,6 +57,12 @@ class ConfigError(KSError):
     """A setting that cannot work, such as a root directory that does not exist."""
 
 
+class SecretKeyError(KSError):
+    """The key that encrypts BMC passwords is missing or is not the one they were encrypted with."""
+
+    status = 500
+
+
 class ImageError(KSError):
     """An image that cannot be imported or checked: a bad source, a missing file."""
 

@@ -23,6 +23,7 @@ from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthor
 from ks.identity import Identity, normalize_mac
 from ks.db import Transaction, mark_changed
 from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
+from ks.vault import Vault
 
 # Event kinds and sources as they appear in the history.
 BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
@@ -421,12 +422,15 @@ def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
     record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
 
-def set_bmc(session: Session, host: Host, bmc: dict | None, source: str) -> None:
-    """Set (or with None remove) a host's BMC address and credentials; validated by the caller."""
+def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: Vault) -> None:
+    """Set (or with None remove) a host's BMC address and credentials; validated by the caller.
+
+    The password is stored encrypted (see ks.vault).
+    """
     bmc = bmc or {}
     host.bmc_address = bmc.get("address")
     host.bmc_username = bmc.get("username")
-    host.bmc_password = bmc.get("password")
+    host.bmc_password = vault.encrypt(bmc["password"]) if bmc.get("password") else None
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail=f"bmc {host.bmc_address}" if host.bmc_address else "bmc removed")
 

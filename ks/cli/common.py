@@ -4,7 +4,7 @@ from functools import cached_property
 
 import click
 
-from ks import config
+from ks import config, vault
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
@@ -50,7 +50,7 @@ class Site:
         """The database, brought to the current schema first."""
         from ks import migrate
 
-        migrate.upgrade(self.db)
+        migrate.upgrade(self.db, vault=vault.of(self.settings))
         return self.db
 
 

@@ -90,7 +90,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import logs, migrate, server, states
+    from ks import logs, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -104,7 +104,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
-        migrate.upgrade(site.db)
+        site.migrated_db()
     except KSError as exc:
         raise fail(exc) from None
     logs.setup(log_format)
@@ -140,7 +140,7 @@ def db_upgrade(site: Site):
     from ks import migrate
 
     try:
-        migrate.upgrade(site.db)
+        site.migrated_db()
         click.echo(f"database at revision {migrate.current(site.db)}: {_safe_url(site.db.url)}")
     except KSError as exc:
         raise fail(exc) from None
