@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ks import machines, power, vault
 from ks.db import Database
-from ks.errors import Conflict, InvalidBMCAddress, KSError
+from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
 from ks.power import discovery
 
 POWER = "power"
@@ -68,14 +68,21 @@ def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict)
 
 
 def power_states(hosts, settings: dict) -> dict[int, str | None]:
-    """Power state of each host with a BMC (None without), queried in parallel."""
-    with_bmc = [h for h in hosts if h.bmc_address]
-    states = power.status_many(
-        [credentials(h, settings) for h in with_bmc],
-        timeout=settings["POWER_STATUS_TIMEOUT"],
-        **_options(settings),
-    )
-    found = {h.id: s.state for h, s in zip(with_bmc, states)}
+    """Power state of each host with a BMC (None without), queried in parallel.
+
+    A host whose password cannot be decrypted (a lost key) shows ``unknown``: one
+    such host must not break the listing of all.
+    """
+    with_bmc, bmcs, found = [], [], {}
+    for host in hosts:
+        if host.bmc_address:
+            try:
+                bmcs.append(credentials(host, settings))
+                with_bmc.append(host)
+            except SecretKeyError:
+                found[host.id] = "unknown"
+    states = power.status_many(bmcs, timeout=settings["POWER_STATUS_TIMEOUT"], **_options(settings))
+    found.update({h.id: s.state for h, s in zip(with_bmc, states)})
     return {h.id: found.get(h.id) for h in hosts}
 
 
