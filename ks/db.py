@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -64,7 +64,7 @@ class Database:
         self.url = url
         self._write_lock = contextlib.nullcontext()
         if url.startswith("sqlite"):
-            path = url.split("///", 1)[-1]
+            path = make_url(url).database or ""  # empty for sqlite:// (in memory)
             file = path and path != ":memory:" and not path.startswith("file:")
             if file:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
