@@ -10,14 +10,15 @@ from urllib.parse import urlencode
 from flask import Blueprint, request
 
 from ks import files, images, machines, metrics, present, render, states
-from ks.errors import BadRequest, Forbidden
-from ks.identity import Identity, normalize_mac, parse_boot_args
+from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
+from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 UPDATE_FIELDS = {"mac", "metadata"}
+FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 
 @bp.get("/bootstrap.ipxe")
@@ -46,7 +47,7 @@ def bootstrap():
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
     outcome = ks.db.write_direct(
         lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
-                                 may_register=ks.registrations.take)
+                                 may_register=ks.registrations.take, address=request.remote_addr)
     )
     url = poll_url(where.base_url, ident)
     if outcome.busy:
@@ -86,6 +87,7 @@ def post_install():
         host = machines.get_host(session, host_id)
         machines.check_bootid(host, bootid)
         script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
+    ks.db.write(lambda session: machines.record_post_install(session, host_id, bootid, script.template))
     state = states.current(states.parse_chain(host.state))
     log.info(
         "post-install host=%d state=%s template=%s", host.id, state, script.template,
@@ -128,9 +130,21 @@ def update():
     """In state ``discover``: add MACs and merge metadata the machine reports."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
+    if request.mimetype not in FORM_TYPES and (request.content_length or request.mimetype):
+        # Anything else would read as an empty form: "updated", with nothing stored.
+        raise UnsupportedMediaType(
+            f"/update takes a form body (application/x-www-form-urlencoded or multipart/form-data) with "
+            f"mac= and metadata=<JSON object>, not {request.mimetype or 'a body without Content-Type'}"
+        )
+    sent = request.get_data(cache=True)  # kept for the form parser below
+    if sent and not request.form:
+        # Werkzeug drops a form it cannot decode; a silent "updated" would store nothing.
+        raise BadRequest("the form body could not be read; send UTF-8, percent-encoded as a browser or curl does")
     unknown = sorted(set(request.form) - UPDATE_FIELDS)
     if unknown:
         raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
+    if len(request.form.getlist("mac")) > MAX_MACS:
+        raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
     host = services().db.write(lambda session: machines.apply_update(session, host_id, bootid, macs, documents))
@@ -159,4 +173,26 @@ def image_file(relpath: str):
         relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
         return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
-    return files.send(request.environ, path, settings["SEND_TIMEOUT"])
+    return files.send(request.environ, path, settings["SEND_TIMEOUT"], on_close=_download_recorder(relpath))
+
+
+def _download_recorder(relpath: str):
+    """For an image's disk (``<image>/<P>.xz``): what records its download in the machine's history."""
+    image, _, name = relpath.partition("/")
+    address = request.remote_addr
+    if not name.endswith(".xz") or "/" in name or not address:
+        return None
+    db = services().db
+
+    def recorded(sent: int, size: int, seconds: float) -> None:
+        try:
+            host_id = db.write(lambda session: machines.record_download(session, address, image, name, sent, size, seconds))
+        except Exception:  # the file is sent; a failed note about it must not fail the request
+            log.exception("could not record the download of %s by %s", relpath, address)
+            return
+        if host_id is not None:
+            log.info("download host=%d image=%s file=%s bytes=%d/%d seconds=%.1f", host_id, image, name, sent, size,
+                     seconds, extra={"event": "download", "host_id": host_id, "image": image, "file": name,
+                                     "bytes": sent, "size": size, "seconds": round(seconds, 3)})
+
+    return recorded

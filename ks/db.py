@@ -24,6 +24,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ks.values import load_stored_json
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _CHANGED = "ks_changed_hosts"
@@ -33,7 +35,9 @@ WRITE_RETRIES = 5
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_engine(
+        url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, json_deserializer=load_stored_json
+    )
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
@@ -75,7 +79,7 @@ class Database:
             self.read_engine = _sqlite_engine(url, "BEGIN")
             self._write_lock = WriterLock(f"{path}-writer" if file else None)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            self.engine = create_engine(url, pool_pre_ping=True, json_deserializer=load_stored_json)
             self.read_engine = self.engine
         self._write = sessionmaker(self.engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)

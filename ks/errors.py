@@ -35,6 +35,12 @@ class NotFound(KSError):
     status = 404
 
 
+class UnsupportedMediaType(KSError):
+    """A request body in a format the endpoint does not read."""
+
+    status = 415
+
+
 class Conflict(KSError):
     """A request that does not fit the machine's current state or identity."""
 

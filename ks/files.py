@@ -21,7 +21,8 @@ Decisions (RFC 9110), documented in docs/performance.md:
 
 import os
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -136,9 +137,13 @@ class Window:
     end of the window rather than at the end of the file.
     """
 
-    def __init__(self, file, length: int):
+    def __init__(self, file, length: int, on_close: Callable[[int, float], None] | None = None):
         self.file = file
+        self.start = file.tell()
+        self.sent = 0  # how far a sendfile or read got, for on_close
         self.remaining = length
+        self.on_close = on_close
+        self.opened = time.monotonic()
 
     def fileno(self) -> int:
         return self.file.fileno()
@@ -148,14 +153,28 @@ class Window:
         size = self.remaining if size < 0 else min(size, self.remaining)
         data = self.file.read(size) if size else b""
         self.remaining -= len(data)
+        self.sent += len(data)
         return data
 
+    def seek(self, offset: int) -> int:
+        """Where ``socket.sendfile`` (gunicorn's) got: it seeks past the last byte it sent, even on an error."""
+        self.sent = offset - self.start
+        return self.file.seek(offset)
+
     def close(self) -> None:
+        """Close the file; ``on_close(bytes sent, seconds)`` learns how far the download got."""
         self.file.close()
+        if self.on_close is not None:
+            self.on_close(self.sent, time.monotonic() - self.opened)
 
 
-def send(environ: dict, path: Path, send_timeout: float | None = None) -> Response:
-    """The response to a GET or HEAD of ``path`` (already checked to be a servable file)."""
+def send(environ: dict, path: Path, send_timeout: float | None = None,
+         on_close: Callable[[int, int, float], None] | None = None) -> Response:
+    """The response to a GET or HEAD of ``path`` (already checked to be a servable file).
+
+    ``on_close(bytes sent, file size, seconds)`` is called when a GET of the whole
+    file ends, complete or not.
+    """
     file = open(path, "rb", buffering=0)
     try:
         v = Validators.of(os.fstat(file.fileno()))
@@ -163,7 +182,12 @@ def send(environ: dict, path: Path, send_timeout: float | None = None) -> Respon
         if result.length and environ["REQUEST_METHOD"] != "HEAD":
             file.seek(result.start)
             _limit_stall(environ, send_timeout)
-            return respond(result, v, path.name, wrap_file(environ, Window(file, result.length), READ_SIZE))
+            done = None
+            if on_close is not None and result.status == 200:
+                def done(sent: int, seconds: float) -> None:
+                    on_close(sent, v.size, seconds)
+            body = wrap_file(environ, Window(file, result.length, done), READ_SIZE)
+            return respond(result, v, path.name, body)
     except BaseException:
         file.close()
         raise

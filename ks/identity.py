@@ -10,6 +10,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from ks.errors import BadRequest
+from ks.values import check_text
 
 # Compared after upper-casing and trimming.
 PLACEHOLDER_VALUES = frozenset(
@@ -51,8 +52,6 @@ MAX_MACS = 16
 
 _HEX12 = re.compile(r"[0-9a-f]{12}")
 _NET_PREFIX = re.compile(r"^net[0-7]\$", re.IGNORECASE)
-# Characters that could end or extend a command in an iPXE or shell script.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029$`\\;&|]")
 
 
 class MacError(BadRequest):
@@ -71,21 +70,10 @@ def normalize_mac(text: str) -> str:
     digits = re.sub(r"[-:.]", "", raw).lower()
     if not _HEX12.fullmatch(digits):
         raise MacError(f"{raw!r} is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
-    if digits in ("000000000000", "ffffffffffff"):
-        raise MacError(f"{raw!r} is not the address of a network card")
+    if digits == "000000000000" or int(digits[:2], 16) & 1:
+        # The group bit (broadcast, multicast): addresses a NIC listens to, never its own.
+        raise MacError(f"{raw!r} is a zero, broadcast or multicast address, not the address of a network card")
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
-
-
-def check_reported(name: str, value: str, limit: int = 1024) -> str:
-    """Refuse a machine-reported string that could inject script text."""
-    if len(value) > limit:
-        raise BadRequest(f"{name} is longer than {limit} characters")
-    bad = _UNSAFE.search(value)
-    if bad:
-        raise BadRequest(
-            f"{name} contains the character {bad.group()!r}, which is not allowed in reported values"
-        )
-    return value
 
 
 def is_placeholder(value: str) -> bool:
@@ -99,7 +87,7 @@ def is_placeholder(value: str) -> bool:
 
 def normalize_serial(value: str) -> str | None:
     """Upper-cased serial (as the original stored it), or None for a placeholder."""
-    value = check_reported("serial", value.strip(), MAX_IDENTIFIER_LENGTH)
+    value = check_text("serial", value.strip(), MAX_IDENTIFIER_LENGTH)
     return None if is_placeholder(value) else value.upper()
 
 
@@ -109,7 +97,7 @@ def normalize_uuid(value: str) -> str | None:
     if is_placeholder(value):
         return None
     try:
-        parsed = uuidlib.UUID(check_reported("uuid", value, MAX_IDENTIFIER_LENGTH))
+        parsed = uuidlib.UUID(check_text("uuid", value, MAX_IDENTIFIER_LENGTH))
     except ValueError:
         raise BadRequest(f"uuid {value[:40]!r} is not a UUID") from None
     text = str(parsed).upper()
@@ -165,7 +153,7 @@ def parse_boot_args(args: dict[str, list[str]]) -> Identity:
     extra = {}
     for key in ("buildarch", "platform"):
         if one.get(key):
-            extra[key] = check_reported(key, one[key], 32)
+            extra[key] = check_text(key, one[key], 32)
     return Identity(
         macs=tuple(macs),
         serial=normalize_serial(one.get("serial", "")),

@@ -16,6 +16,7 @@ from ks import machines, states
 from ks.errors import BadRequest, Conflict, KSError
 from ks.identity import normalize_mac, normalize_serial, normalize_uuid
 from ks.models import Host, HostMac
+from ks.values import check_metadata, check_text
 
 
 def read(path: Path) -> list[dict]:
@@ -53,14 +54,12 @@ def _record(raw) -> dict:
     host_id = raw.get("id")
     if not isinstance(host_id, int) or isinstance(host_id, bool) or host_id < 1:
         raise BadRequest("id must be a positive integer")
-    metadata = raw.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise BadRequest("metadata must be a JSON object")
+    metadata = check_metadata(raw.get("metadata") or {})
     macs = [normalize_mac(m) for m in str(raw.get("macs") or "").split()]
     bootid = raw.get("bootid")
     return {
         "id": host_id,
-        "hostname": str(raw.get("hostname") or "not-set"),
+        "hostname": check_text("hostname", str(raw.get("hostname") or "not-set"), 255, spaces=False),
         "macs": list(dict.fromkeys(macs)),
         "serial": normalize_serial(str(raw.get("serial") or "")),
         "uuid": normalize_uuid(str(raw.get("uuid") or "")),

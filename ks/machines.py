@@ -9,7 +9,6 @@ of work per request or command, see ``ks.db.Database.write`` and
 import functools
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +19,15 @@ from sqlalchemy.orm import Session
 
 from ks import states
 from ks.errors import BadRequest, Conflict, IdentityConflict, NotFound, Unauthorized
-from ks.identity import Identity, normalize_mac
+from ks.identity import MAX_MACS, Identity, normalize_mac
+from ks.values import check_metadata, check_text, load_stored_json
 from ks.db import Transaction, mark_changed
 from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
 from ks.vault import Vault
 
 # Event kinds and sources as they appear in the history.
 BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
+DOWNLOAD, POST_INSTALL = "download", "post-install"
 
 
 def hash_bootid(bootid: str) -> str:
@@ -61,7 +62,7 @@ _ADD_EVENT_STMT = text(_ADD_EVENT).bindparams(bindparam("at", type_=UTCDateTime(
 # a loop still times out; /finish, a new state and a retry clear it.
 _BOOTED = (
     "UPDATE hosts SET bootid_hash = :bootid_hash, boot_finished = FALSE, last_boot_at = :now,"
-    " last_seen_at = :now, deadline_at = COALESCE(deadline_at, :deadline) WHERE id = :host_id"
+    " last_seen_at = :now, deadline_at = COALESCE(deadline_at, :deadline), boot_address = :address WHERE id = :host_id"
 )
 _SEEN = "UPDATE hosts SET last_seen_at = :now WHERE id = :host_id"
 
@@ -186,7 +187,7 @@ def host_info(tx: Transaction, host_id: int) -> HostInfo:
     host_id, hostname, state, serial, uuid, meta, failed = tx.execute(_HOST, {"host_id": host_id}).fetchone()
     macs = [mac for (mac,) in tx.execute(_MACS, {"host_id": host_id}).fetchall()]
     # The driver hands JSON over as text (SQLite) or already decoded (PostgreSQL).
-    meta = json.loads(meta) if isinstance(meta, str) else meta
+    meta = load_stored_json(meta) if isinstance(meta, str) else meta
     return HostInfo(host_id, hostname, state, serial, uuid, meta or {}, macs, bool(failed))
 
 
@@ -282,6 +283,7 @@ def boot(
     poll: bool = False,
     deploy_timeout: Callable[[str], int] | None = None,
     may_register: Callable[[], bool] | None = None,
+    address: str | None = None,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
@@ -289,8 +291,10 @@ def boot(
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
     0 for none. An unknown machine is registered only if ``may_register()``
-    says so; otherwise nothing is stored and the Boot is ``busy``. Runs in
-    ``Database.write_direct``: every boot of every machine comes through here.
+    says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
+    is the machine's network address, kept so that its installer's image
+    download can be told apart. Runs in ``Database.write_direct``: every boot
+    of every machine comes through here.
     """
     now = utcnow()
     try:
@@ -315,7 +319,7 @@ def boot(
     seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
     deadline = now + timedelta(seconds=seconds) if seconds else None
     params = {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": tx.timestamp(now),
-              "deadline": tx.timestamp(deadline)}
+              "deadline": tx.timestamp(deadline), "address": address}
     tx.execute(_BOOTED, params)
     _record(tx, host.id, BOOT, "bootstrap", host.state, host.state, ident.describe())
     return Boot(host=host, bootid=bootid, registered=registered)
@@ -350,6 +354,34 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     return host, states.current(before)
 
 
+def record_post_install(session: Session, host_id: int, bootid: str | None, template: str) -> Host:
+    """Record that the machine fetched its post-install script (the installed system's callback)."""
+    host = get_host(session, host_id)
+    check_bootid(host, bootid)
+    record(session, host.id, POST_INSTALL, "post-install", host.state, host.state, f"template {template}")
+    return host
+
+
+def record_download(session: Session, address: str, image: str, name: str, sent: int, size: int,
+                    seconds: float) -> int | None:
+    """Record an image download in the history of the machine that booted from ``address`` into ``image``.
+
+    The host whose last boot came from this address and whose current state is
+    ``image``; None (nothing recorded) when no such host is known.
+    """
+    candidates = session.scalars(
+        select(Host).where(Host.boot_address == address).order_by(Host.last_boot_at.desc()).limit(1)
+    ).all()
+    if not candidates or states.current(states.parse_chain(candidates[0].state)) != image:
+        return None
+    host = candidates[0]
+    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
+    how = "" if sent == size else " (incomplete: the client went away)"
+    detail = f"{name}: {sent} of {size} bytes in {seconds:.1f} s ({rate:.1f} MB/s) to {address}{how}"
+    record(session, host.id, DOWNLOAD, "images", host.state, host.state, detail)
+    return host.id
+
+
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
     """In state ``discover``: add reported MACs and merge reported metadata."""
     host = get_host(session, host_id, lock=True)
@@ -358,6 +390,11 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     if current != "discover":
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
     new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
+    _check_mac_count(len(host.mac_list) + len(new_macs))
+    meta = dict(host.meta or {})
+    for document in documents:
+        meta.update(document)
+    check_metadata(meta)  # each document was checked on its own; the merge is bounded too
     if new_macs:
         owners = session.scalars(select(HostMac).where(HostMac.mac.in_(new_macs))).all()
         if owners:
@@ -366,15 +403,17 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
         for mac in new_macs:
             host.macs.append(HostMac(mac=mac, position=len(host.macs)))
         mark_changed(session, host.id)
-    meta = dict(host.meta or {})
-    for document in documents:
-        meta.update(document)
     changed = [k for k in meta if (host.meta or {}).get(k) != meta[k]]
     host.meta = meta
     host.updated_at = utcnow()
     detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
     record(session, host.id, UPDATE, "update", detail=detail or "nothing new")
     return host
+
+
+def _check_mac_count(count: int) -> None:
+    if count > MAX_MACS:
+        raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this change would give it {count}")
 
 
 def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:
@@ -406,8 +445,9 @@ def state_counts(session: Session) -> dict[str, tuple[int, int]]:
 
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
     """Rename a host."""
-    if not hostname or len(hostname) > 255 or any(c.isspace() or not c.isprintable() for c in hostname):
-        raise BadRequest(f"{hostname!r} is not a valid hostname (1-255 printable characters, no spaces)")
+    check_text("hostname", hostname, 255, spaces=False)
+    if not hostname:
+        raise BadRequest("the hostname must not be empty")
     before, host.hostname = host.hostname, hostname
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail=f"hostname {before} -> {hostname}")
@@ -415,9 +455,7 @@ def set_hostname(session: Session, host: Host, hostname: str, source: str) -> No
 
 def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
     """Replace a host's metadata object."""
-    if not isinstance(meta, dict):
-        raise BadRequest("metadata must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
-    host.meta = meta
+    host.meta = check_metadata(meta)
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
@@ -438,6 +476,7 @@ def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
     """Replace a host's MAC addresses; each must not belong to another host."""
     wanted = list(dict.fromkeys(normalize_mac(m) for m in macs))
+    _check_mac_count(len(wanted))
     others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
     if others:
         raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))

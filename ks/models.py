@@ -66,6 +66,9 @@ class Host(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_boot_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The network address of the last boot: an installer that downloads its
+    # image from the same address (one DHCP lease per MAC) is this machine.
+    boot_address: Mapped[str | None] = mapped_column(String(45), index=True)
     # Baseboard management controller, in the Metal3/Ironic URL convention
     # (ipmi://host:port, redfish://host/redfish/v1/Systems/1, ...).
     bmc_address: Mapped[str | None] = mapped_column(String(512))

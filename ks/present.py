@@ -1,6 +1,7 @@
 """How hosts and events are shown: the original's text table and JSON documents."""
 
 from ks.models import Event, Host
+from ks.values import MAX_DEPTH, printable
 
 LIST_FORMAT = "%4s %-20s %-10s %-s"
 
@@ -13,7 +14,7 @@ def table_header() -> str:
 def table_row(host: Host) -> str:
     """One host in the original's table format; a failed host's state says so."""
     state = f"{host.state} (failed)" if host.failed_at else host.state
-    return LIST_FORMAT % (host.id, host.hostname, state, host.serial or "")
+    return LIST_FORMAT % (host.id, printable(host.hostname), state, printable(host.serial or ""))
 
 
 def hosts_table(hosts) -> str:
@@ -26,16 +27,20 @@ def legacy_macs(host: Host) -> str:
     return " ".join(m.upper() for m in host.mac_list)
 
 
-def metadata_lines(meta: dict, depth: int, prefix: str = "") -> list[str]:
-    """The original's metadata listing; nested objects only from ``-lll`` (depth > 2)."""
+def metadata_lines(meta: dict, depth: int, prefix: str = "", level: int = 1) -> list[str]:
+    """The original's metadata listing; nested objects only from ``-lll`` (depth > 2).
+
+    Whatever is stored can be listed: unprintable characters are escaped and
+    objects nested deeper than metadata may be today are shown as ``{...}``.
+    """
     lines = []
-    for key, value in sorted(meta.items()):
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
+    for key, value in sorted(meta.items(), key=lambda item: str(item[0])):
+        path = f"{prefix}.{printable(key)}" if prefix else printable(key)
+        if isinstance(value, dict) and level < MAX_DEPTH:
             if depth > 2:
-                lines += metadata_lines(value, depth, path)
+                lines += metadata_lines(value, depth, path, level + 1)
         else:
-            lines.append("        %-21s '%-s'" % (path, value))
+            lines.append("        %-21s '%-s'" % (path, "{...}" if isinstance(value, dict) else printable(value)))
     return lines
 
 

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import jinja2
 
-from ks import images, states
+from ks import images, states, values
 from ks.errors import ConfigError, KSError
 
 
@@ -110,6 +110,7 @@ class Renderer:
         self.site_dir = self.root / "templates"
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
+        self.env.filters.update(shell=values.shell_quote, ipxe=values.ipxe_text)
         self._cache: dict[Path, tuple[float, tuple, jinja2.Template | bytes]] = {}
         self._found: dict[tuple[str, str | None], tuple[float, tuple[Path, str, str]]] = {}
 
@@ -195,51 +196,81 @@ class Renderer:
         return template
 
 
-def render_legacy(data: bytes, values: list[tuple[str, str]]) -> str:
-    """Replace ``@NAME@`` in order, exactly as the original did; unknown names stay."""
-    for name, value in values:
-        data = data.replace(f"@{name}@".encode(), str(value).encode())
-    return data.decode("utf-8", errors="replace")
+def render_legacy(data: bytes, replacements: list[tuple[str, object]]) -> str:
+    """Replace ``@NAME@`` in the original's order; unknown names stay as written.
+
+    The original replaced in the whole text each time, so a value holding
+    ``@bootid@`` was expanded by a later step. Here text that came from a value
+    is never searched again: for ordinary values the output is the original's,
+    byte for byte, and a value is only ever text.
+    """
+    parts = [data]  # alternately template text (still searched) and substituted values
+    for name, value in replacements:
+        token, text = f"@{name}@".encode(), str(value).encode("utf-8", "replace")
+        out: list[bytes] = []
+        for index, part in enumerate(parts):
+            if index % 2:
+                out.append(part)
+                continue
+            pieces = part.split(token)
+            out.append(pieces[0])
+            for piece in pieces[1:]:
+                out += [text, piece]
+        parts = out
+    return b"".join(parts).decode("utf-8", errors="replace")
 
 
 def host_view(host: Host) -> dict:
-    """The ``host`` variable of templates (never the bootid)."""
-    return {
+    """The ``host`` variable of templates (never the bootid); every value script-safe (see ``safe_host``)."""
+    safe = safe_host(host)
+    return {key: safe[key] for key in ("id", "hostname", "macs", "serial", "uuid", "metadata")}
+
+
+def safe_host(host: Host) -> dict:
+    """What scripts may show of a host, keys sorted as the original's JSON file held them.
+
+    Everything accepted today is in ``ks.values``' alphabet already; a value
+    stored before (or written into the database directly) has each character
+    outside it replaced by ``_`` rather than reaching a script raw or failing
+    the machine's boot, and the log says which host and field to fix.
+    """
+    repaired: list[str] = []
+    view = {
+        "hostname": values.script_safe(host.hostname, "hostname", repaired),
         "id": host.id,
-        "hostname": host.hostname,
-        "macs": host.mac_list,
-        "serial": host.serial or "",
-        "uuid": host.uuid or "",
-        "metadata": dict(host.meta or {}),
+        "macs": [values.script_safe(m, "macs", repaired) for m in host.mac_list],
+        "metadata": values.script_safe(host.meta if isinstance(host.meta, dict) else {}, "metadata", repaired),
+        "serial": values.script_safe(host.serial or "", "serial", repaired),
+        "uuid": values.script_safe(host.uuid or "", "uuid", repaired),
     }
-
-
-def _sorted(value):
-    """Objects with their keys sorted at every level, as the original's JSON file held them."""
-    if isinstance(value, dict):
-        return {key: _sorted(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_sorted(item) for item in value]
-    return value
+    if repaired:
+        log.warning(
+            "host %d holds values that scripts cannot carry, rendered with '_': %s; correct them with edit-host",
+            host.id, ", ".join(repaired[:10]), extra={"event": "repaired", "host_id": host.id},
+        )
+    return view
 
 
 def legacy_host(host: Host, bootid: str | None) -> dict:
-    """The host record as the original kept it in known_hosts.json (keys sorted)."""
+    """The host record as the original kept it in known_hosts.json (keys sorted), for ``@VAR@``."""
+    safe = safe_host(host)
     return {
         "bootid": bootid or "",
-        "hostname": host.hostname,
+        "hostname": safe["hostname"],
         "id": host.id,
-        "macs": " ".join(m.upper() for m in host.mac_list),
-        "metadata": _sorted(host.meta or {}),
-        "serial": host.serial or "",
+        "macs": " ".join(m.upper() for m in safe["macs"]),
+        "metadata": safe["metadata"],
+        "serial": safe["serial"],
         "state": host.state,
-        "uuid": host.uuid or "",
+        "uuid": safe["uuid"],
     }
 
 
 def host_data(record: dict) -> str:
     """The original's ``@HOST_DATA@``: an iPXE ``echo`` per field (the bootid left out)."""
-    return "".join(f'echo * {key}: "{record[key]}"\n' for key in sorted(record) if key != "bootid")
+    return "".join(
+        f'echo * {key}: "{values.legacy_text(record[key])}"\n' for key in sorted(record) if key != "bootid"
+    )
 
 
 def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool) -> list[tuple[str, str]]:
@@ -249,14 +280,14 @@ def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_h
     is the current state only. Without a bootid, ``@bootid@`` stays as written.
     """
     record = legacy_host(host, bootid)
-    values = []
+    found = []
     if with_host_data:
-        values.append(("HOST_DATA", host_data(record)))
-    values += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+        found.append(("HOST_DATA", host_data(record)))
+    found += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
     record["state"] = state
-    values += [(key, value) for key, value in record.items() if not (key == "bootid" and not bootid)]
-    values += [(f"metadata.{key}", value) for key, value in record["metadata"].items()]
-    return values
+    found += [(key, values.legacy_text(value)) for key, value in record.items() if not (key == "bootid" and not bootid)]
+    found += [(f"metadata.{key}", values.legacy_text(value)) for key, value in record["metadata"].items()]
+    return found
 
 
 def urls(site: Site, host_id: int, bootid: str) -> dict:

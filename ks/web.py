@@ -6,10 +6,11 @@ import json
 from flask import Response, current_app, request
 
 from ks.errors import BadRequest
-from ks.identity import check_reported
 from ks.render import Site, site_from_base_url, split_host
+from ks.values import check_metadata
 
-MAX_METADATA_BYTES = 64 * 1024
+# A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
+MAX_METADATA_PARAMETER = 64 * 1024
 # The WSGI environment key of the server's step-aside call (see ks.server.Worker).
 STEP_ASIDE = "kiwispray.step_aside"
 
@@ -55,35 +56,19 @@ def parse_id(value: str | None, name: str = "id") -> int:
     return number
 
 
-def parse_json_object(value: str, name: str = "metadata", reported: bool = True) -> dict:
-    """A JSON object from a parameter; machine-reported strings are checked for script injection."""
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_BYTES:
-        raise BadRequest(f"{name} is larger than {MAX_METADATA_BYTES} bytes")
+def parse_json_object(value: str, name: str = "metadata") -> dict:
+    """Metadata from a parameter: a JSON object that ``ks.values.check_metadata`` accepts."""
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_PARAMETER:
+        raise BadRequest(f"{name} is larger than {MAX_METADATA_PARAMETER} bytes")
     try:
         document = json.loads(value, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest(f"{name} must be a JSON object, e.g. {{\"rack\": \"4\"}}")
-    if reported:
-        _check_strings(document, name)
-    return document
+    return check_metadata(document, name)
 
 
 def _no_constant(token: str):
     raise ValueError(f"{token} is not allowed")
-
-
-def _check_strings(value, path: str) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            check_reported(f"{path} key", key, 256)
-            _check_strings(item, f"{path}.{key}")
-    elif isinstance(value, list):
-        for item in value:
-            _check_strings(item, path)
-    elif isinstance(value, str):
-        check_reported(path, value, MAX_METADATA_BYTES)
 
 
 def site() -> Site:

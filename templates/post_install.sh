@@ -7,12 +7,12 @@ echo "KIWIspray: post-install of host {{ host.id }} ({{ state }})"
 i=0
 while [ "$i" -lt 20 ]; do
 	if command -v curl >/dev/null 2>&1; then
-		curl -fsS -o /dev/null '{{ finish_url }}' && exit 0
+		curl -fsS -o /dev/null {{ finish_url | shell }} && exit 0
 	else
-		wget -q -O /dev/null '{{ finish_url }}' && exit 0
+		wget -q -O /dev/null {{ finish_url | shell }} && exit 0
 	fi
 	i=$((i + 1))
 	sleep 3
 done
-echo "KIWIspray: could not report the end of the installation to {{ base_url }}" >&2
+echo "KIWIspray: could not report the end of the installation to" {{ base_url | shell }} >&2
 exit 1

@@ -117,7 +117,7 @@ def test_full_chain_wipe_then_image_then_disk(client, db, root):
     assert "\nexit" in script and "kernel" not in script
     assert count_hosts(db) == 1
     kinds = [e[0] for e in events(db, 1)]
-    assert kinds == ["register", "boot", "state", "boot", "finish", "boot", "finish", "boot"]
+    assert kinds == ["register", "boot", "state", "boot", "post-install", "finish", "boot", "finish", "boot"]
 
 
 def test_retried_finish_advances_once(client, db):

@@ -71,7 +71,7 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
         (["-i", "99", "-s", "image1"], 1, "no host with id 99"),
         (["--mac", "zz", "-s", "image1"], 1, "is not a MAC address"),
         (["-i", "1", "-s", "new,image1"], 1, "can only be the last"),
-        (["-i", "1", "-n", "bad name"], 1, "not a valid hostname"),
+        (["-i", "1", "-n", "bad name"], 1, "hostname contains the character ' '"),
         (["-i", "1", "--set-macs", MAC2], 1, "already belongs to another host"),
     ],
 )

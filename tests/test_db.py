@@ -53,7 +53,7 @@ def test_direct_writes_store_what_the_orm_reads(db):
     def boot(tx):
         host = machines.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
         tx.execute(machines._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": tx.timestamp(when),
-                                      "deadline": tx.timestamp(when)})
+                                      "deadline": tx.timestamp(when), "address": "192.0.2.7"})
         return host
 
     db.write_direct(boot)
@@ -61,6 +61,7 @@ def test_direct_writes_store_what_the_orm_reads(db):
         host = session.get(Host, 1)
         assert (host.state, host.serial, host.meta, host.boot_finished) == ("wipe,image1", "SER-1", {}, False)
         assert host.last_boot_at == when and host.deadline_at == when and host.mac_list == ["52:54:00:12:34:56"]
+        assert host.boot_address == "192.0.2.7"
         assert host.created_at.tzinfo is not None
 
 

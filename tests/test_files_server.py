@@ -2,10 +2,12 @@
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -13,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+import requests
+
+from conftest import REPO, run_edit_host
 from server import ServerProcess, free_port
 
 pytestmark = pytest.mark.e2e
@@ -268,3 +272,34 @@ def test_nginx_front_serves_images_kiwispray_allows(nginx_front, big):
     # The internal location is not a way around KIWIspray's checks.
     assert raw(port, "/_kiwispray_images/image1/pxeboot.kernel").status == 404
     assert raw(port, "/images/image1/big.raw", "HEAD").headers["content-length"] == str(BIG)
+
+
+
+def download_events(root: Path) -> list[str]:
+    """The details of host 1's download events."""
+    events = json.loads(run_edit_host(root, "-i", "1", "--history", "--json").stdout)
+    return [e["detail"] for e in events if e["kind"] == "download"]
+
+
+def test_the_download_of_a_disk_sent_with_sendfile_is_recorded_with_its_bytes(root, big):
+    """Through gunicorn's sendfile: the whole disk, then a download the client drops half way."""
+    shutil.copy(root / "images" / "image1" / "big.raw", root / "images" / "image1" / "Image1.xz")
+    with ServerProcess(root, "--workers", "1", "--threads", "4") as srv:
+        requests.get(srv.url + "/bootstrap?net0=52-54-00-00-00-01", timeout=10)
+        run_edit_host(root, "-i", "1", "-s", "image1")
+        requests.get(srv.url + "/bootstrap?net0=52-54-00-00-00-01", timeout=10)
+        assert len(raw(srv.port, "/images/image1/Image1.xz").body) == BIG
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            s.sendall(b"GET /images/image1/Image1.xz HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(64 * 1024)
+            time.sleep(0.5)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        deadline = time.monotonic() + 30
+        while len(events := download_events(root)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+    assert len(events) == 2, events
+    whole, dropped = events
+    assert whole.startswith(f"Image1.xz: {BIG} of {BIG} bytes in ") and whole.endswith(" to 127.0.0.1"), whole
+    sent = int(dropped.split()[1])
+    assert 0 < sent < BIG and dropped.endswith("(incomplete: the client went away)"), dropped

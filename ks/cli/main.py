@@ -10,6 +10,7 @@ from ks import __version__, config
 from ks.cli.common import Site, fail, root_option
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
+from ks.cli.kiwi import kiwi
 from ks.cli.token import token
 from ks.errors import KSError
 
@@ -252,6 +253,7 @@ def pxelinux_sync(site: Site):
 
 
 cli.add_command(image)
+cli.add_command(kiwi)
 cli.add_command(token)
 cli.add_command(host_group)
 cli.add_command(config_group)

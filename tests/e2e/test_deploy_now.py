@@ -59,6 +59,7 @@ def test_deploy_now_reinstalls_a_running_machine(lab, start_bmc):
         ("state", "image1"),
         ("power", "cycle sent"),
         ("boot", "image1"),
+        ("post-install", "image1"),
         ("finish", "finished"),
         ("boot", "finished"),
         ("power", "off sent"),

@@ -99,17 +99,19 @@ def test_machine_installs_once_then_boots_its_disk(lab, firmware):
     assert chains(lab) == [(1, "finished", [mac])]
 
     events = history(lab)
-    assert events[:8] == [
+    assert events[:10] == [
         ("register", "new"),
         ("boot", "new"),  # polls while waiting are not boots
         ("state", "wipe,image1"),
         ("boot", "wipe,image1"),
+        ("post-install", "wipe,image1"),
         ("finish", "image1"),
         ("boot", "image1"),
+        ("post-install", "image1"),
         ("finish", "finished"),
         ("boot", "finished"),
     ]
-    assert set(events[8:]) <= {("boot", "finished")}  # OVMF's own PXE asked once more
+    assert set(events[10:]) <= {("boot", "finished")}  # OVMF's own PXE asked once more
 
 
 def test_identity_conflict_waits_for_the_operator(lab):

@@ -1,7 +1,7 @@
 """encrypt bmc passwords
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02 17:30:00
 
 BMC passwords were stored in clear; from here on they are Fernet tokens under
@@ -12,8 +12,8 @@ the schema does not change.
 from alembic import context, op
 from sqlalchemy import text
 
-revision = '0004'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,168 @@
+"""What a value from a machine or an operator may be, and how it is written into scripts. Pure.
+
+Hostnames, serials, UUIDs and metadata end up in iPXE and shell scripts, legacy
+``@VAR@`` ones substituted as plain text. Rather than listing what is dangerous
+in two script languages, values are held to an alphabet that means nothing in
+either: ASCII letters, digits, space and ``_ . : / @ + = , -``. No ``$`` (iPXE's
+``${…}`` and the shell's expansions), no quotes, backslash or backtick, no
+``; & | < > ( )`` (commands, redirections, process substitution), no
+``* ? [ ] ~ { } !`` (globs, tilde, brace and history expansion), no ``#``
+(comments), no control characters, no non-ASCII (so no lone surrogates, no
+look-alikes). ``@`` is kept for e-mail-like values; legacy templates substitute
+in one pass, so a value ``@bootid@`` stays text.
+
+Metadata is a JSON object of such strings, numbers, booleans, null and nested
+objects, bounded in depth and size. Lists are refused: the original's legacy
+rendering prints them as Python's ``['a']``, a glob in a shell script.
+"""
+
+import json
+import math
+import shlex
+import string
+
+from ks.errors import BadRequest
+
+SAFE_CHARACTERS = frozenset(string.ascii_letters + string.digits + " _.:/@+=,-")
+REPLACEMENT = "_"
+
+MAX_DEPTH = 8  # nested objects in metadata, the top level being 1
+MAX_METADATA_BYTES = 16 * 1024  # one host's metadata as compact JSON
+MAX_KEY_LENGTH = 64
+MAX_VALUE_LENGTH = 1024
+
+
+def check_text(name: str, value, limit: int = MAX_VALUE_LENGTH, spaces: bool = True) -> str:
+    """``value`` if it is a string of the safe alphabet at most ``limit`` long; else BadRequest."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if len(value) > limit:
+        raise BadRequest(f"{name} is longer than {limit} characters")
+    for char in value:
+        if char not in SAFE_CHARACTERS or (char == " " and not spaces):
+            allowed = "letters, digits, space and _.:/@+=,-" if spaces else "letters, digits and _.:/@+=,-"
+            raise BadRequest(
+                f"{name} contains the character {char!r}; it may hold only {allowed}, "
+                "because it is written into boot and shell scripts"
+            )
+    return value
+
+
+def check_metadata(document, name: str = "metadata") -> dict:
+    """``document`` if it is acceptable host metadata (see the module's docstring); else BadRequest."""
+    if not isinstance(document, dict):
+        raise BadRequest(f"{name} must be a JSON object, e.g. {{\"rack\": \"4\"}}")
+    _check_object(document, name, 1)
+    size = len(json.dumps(document, separators=(",", ":")))
+    if size > MAX_METADATA_BYTES:
+        raise BadRequest(f"{name} would be {size} bytes as JSON; a host's metadata may hold at most {MAX_METADATA_BYTES}")
+    return document
+
+
+def _check_object(obj: dict, path: str, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise BadRequest(f"{path} is nested deeper than {MAX_DEPTH} levels")
+    for key, value in obj.items():
+        check_text(f"{path} key {key[:40]!r}" if isinstance(key, str) else f"{path} key", key, MAX_KEY_LENGTH)
+        if not key:
+            raise BadRequest(f"{path} has an empty key")
+        where = f"{path}.{key}"
+        if isinstance(value, dict):
+            _check_object(value, where, depth + 1)
+        elif isinstance(value, str):
+            check_text(where, value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise BadRequest(f"{where} is not a finite number")
+        elif isinstance(value, list):
+            raise BadRequest(f"{where} is a list; metadata values are strings, numbers, booleans, null or objects")
+        elif value is not None and not isinstance(value, (bool, int, float)):
+            raise BadRequest(f"{where} has an unsupported type")
+
+
+def load_stored_json(text: str):
+    """Decode a JSON column as stored; nesting too deep for Python to read gives a marker, not a crash."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return {"unreadable": "stored metadata nested too deep to read, set it again with edit-host -m"}
+
+
+# -- writing values into scripts ---------------------------------------------------
+
+
+def safe_text(value: str) -> str:
+    """``value`` with every character outside the safe alphabet replaced by ``_``."""
+    return "".join(c if c in SAFE_CHARACTERS else REPLACEMENT for c in value)
+
+
+def script_safe(value, path: str, repaired: list[str], depth: int = 1):
+    """A copy of a stored value that any script can carry: keys sorted, strings in the alphabet.
+
+    Values stored before these checks existed (or written into the database
+    directly) may hold anything; each place that had to be changed is appended
+    to ``repaired`` so that the caller can say so in the log.
+    """
+    if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+        repaired.append(f"{path} (nested too deep)")
+        return "..."
+    if isinstance(value, list):
+        repaired.append(f"{path} (a list)")
+        return [script_safe(item, path, repaired, depth + 1) for item in value]
+    if isinstance(value, dict):
+        copy = {}
+        for key in sorted(value, key=str):
+            name = safe_text(str(key))
+            if name != key:
+                repaired.append(f"{path} key {name}")
+            copy[name] = script_safe(value[key], f"{path}.{name}", repaired, depth + 1)
+        return copy
+    if isinstance(value, str):
+        text = safe_text(value)
+        if text != value:
+            repaired.append(path)
+        return text
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    repaired.append(f"{path} ({type(value).__name__})")
+    return safe_text(str(value))
+
+
+def legacy_text(value) -> str:
+    """What a legacy ``@VAR@`` placeholder becomes for a ``script_safe`` value: the original's ``str()``.
+
+    Objects print as Python's ``{'a': 'b'}``: their keys and strings are in the
+    alphabet, so the quotes pair up and the braces never form an expansion. A
+    list (stored before lists were refused) would print as a glob, ``['a']``:
+    its brackets become ``_``.
+    """
+    text = str(value)
+    return text.replace("[", REPLACEMENT).replace("]", REPLACEMENT) if isinstance(value, (dict, list)) else text
+
+
+def shell_quote(value) -> str:
+    """The Jinja2 ``shell`` filter: one shell word that stands for exactly ``value``."""
+    return shlex.quote(str(value))
+
+
+def ipxe_text(value) -> str:
+    """The Jinja2 ``ipxe`` filter: ``value`` made inert in an iPXE line (iPXE has no quoting).
+
+    Every character outside the safe alphabet becomes ``_``: no ``${…}``
+    expansion, no ``||``/``&&``/``;``, no line break can result.
+    """
+    return safe_text(str(value))
+
+
+def printable(value) -> str:
+    """``value`` for a listing on a terminal: control characters, surrogates and non-characters escaped."""
+    text = str(value)
+    if text.isprintable() and not any(_unshowable(c) for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if _unshowable(c) or not c.isprintable() else c for c in text)
+
+
+def _unshowable(char: str) -> bool:
+    code = ord(char)
+    return 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
