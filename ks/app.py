@@ -9,6 +9,7 @@ from ks import config, images
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
+from ks.ratelimit import TokenBucket
 from ks.render import Renderer
 from ks.web import text
 
@@ -23,6 +24,8 @@ class Services:
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
         self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
+        # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
+        self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
 
 
 def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
@@ -44,6 +47,14 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
     metrics.init_app(app)
+
+    @app.after_request
+    def no_body_no_type(response):
+        # Flask gives every response a Content-Type, text/html by default; a
+        # 204 has no content to have a type.
+        if response.status_code == 204:
+            response.headers.pop("Content-Type", None)
+        return response
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, request
 
 from ks import files, images, machines, metrics, present, render, states
-from ks.errors import BadRequest, UnsupportedMediaType
+from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
@@ -40,16 +40,18 @@ def bootstrap():
     """Identify or register the machine, rotate its bootid, answer its state's script."""
     ks = services()
     ident = parse_boot_args(request.args.to_dict(flat=False))
-    if not ident:
-        raise BadRequest("no MAC, serial or UUID given; boot through /bootstrap.ipxe")
+    if not ident.macs:
+        raise BadRequest("no MAC given (net0=...); boot through /bootstrap.ipxe, which sends them")
     poll = one("poll") == "1"
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
     outcome = ks.db.write_direct(
         lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
-                                 address=request.remote_addr)
+                                 may_register=ks.registrations.take, address=request.remote_addr)
     )
     url = poll_url(where.base_url, ident)
+    if outcome.busy:
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
     if outcome.conflict:
         if not poll:
             log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
@@ -112,10 +114,14 @@ def finish():
 
 @bp.get("/state")
 def state():
-    """The machine's current state, one line."""
+    """The machine's current state, one line; needs its bootid unless the site lists hosts publicly."""
+    ks = services()
     host_id = parse_id(one("id"))
-    with services().db.read() as session:
+    bootid = one("bootid")
+    with ks.db.read() as session:
         host = machines.get_host(session, host_id)
+        if not ks.settings["PUBLIC_HOSTS"]:
+            machines.check_bootid(host, bootid)
         return text(states.current(states.parse_chain(host.state)) + "\n")
 
 
@@ -148,7 +154,12 @@ def update():
 
 @bp.get("/hosts")
 def hosts():
-    """All hosts as a text table (no bootids, no MACs)."""
+    """All hosts as the original's text table (no bootids, no MACs), if the site lists them publicly."""
+    if not services().settings["PUBLIC_HOSTS"]:
+        raise Forbidden(
+            "this server does not list its hosts (the listing shows every serial); "
+            "`edit-host -l` on the server does, and `kiwispray serve --public-hosts` turns the listing on"
+        )
     with services().db.read() as session:
         return text(present.hosts_table(machines.list_hosts(session)))
 

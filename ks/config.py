@@ -52,6 +52,19 @@ DEFAULTS = {
     # With a front web server: the internal location that serves images/ (nginx's
     # X-Accel-Redirect); empty: this server sends image files itself.
     "X_ACCEL_REDIRECT": "",
+    # Whether GET /hosts lists every host (id, hostname, state, serial) to anyone on
+    # the boot network and /state answers without the host's bootid, as the original did.
+    "PUBLIC_HOSTS": False,
+    # Unknown machines registered per minute by one server (bursts of as many);
+    # further ones get a script that asks again later, and nothing is stored. 0: no limit.
+    "REGISTRATIONS_PER_MINUTE": 120,
+    # Seconds a client may take to send a request's headers; 0: no limit. They
+    # are received without holding a server thread either way.
+    "HEADER_TIMEOUT": 10.0,
+    # The Fernet key that encrypts BMC passwords in the database; empty: the key
+    # file SECRET_KEY_FILE (empty: <ROOT>/kiwispray.key, created when first needed).
+    "SECRET_KEY": "",
+    "SECRET_KEY_FILE": "",
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -73,7 +86,14 @@ ENV_VARS = {
     "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
     "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
     "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
+    "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
+    "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
+    "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
+    "KS_SECRET_KEY": ("SECRET_KEY", str),
+    "KS_SECRET_KEY_FILE": ("SECRET_KEY_FILE", str),
 }
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def from_env(environ=None) -> dict:
@@ -82,6 +102,12 @@ def from_env(environ=None) -> dict:
     settings = {}
     for var, (key, kind) in ENV_VARS.items():
         if environ.get(var, "") == "":
+            continue
+        if kind == "flag":
+            value = _FLAGS.get(environ[var].strip().lower())
+            if value is None:
+                raise ConfigError(f"{var}={environ[var]!r} is not a valid flag; use 1 or 0")
+            settings[key] = value
             continue
         try:
             settings[key] = kind(environ[var])
@@ -104,7 +130,7 @@ def resolve(overrides=None, environ=None) -> dict:
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
     if settings["RUNNING_REQUESTS"] < 0:
         raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
-    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL"):
+    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
     if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):

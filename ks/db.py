@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -68,10 +68,13 @@ class Database:
         self.url = url
         self._write_lock = contextlib.nullcontext()
         if url.startswith("sqlite"):
-            path = url.split("///", 1)[-1]
+            path = make_url(url).database or ""  # empty for sqlite:// (in memory)
             file = path and path != ":memory:" and not path.startswith("file:")
             if file:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # Created 0600 before SQLite opens it: the database holds the site's hosts and
+                # BMC credentials. SQLite gives its -wal and -shm files the database's mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self.engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, "BEGIN")
             self._write_lock = WriterLock(f"{path}-writer" if file else None)
@@ -213,7 +216,7 @@ class WriterLock:
         if self.path is not None and self._pid != os.getpid():
             self._pid = os.getpid()
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o664)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 log.warning("cannot open %s (%s); writers wait in SQLite's busy handler instead", self.path, exc)
                 self._fd = None

@@ -23,6 +23,12 @@ class Unauthorized(KSError):
     status = 401
 
 
+class Forbidden(KSError):
+    """Something this server is set up not to reveal."""
+
+    status = 403
+
+
 class NotFound(KSError):
     """An id, host, image or file that does not exist."""
 
@@ -55,6 +61,12 @@ class IdentityConflict(Conflict):
 
 class ConfigError(KSError):
     """A setting that cannot work, such as a root directory that does not exist."""
+
+
+class SecretKeyError(KSError):
+    """The key that encrypts BMC passwords is missing or is not the one they were encrypted with."""
+
+    status = 500
 
 
 class ImageError(KSError):

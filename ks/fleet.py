@@ -2,7 +2,11 @@
 
 from ks import images, machines, states
 from ks.db import Database
-from ks.errors import NotFound
+from ks.errors import BadRequest, NotFound
+
+# Hosts one deploy may name: every one is a state change and a history line in one
+# transaction, which holds the writer lock (and so every boot) until it commits.
+MAX_DEPLOY_HOSTS = 1000
 
 
 def configurations(root: str) -> list[dict]:
@@ -15,14 +19,16 @@ def deploy(db: Database, root: str, config: str, refs: list[str], source: str) -
     """Give every host in ``refs`` (ids, MACs, names) the configuration; all or nothing.
 
     Returns the host ids, each once. NotFound for an unknown configuration or host,
-    before anything changes.
+    BadRequest for more than ``MAX_DEPLOY_HOSTS`` references, before anything changes.
     """
+    if len(refs) > MAX_DEPLOY_HOSTS:
+        raise BadRequest(f"{len(refs)} hosts named; a deploy takes at most {MAX_DEPLOY_HOSTS}, split it into several")
     if config not in {c["name"] for c in configurations(root)}:
         raise NotFound(f"configuration {config[:64]!r} not found; `config list` shows them")
     chain = states.parse_chain(config)
 
     def work(session):
-        hosts = list(dict.fromkeys(machines.resolve(session, ref) for ref in refs))
+        hosts = machines.resolve_many(session, refs)
         for host in hosts:
             machines.set_state(session, host, chain, source)
         return [h.id for h in hosts]

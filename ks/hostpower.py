@@ -2,9 +2,9 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ks import machines, power
+from ks import machines, power, vault
 from ks.db import Database
-from ks.errors import Conflict, InvalidBMCAddress, KSError
+from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
 from ks.power import discovery
 
 POWER = "power"
@@ -25,6 +25,12 @@ def _options(settings: dict) -> dict:
     return {"verify": verify_setting(settings["BMC_VERIFY"]), "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"])}
 
 
+def credentials(host, settings: dict) -> tuple[str, str, str]:
+    """The host's BMC address, username and (decrypted) password."""
+    password = vault.of(settings).decrypt(host.bmc_password) if host.bmc_password else ""
+    return host.bmc_address, host.bmc_username or "", password
+
+
 def power_host(db: Database, host_id: int, action: str, source: str, settings: dict) -> str:
     """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
 
@@ -32,7 +38,7 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
     """
     with db.read() as session:
         host = machines.get_host(session, host_id)
-        bmc = (host.bmc_address, host.bmc_username or "", host.bmc_password or "")
+        bmc = credentials(host, settings)
     if not bmc[0]:
         how = (f'PATCH /api/v1/hosts/{host_id} {{"bmc": {{"address": URL, ...}}}}' if source == "api"
                else f"edit-host -i {host_id} --bmc URL")
@@ -64,14 +70,21 @@ def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict)
 
 
 def power_states(hosts, settings: dict) -> dict[int, str | None]:
-    """Power state of each host with a BMC (None without), queried in parallel."""
-    with_bmc = [h for h in hosts if h.bmc_address]
-    states = power.status_many(
-        [(h.bmc_address, h.bmc_username or "", h.bmc_password or "") for h in with_bmc],
-        timeout=settings["POWER_STATUS_TIMEOUT"],
-        **_options(settings),
-    )
-    found = {h.id: s.state for h, s in zip(with_bmc, states)}
+    """Power state of each host with a BMC (None without), queried in parallel.
+
+    A host whose password cannot be decrypted (a lost key) shows ``unknown``: one
+    such host must not break the listing of all.
+    """
+    with_bmc, bmcs, found = [], [], {}
+    for host in hosts:
+        if host.bmc_address:
+            try:
+                bmcs.append(credentials(host, settings))
+                with_bmc.append(host)
+            except SecretKeyError:
+                found[host.id] = "unknown"
+    states = power.status_many(bmcs, timeout=settings["POWER_STATUS_TIMEOUT"], **_options(settings))
+    found.update({h.id: s.state for h, s in zip(with_bmc, states)})
     return {h.id: found.get(h.id) for h in hosts}
 
 

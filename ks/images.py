@@ -36,6 +36,12 @@ REPLACED_ARGS = ("rd.kiwi.install.image=",)
 IMAGE_URL = "@IMAGE_URL@"
 # Per-image settings, e.g. ``deploy_timeout = 5400``.
 SETTINGS_FILE = "kiwispray.toml"
+# An operator's templates in an image directory (see ks.render).
+TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl")
+# Never served: templates show how a site installs its machines (and may hold
+# credentials), settings and dotfiles (.kiwispray.json: where an image came from) are
+# for this server. Everything else in an image directory is the image.
+PRIVATE_FILES = frozenset(TEMPLATE_FILES + (SETTINGS_FILE,))
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +165,12 @@ class DeployTimeouts:
 
 
 def resolve_file(root: str | Path, relpath: str) -> Path:
-    """The real path of ``images/<relpath>``; NotFound for anything outside ``images/``.
+    """The real path of ``images/<relpath>``; NotFound for anything but an image's own files.
 
-    Refuses ``..`` components, absolute paths, NUL bytes, directories and
-    symlinks whose target leaves ``images/``.
+    Refuses ``..`` components, absolute paths, NUL bytes, directories,
+    symlinks whose target leaves ``images/``, and the private files of an
+    image directory (``PRIVATE_FILES``, dotfiles, anything in a dot-directory),
+    by the name asked for and by the name a symlink leads to.
     """
     base = images_dir(root).resolve()
     parts = relpath.split("/")
@@ -171,4 +179,10 @@ def resolve_file(root: str | Path, relpath: str) -> Path:
     candidate = (base / relpath).resolve()
     if not candidate.is_relative_to(base) or not candidate.is_file():
         raise NotFound("no such image file")
+    if _private(parts) or _private(candidate.relative_to(base).parts):
+        raise NotFound("no such image file")
     return candidate
+
+
+def _private(parts) -> bool:
+    return parts[-1] in PRIVATE_FILES or any(part.startswith(".") for part in parts)

@@ -6,13 +6,16 @@ of time: ISO 8601 in UTC with milliseconds. JSON lines carry ``time``,
 structured fields a log call passes in ``extra`` (boot decisions: ``event``,
 ``host_id``, ``state``, ``template``) and, for gunicorn's access log, the
 request's fields. Bootids never reach a log: the access log shows them as
-``bootid=-``, in both formats.
+``bootid=-``, in both formats, however the client spelled the parameter's name
+(``boot%69d=`` is ``bootid=`` to the application too); gunicorn's own messages,
+which may quote a raw request line, are redacted the same way and cut short.
 """
 
 import json
 import logging
 import re
 from datetime import datetime, timezone
+from urllib.parse import unquote_plus
 
 from gunicorn import glogging
 
@@ -21,7 +24,12 @@ TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 # gunicorn's default access line without its own time (%(t)s): the line's time says it.
 ACCESS_FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 
-_BOOTID = re.compile(r"(bootid=)[^&\s\"]*", re.IGNORECASE)
+# Query parameters whose values never reach a log, compared by their decoded name in any case.
+SECRET_PARAMS = frozenset({"bootid"})
+# name=value in a query string, a request line or a message quoting one.
+_PARAM = re.compile(r"(?<![^?&;\s\"'])([^=&;?/\s\"']+)=([^&;\s\"']*)")
+# Longest gunicorn message logged whole; a raw request line can be kilobytes of anything.
+MAX_MESSAGE = 512
 # Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 # gunicorn's access-log atoms worth a field of their own.
@@ -30,8 +38,26 @@ _ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "query": "q", "stat
 
 
 def hide_bootids(text: str) -> str:
-    """The text with every ``bootid=`` value replaced by ``-``."""
-    return _BOOTID.sub(r"\1-", text)
+    """The text with the value of every secret parameter (``bootid=``, however encoded) replaced by ``-``."""
+    return _PARAM.sub(_hide, text)
+
+
+def _hide(match: re.Match) -> str:
+    name = match.group(1)
+    for _ in range(3):  # a name encoded twice is not the parameter, but costs nothing to hide
+        name = unquote_plus(name)
+    return f"{match.group(1)}=-" if name.strip().lower() in SECRET_PARAMS else match.group(0)
+
+
+class RedactFilter(logging.Filter):
+    """gunicorn's error log: messages without secret parameters, at most ``MAX_MESSAGE`` characters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = hide_bootids(record.getMessage())
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
+        record.msg, record.args = message, ()
+        return True
 
 
 def timestamp(record: logging.LogRecord) -> str:
@@ -87,6 +113,7 @@ class GunicornLogger(glogging.Logger):
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
+        self.error_log.addFilter(RedactFilter())
         for handler in self.error_log.handlers + self.access_log.handlers:
             handler.setFormatter(formatter(self.log_format))
 

@@ -23,6 +23,7 @@ from ks.identity import MAX_MACS, Identity, normalize_mac
 from ks.values import check_metadata, check_text, load_stored_json
 from ks.db import Transaction, mark_changed
 from ks.models import Event, Host, HostMac, UTCDateTime, utcnow
+from ks.vault import Vault
 
 # Event kinds and sources as they appear in the history.
 BOOT, REGISTER, STATE, FINISH, UPDATE, CONFLICT, EDIT = "boot", "register", "state", "finish", "update", "conflict", "edit"
@@ -41,12 +42,11 @@ def new_bootid() -> str:
 
 # The boot path: SQL run on the driver's connection (``Database.write_direct``),
 # plain enough for SQLite and PostgreSQL alike; each lookup goes through an index.
-# Hosts with their MACs, one row per MAC (mac NULL for a host without any).
-_HOST_ROWS = (
-    "SELECT h.id, h.hostname, h.state, h.serial, h.uuid, h.metadata, h.failed_at IS NOT NULL, m.mac"
-    " FROM hosts h LEFT JOIN host_macs m ON m.host_id = h.id"
-)
-_HOST_BY_ID = _HOST_ROWS + " WHERE h.id = :host_id ORDER BY m.position"
+# A boot first finds the ids of the hosts its identifiers belong to, then reads
+# the one host (its metadata once) and its MACs (short rows) apart: a join would
+# repeat the whole metadata on every MAC's row, while the writer lock is held.
+_HOST = "SELECT id, hostname, state, serial, uuid, metadata, failed_at IS NOT NULL FROM hosts WHERE id = :host_id"
+_MACS = "SELECT mac FROM host_macs WHERE host_id = :host_id ORDER BY position"
 _REGISTER = (
     "INSERT INTO hosts (hostname, serial, uuid, state, metadata, boot_finished, created_at, updated_at)"
     " VALUES ('not-set', :serial, :uuid, :state, '{}', FALSE, :now, :now) RETURNING id"
@@ -68,15 +68,14 @@ _SEEN = "UPDATE hosts SET last_seen_at = :now WHERE id = :host_id"
 
 
 @functools.cache
-def _hosts_by_identifiers(mac_count: int) -> str:
-    """Hosts owning any of ``mac_count`` MACs (:mac0, :mac1, ...), the :serial or the :uuid."""
+def _host_ids_by_identifiers(mac_count: int) -> str:
+    """Ids of the hosts owning any of ``mac_count`` MACs (:mac0, :mac1, ...), the :serial or the :uuid."""
     macs = ", ".join(f":mac{i}" for i in range(mac_count)) or "NULL"
-    ids = (
+    return (
         f"SELECT host_id FROM host_macs WHERE mac IN ({macs})"
         " UNION SELECT id FROM hosts WHERE serial = :serial UNION SELECT id FROM hosts WHERE uuid = :uuid"
+        " ORDER BY 1"
     )
-    return _HOST_ROWS + f" WHERE h.id IN ({ids}) ORDER BY h.id, m.position"
-
 
 
 
@@ -133,6 +132,42 @@ def resolve(session: Session, ref: str) -> Host:
     return hosts[0]
 
 
+def resolve_many(session: Session, refs: list[str]) -> list[Host]:
+    """``resolve`` for many references at once (three queries), each host once, in the order given.
+
+    NotFound names the first reference that matches no host.
+    """
+    kinds: dict[str, tuple[str, object]] = {}
+    for ref in dict.fromkeys((ref or "").strip() for ref in refs):
+        if ref.isascii() and ref.isdigit() and len(ref) <= 19:
+            kinds[ref] = ("id", int(ref))
+            continue
+        try:
+            kinds[ref] = ("mac", normalize_mac(ref))
+        except BadRequest:
+            kinds[ref] = ("name", ref)
+    wanted = {kind: [v for k, v in kinds.values() if k == kind] for kind in ("id", "mac", "name")}
+    found: dict[tuple[str, object], Host] = {}
+    for host in session.scalars(select(Host).where(Host.id.in_(wanted["id"]))) if wanted["id"] else ():
+        found["id", host.id] = host
+    if wanted["mac"]:
+        rows = session.execute(select(HostMac.mac, Host).join(Host).where(HostMac.mac.in_(wanted["mac"])))
+        for mac, host in rows:
+            found["mac", mac] = host
+    if wanted["name"]:
+        for host in session.scalars(select(Host).where(Host.hostname.in_(wanted["name"]))):
+            if ("name", host.hostname) in found:
+                raise Conflict(f"several hosts are called {host.hostname[:64]!r}; use the id or a MAC")
+            found["name", host.hostname] = host
+    missing = {"id": "no host with id {}", "mac": "no host with MAC {}", "name": "no host with id, MAC or name {!r}"}
+    hosts = []
+    for ref, key in kinds.items():
+        if key not in found:
+            raise NotFound(missing[key[0]].format(key[1] if key[0] != "name" else ref[:64]))
+        hosts.append(found[key])
+    return list(dict.fromkeys(hosts))
+
+
 @dataclass(frozen=True)
 class HostInfo:
     """What rendering needs of a host, read without the ORM's unit of work (the boot hot path)."""
@@ -147,43 +182,46 @@ class HostInfo:
     failed: bool
 
 
-def _host_infos(rows) -> list[HostInfo]:
-    """One HostInfo per host from rows of ``_HOST_ROWS``, in the rows' order."""
-    hosts: dict[int, HostInfo] = {}
-    for host_id, hostname, state, serial, uuid, meta, failed, mac in rows:
-        host = hosts.get(host_id)
-        if host is None:
-            # The driver hands JSON over as text (SQLite) or already decoded (PostgreSQL).
-            meta = load_stored_json(meta) if isinstance(meta, str) else meta
-            host = hosts[host_id] = HostInfo(host_id, hostname, state, serial, uuid, meta or {}, [], bool(failed))
-        if mac is not None:
-            host.mac_list.append(mac)
-    return list(hosts.values())
-
-
 def host_info(tx: Transaction, host_id: int) -> HostInfo:
-    """Read one host and its MACs with one indexed query."""
-    return _host_infos(tx.execute(_HOST_BY_ID, {"host_id": host_id}).fetchall())[0]
+    """Read one host, then its MACs (two queries through the primary key and the host_id index)."""
+    host_id, hostname, state, serial, uuid, meta, failed = tx.execute(_HOST, {"host_id": host_id}).fetchone()
+    macs = [mac for (mac,) in tx.execute(_MACS, {"host_id": host_id}).fetchall()]
+    # The driver hands JSON over as text (SQLite) or already decoded (PostgreSQL).
+    meta = load_stored_json(meta) if isinstance(meta, str) else meta
+    return HostInfo(host_id, hostname, state, serial, uuid, meta or {}, macs, bool(failed))
 
 
-def matching_hosts(tx: Transaction, ident: Identity) -> list[HostInfo]:
-    """All hosts that own any of the identifiers, with their MACs (one query, each lookup indexed)."""
+def matching_host_ids(tx: Transaction, ident: Identity) -> list[int]:
+    """Ids of all hosts that own any of the identifiers (one query, each lookup indexed)."""
     if not ident:
         return []
     params = {f"mac{i}": mac for i, mac in enumerate(ident.macs)}
     params.update(serial=ident.serial, uuid=ident.uuid)
-    return _host_infos(tx.execute(_hosts_by_identifiers(len(ident.macs)), params).fetchall())
+    return [host_id for (host_id,) in tx.execute(_host_ids_by_identifiers(len(ident.macs)), params).fetchall()]
 
 
 def identify(tx: Transaction, ident: Identity) -> HostInfo | None:
-    """The one host these identifiers belong to, None if unknown; IdentityConflict if several."""
-    hosts = matching_hosts(tx, ident)
-    if len(hosts) > 1:
-        ids = [host.id for host in hosts]
+    """The one host these identifiers belong to, None if unknown; IdentityConflict if several.
+
+    A serial or UUID is printed on the case and shown in listings, so it only
+    confirms a machine that also reports one of the host's MACs: a boot that
+    matches by serial or UUID alone is a conflict too, and changes nothing.
+    """
+    ids = matching_host_ids(tx, ident)
+    if len(ids) > 1:
         raise IdentityConflict(
             f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
         )
-    return hosts[0] if hosts else None
+    if not ids:
+        return None
+    host = host_info(tx, ids[0])
+    if not set(ident.macs) & set(host.mac_list):
+        raise IdentityConflict(
+            f"the serial or UUID of host {host.id} was reported with none of its MACs ({ident.describe()});"
+            f" if this is that machine with new network cards, add one: edit-host -i {host.id} --set-macs",
+            [host.id],
+        )
+    return host
 
 
 def _record(tx: Transaction, host_id: int, kind: str, source: str, before=None, after=None, detail: str = "") -> None:
@@ -193,8 +231,8 @@ def _record(tx: Transaction, host_id: int, kind: str, source: str, before=None, 
 
 def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str) -> HostInfo:
     """Create a host for a machine seen for the first time."""
-    if not ident:
-        raise BadRequest("the machine reported no MAC, serial or UUID; nothing identifies it")
+    if not ident.macs:
+        raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
     state = states.format_chain(chain)
     params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": tx.timestamp(utcnow())}
     host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
@@ -230,6 +268,8 @@ class Boot:
     bootid: str | None = None
     conflict: IdentityConflict | None = None
     registered: bool = False
+    # An unknown machine turned away: too many registrations in the last minute.
+    busy: bool = False
 
     @property
     def chain(self) -> states.Chain:
@@ -242,6 +282,7 @@ def boot(
     initial_chain: states.Chain,
     poll: bool = False,
     deploy_timeout: Callable[[str], int] | None = None,
+    may_register: Callable[[], bool] | None = None,
     address: str | None = None,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
@@ -249,9 +290,11 @@ def boot(
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. ``address`` is the machine's network address, kept so that its
-    installer's image download can be told apart. Runs in ``Database.write_direct``: every boot of every machine
-    comes through here.
+    0 for none. An unknown machine is registered only if ``may_register()``
+    says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
+    is the machine's network address, kept so that its installer's image
+    download can be told apart. Runs in ``Database.write_direct``: every boot
+    of every machine comes through here.
     """
     now = utcnow()
     try:
@@ -263,6 +306,8 @@ def boot(
         return Boot(host=None, conflict=conflict)
     registered = host is None
     if registered:
+        if may_register is not None and not may_register():
+            return Boot(host=None, busy=True)
         host = register(tx, ident, initial_chain, "bootstrap")
     else:
         host = learn(tx, host, ident, "bootstrap")
@@ -372,9 +417,14 @@ def _check_mac_count(count: int) -> None:
 
 
 def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:
-    """Replace the host's whole chain (an operator's decision)."""
+    """Replace the host's whole chain (an operator's decision).
+
+    The bootid handed out before is void: a late /finish of the boot that ran
+    before the change must not pop a step of the new chain, which never ran.
+    """
     before = host.state
     host.state = states.format_chain(chain)
+    host.bootid_hash = None
     # A new chain is a fresh start: its first boot sets a new deadline.
     host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
@@ -410,12 +460,15 @@ def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
     record(session, host.id, EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
 
-def set_bmc(session: Session, host: Host, bmc: dict | None, source: str) -> None:
-    """Set (or with None remove) a host's BMC address and credentials; validated by the caller."""
+def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: Vault) -> None:
+    """Set (or with None remove) a host's BMC address and credentials; validated by the caller.
+
+    The password is stored encrypted (see ks.vault).
+    """
     bmc = bmc or {}
     host.bmc_address = bmc.get("address")
     host.bmc_username = bmc.get("username")
-    host.bmc_password = bmc.get("password")
+    host.bmc_password = vault.encrypt(bmc["password"]) if bmc.get("password") else None
     host.updated_at = utcnow()
     record(session, host.id, EDIT, source, detail=f"bmc {host.bmc_address}" if host.bmc_address else "bmc removed")
 

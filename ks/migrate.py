@@ -6,28 +6,33 @@ from sqlalchemy import text
 
 from ks.config import shipped
 from ks.db import Database
+from ks.vault import Vault
 
 # Any constant: two servers starting at once on PostgreSQL migrate one after the other.
 _PG_LOCK_KEY = 0x6B697769
 
 
-def alembic_config(db: Database, connection=None) -> Config:
-    """An Alembic configuration for ``db``, pointing at the shipped migrations."""
+def alembic_config(db: Database, connection=None, vault: Vault | None = None) -> Config:
+    """An Alembic configuration for ``db``, pointing at the shipped migrations.
+
+    ``vault``: the site's key, for migrations that encrypt stored secrets.
+    """
     cfg = Config()
     cfg.set_main_option("script_location", str(shipped("migrations")))
     cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
     cfg.attributes["connection"] = connection
+    cfg.attributes["vault"] = vault
     return cfg
 
 
-def upgrade(db: Database, revision: str = "head") -> None:
-    """Migrate ``db`` to ``revision`` (default: the newest)."""
+def upgrade(db: Database, revision: str = "head", vault: Vault | None = None) -> None:
+    """Migrate ``db`` to ``revision`` (default: the newest); ``vault`` encrypts stored BMC passwords."""
     with db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
             conn.commit()
         try:
-            command.upgrade(alembic_config(db, conn), revision)
+            command.upgrade(alembic_config(db, conn, vault), revision)
             conn.commit()
         finally:
             if conn.dialect.name == "postgresql":

@@ -1,26 +1,33 @@
 """``kiwispray serve``: the application under gunicorn (threads in a few worker processes)."""
 
 import collections
+import contextlib
+import errno
 import logging
 import os
 import random
+import selectors
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from functools import partial
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from ks import logs, timeouts
 from ks.app import create_app
 from ks.db import Database
+from ks.ratelimit import TokenBucket
 from ks.web import STEP_ASIDE
 
 log = logging.getLogger(__name__)
+
+# A header block longer than this is refused (431) before it reaches gunicorn's parser.
+MAX_HEADER_BYTES = 64 * 1024
+READ_SIZE = 64 * 1024
 
 
 class Server(BaseApplication):
@@ -57,9 +64,13 @@ class Worker(ThreadWorker):
     A request that from some point on only waits on the network (an image
     download, a BMC call) steps aside through ``environ["kiwispray.step_aside"]``
     and no longer counts: downloads are bounded by the threads, not by this.
-    The first request of a new connection does not count (gunicorn waits in
-    the thread for its first bytes); the following ones of a kept-alive
-    connection do.
+
+    A request's headers are received in the main loop, not in a thread:
+    gunicorn hands a connection to a thread as soon as its first byte arrives,
+    and a client that then sends one byte a second would hold that thread for
+    as long as it likes (a few dozen such clients stop the server). Here a
+    connection reaches a thread once its header block is complete, and one
+    that takes longer than ``HEADER_TIMEOUT`` seconds for it is closed.
     """
 
     def init_process(self):
@@ -68,6 +79,10 @@ class Worker(ThreadWorker):
         self.running = 0
         self.waiting: collections.deque = collections.deque()
         self.local = threading.local()
+        self.header_timeout = self.app.settings["HEADER_TIMEOUT"]
+        # Connections whose headers are being received -> deadline; in the order
+        # they started, which is the order of their deadlines.
+        self.receiving: dict[TConn, float] = {}
         super().init_process()
 
     def load_wsgi(self):
@@ -80,10 +95,78 @@ class Worker(ThreadWorker):
 
         self.wsgi = with_step_aside
 
+    def accept(self, listener):
+        if self.cfg.is_ssl or getattr(self.cfg, "http2_cleartext", "off") != "off":
+            # TLS and HTTP/2 negotiation happen in a thread first, as gunicorn does them.
+            return super().accept(listener)
+        try:
+            sock, client = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return None
+        self.nr_conns += 1
+        self._receive_headers(TConn(self.cfg, sock, client, listener.getsockname()))
+
+    def on_client_socket_readable(self, conn, client):
+        # The next request of a kept-alive connection: its headers too are received here.
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._receive_headers(conn)
+
+    def _receive_headers(self, conn):
+        conn.ks_received = bytearray()
+        self.receiving[conn] = time.monotonic() + self.header_timeout if self.header_timeout else float("inf")
+        conn.sock.setblocking(False)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
+
+    def _on_header_bytes(self, conn, _sock):
+        """Take what the client sent; once the header block is complete, hand the connection to a thread."""
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            return self._drop(conn)
+        received = conn.ks_received
+        received += data
+        if b"\r\n\r\n" not in received and b"\n\n" not in received:
+            if len(received) > MAX_HEADER_BYTES:
+                self._drop(conn, b"431 Request Header Fields Too Large")
+            return None
+        self.poller.unregister(conn.sock)
+        del self.receiving[conn]
+        conn.init()  # the parser, on a blocking socket (a no-op for a kept-alive connection)
+        conn.parser.unreader.unread(bytes(received))
+        conn.data_ready = True
+        conn.ks_received = None
+        return self.enqueue_req(conn)
+
+    def _drop(self, conn, status: bytes | None = None):
+        """Close a connection whose headers did not arrive, telling the client why if it still listens."""
+        self.poller.unregister(conn.sock)
+        del self.receiving[conn]
+        if status:
+            with contextlib.suppress(OSError):
+                conn.sock.send(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_pending(self):
+        super().murder_pending()
+        now = time.monotonic()
+        while self.receiving:
+            conn, deadline = next(iter(self.receiving.items()))
+            if deadline > now and self.alive:  # a stopping worker answers no new requests
+                break
+            self._drop(conn, b"408 Request Timeout")
+
     def enqueue_req(self, conn):
         if not self.running_limit or not conn.initialized:
-            # A new connection is handled as gunicorn does, uncounted: it may
-            # take a while to send its first bytes, and must not hold a place meanwhile.
+            # Over TLS a new connection is handled as gunicorn does, uncounted: its
+            # headers are received in the thread, and must not hold a place meanwhile.
             return super().enqueue_req(conn)
         if self.running >= self.running_limit:
             self.waiting.append(conn)
@@ -129,7 +212,7 @@ def check_timeouts(db: Database, interval: float) -> None:
             metrics.TIMEOUTS.labels(state=state).inc()
 
 
-@contextmanager
+@contextlib.contextmanager
 def metrics_directory():
     """A fresh directory where the workers keep their metrics; removed when the server stops."""
     if "prometheus_client" in sys.modules:
@@ -173,6 +256,8 @@ def run(
         # Several servers may run on one machine; none needs gunicorn's control socket.
         "control_socket_disable": True,
     }
+    # Made before the workers fork, so that they all draw from it.
+    registrations = TokenBucket(settings["REGISTRATIONS_PER_MINUTE"], shared=True)
     with metrics_directory() as path:
         log.info("metrics of the worker processes are kept in %s until the server stops", path)
-        Server({**settings, "METRICS_DIR": path}, options).run()
+        Server({**settings, "METRICS_DIR": path, "REGISTRATIONS": registrations}, options).run()

@@ -98,7 +98,8 @@ def query_plans(database: Path) -> list[str]:
     """SQLite's plan for each statement /bootstrap runs for a known machine."""
     from ks import machines
 
-    statements = [machines._hosts_by_identifiers(1), machines._BOOTED, machines._ADD_EVENT]
+    statements = [machines._host_ids_by_identifiers(1), machines._HOST, machines._MACS, machines._BOOTED,
+                  machines._ADD_EVENT]
     plans = []
     with sqlite3.connect(database) as conn:
         for statement in statements:

@@ -64,6 +64,12 @@ def app(root, database_url):
 
 
 @pytest.fixture
+def public_hosts(app):
+    """The original's public listing: GET /hosts lists hosts, /state answers without a bootid."""
+    app.extensions["kiwispray"].settings["PUBLIC_HOSTS"] = True
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -29,7 +29,7 @@ def count_hosts(db):
         return s.scalar(select(func.count()).select_from(Host))
 
 
-def test_unknown_machine_is_registered_in_new(client, db):
+def test_unknown_machine_is_registered_in_new(client, db, public_hosts):
     r = boot(client, MAC1, MAC2, serial="SER1", uuid="4c4c4544-0042-3510-8056-b4c04f335931")
     assert r.status_code == 200
     assert r.text.startswith("#!ipxe")
@@ -47,14 +47,24 @@ def test_machine_with_only_a_mac_is_registered(client, db):
     assert host(db, 1).serial is None
 
 
-def test_machine_is_recognised_by_any_identifier_and_learns_new_macs(client, db):
+def test_machine_is_recognised_by_its_macs_and_learns_new_ones(client, db):
     boot(client, MAC1, serial="SER1")
-    boot(client, MAC2, serial="SER1")  # NIC replaced: found by serial
-    boot(client, MAC3, uuid="4c4c4544-0042-3510-8056-b4c04f335931", serial="SER1")
+    boot(client, MAC1, MAC2, serial="SER1")  # a NIC added
+    boot(client, MAC2, MAC3, uuid="4c4c4544-0042-3510-8056-b4c04f335931", serial="SER1")
     assert count_hosts(db) == 1
     h = host(db, 1)
     assert h.mac_list == ["52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"]
     assert h.uuid == "4C4C4544-0042-3510-8056-B4C04F335931"
+
+
+def test_serial_or_uuid_alone_does_not_hand_out_a_hosts_boot(client, db):
+    boot(client, MAC1, serial="SER1", uuid="4c4c4544-0042-3510-8056-b4c04f335931")
+    r = boot(client, MAC2, serial="SER1")
+    assert r.status_code == 200 and "conflict" in r.text and "bootid=" not in r.text
+    r = boot(client, MAC3, uuid="4c4c4544-0042-3510-8056-b4c04f335931")
+    assert r.status_code == 200 and "conflict" in r.text and "bootid=" not in r.text
+    assert host(db, 1).mac_list == ["52:54:00:00:00:01"]
+    assert [e[0] for e in events(db, 1)][-2:] == ["conflict", "conflict"]
 
 
 def test_firmware_placeholders_never_merge_machines(client, db):
@@ -169,7 +179,9 @@ def test_order_of_checks_id_then_bootid_then_state(client, db):
 def test_state_endpoint(client, db):
     boot(client, MAC1)
     set_state(db, 1, "wipe,image1")
-    r = client.get("/state?id=1&bootid=ignored")
+    assert client.get("/state?id=1").status_code == 401
+    bootid = bootid_of(boot(client, MAC1).text)
+    r = client.get("/state", query_string={"id": 1, "bootid": bootid})
     assert (r.status_code, r.text) == (200, "wipe\n")
     assert client.get("/state?id=2").status_code == 404
     assert client.get("/state?id=x").status_code == 400

@@ -157,7 +157,7 @@ LEGACY = [
 ]
 
 
-def test_import_legacy_keeps_ids_and_bootids(cli_runner, tmp_path, client):
+def test_import_legacy_keeps_ids_and_bootids(cli_runner, tmp_path, client, public_hosts):
     source = tmp_path / "known_hosts.json"
     source.write_text(json.dumps(LEGACY))
     root = tmp_path / "site"

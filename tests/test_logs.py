@@ -3,6 +3,8 @@
 import json
 import logging
 
+import pytest
+
 from ks import logs
 
 
@@ -42,3 +44,15 @@ def test_an_exception_is_one_field_on_the_same_line():
 def test_bootids_are_hidden():
     assert logs.hide_bootids("GET /finish?id=1&bootid=0123abcd HTTP/1.1") == "GET /finish?id=1&bootid=- HTTP/1.1"
     assert logs.hide_bootids("/post-install?bootid=ab&id=2") == "/post-install?bootid=-&id=2"
+
+
+@pytest.mark.parametrize("name", ["boot%69d", "boot%49d", "BOOTID", "Boot%49D", "%62ootid", "%62%6f%6f%74%69%64", "boot%2569d"])
+def test_bootids_are_hidden_whatever_the_spelling_of_the_name(name):
+    assert logs.hide_bootids(f"GET /finish?id=1&{name}=0123abcd HTTP/1.1") == f"GET /finish?id=1&{name}=- HTTP/1.1"
+
+
+def test_gunicorn_messages_are_redacted_and_cut():
+    record = logging.makeLogRecord({"msg": "Invalid request from ip=%s: 'GET /finish?bootid=s3cret%s'",
+                                    "args": ("127.0.0.1", "x" * 5000)})
+    logs.RedactFilter().filter(record)
+    assert "s3cret" not in record.getMessage() and len(record.getMessage()) < 600

@@ -101,7 +101,7 @@ def test_script_text_smuggled_through_identifiers_is_refused(client, db, query):
         assert s.scalar(select(func.count()).select_from(Host)) == 0
 
 
-def test_bootids_never_listed_nor_logged_nor_printed(client, db, caplog, root):
+def test_bootids_never_listed_nor_logged_nor_printed(client, db, caplog, root, public_hosts):
     caplog.set_level(logging.INFO)
     boot(client, MAC1, serial="S1")
     db.write(lambda s: machines.set_state(s, machines.get_host(s, 1), states.parse_chain("image1"), "cli"))

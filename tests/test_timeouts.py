@@ -62,7 +62,7 @@ def later(seconds: float):
     return utcnow() + timedelta(seconds=seconds)
 
 
-def test_a_machine_that_never_finishes_is_flagged_and_a_retry_puts_it_back(client, db, run):
+def test_a_machine_that_never_finishes_is_flagged_and_a_retry_puts_it_back(client, db, run, public_hosts):
     booted_into(client, db, "wipe,image1")
     assert host(db).deadline_at is not None
     assert timeouts.check(db, "server") == []  # not yet

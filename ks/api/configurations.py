@@ -40,8 +40,6 @@ def parse_deploy(document: dict) -> tuple[list, bool]:
     entries = document.get("hosts")
     if not isinstance(entries, list) or not entries:
         raise BadRequest('hosts must be a non-empty list like [{"name": "h1"}, {"macAddress": "00:00:00:00:00:01"}]')
-    if len(entries) > 10_000:
-        raise BadRequest("at most 10000 hosts per deploy")
     reboot = document.get("reboot", False)
     if not isinstance(reboot, bool):
         raise BadRequest("reboot must be true or false")

@@ -2,7 +2,7 @@
 
 from flask import request
 
-from ks import hostpower, images, machines, present, states
+from ks import hostpower, images, machines, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
@@ -111,7 +111,7 @@ def patch_host(ref: str):
         if "metadata" in changes:
             machines.set_metadata(session, host, changes["metadata"], SOURCE)
         if "bmc" in changes:
-            machines.set_bmc(session, host, changes["bmc"], SOURCE)
+            machines.set_bmc(session, host, changes["bmc"], SOURCE, vault.of(services().settings))
         session.flush()
         return present.host_dict(host)
 

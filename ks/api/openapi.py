@@ -1,6 +1,7 @@
 """The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
 
 from ks import __version__
+from ks.fleet import MAX_DEPLOY_HOSTS
 from ks.api import answer, bp
 
 
@@ -119,6 +120,7 @@ SCHEMAS = {
             "hosts": {
                 "type": "array",
                 "minItems": 1,
+                "maxItems": MAX_DEPLOY_HOSTS,
                 "items": {
                     "type": "object",
                     "minProperties": 1,

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 from sqlalchemy.engine import make_url
 
-from ks import config
+from ks import config, vault
 from ks.db import Database
 from ks.services import open_database
 from ks.errors import KSError
@@ -70,7 +70,7 @@ class Site:
                 "database with `kiwispray db upgrade`."
             )
         try:
-            migrate.upgrade(self.db)
+            migrate.upgrade(self.db, vault=vault.of(self.settings))
         except KSError as exc:
             raise fail(exc) from None
         return self.db

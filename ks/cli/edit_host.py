@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ks import hostpower, images, machines, power, present, states, timeouts
+from ks import hostpower, images, machines, power, present, states, timeouts, vault
 from ks.cli.common import Site, root_option
 from ks.errors import KSError, NotFound
 
@@ -93,8 +93,9 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
             host_id = _resolve(db, host_id, mac, serial)
         if changes:
             known = images.image_names(site.root)
+            keys = vault.of(site.settings)
             db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, bmc_settings, delete, retry,
-                                            force, known))
+                                            force, known, keys))
             if delete:
                 click.echo(f"host {host_id} deleted", err=True)
                 return
@@ -135,7 +136,7 @@ def _bmc_settings(url, user, password) -> dict | None:
     return {"address": url, "username": user or "", "password": password or ""}
 
 
-def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, retry, force, known_images) -> None:
+def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, retry, force, known_images, keys) -> None:
     host = machines.get_host(session, host_id, lock=True)
     if delete:
         machines.delete_host(session, host)
@@ -153,7 +154,7 @@ def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, retry
     if set_macs is not None:
         machines.set_macs(session, host, [m for m in set_macs.split(",") if m.strip()], "cli")
     if bmc is not None:
-        machines.set_bmc(session, host, bmc or None, "cli")
+        machines.set_bmc(session, host, bmc or None, "cli", keys)
 
 
 def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:

@@ -71,12 +71,26 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="Seconds an image may take from its first boot to /finish before the machine is flagged "
                    "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
                    "(env KS_DEPLOY_TIMEOUT).")
+@click.option("--registrations-per-minute", envvar="KS_REGISTRATIONS_PER_MINUTE", type=click.IntRange(0),
+              default=None,
+              help="Unknown machines this server registers per minute (bursts of as many); further ones get a "
+                   "script that asks again later and nothing is stored; 0: no limit [default: 120] "
+                   "(env KS_REGISTRATIONS_PER_MINUTE).")
+@click.option("--header-timeout", envvar="KS_HEADER_TIMEOUT", type=click.FloatRange(0), default=None,
+              help="Seconds a client may take to send a request's headers before the connection is closed "
+                   "(408); headers are received without holding a thread; 0: no limit [default: 10] "
+                   "(env KS_HEADER_TIMEOUT).")
+@click.option("--public-hosts", is_flag=True, envvar="KS_PUBLIC_HOSTS", default=None,
+              help="List every host (id, hostname, state, serial) at GET /hosts and answer /state without the "
+                   "host's bootid, as the original did; off: both reveal nothing to the boot network "
+                   "(env KS_PUBLIC_HOSTS).")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
-          x_accel_redirect, deploy_timeout, access_log, log_format):
+          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, public_hosts, access_log,
+          log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -91,7 +105,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         settings = config.resolve(
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
-             "RUNNING_REQUESTS": running_requests}
+             "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
+             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)

@@ -25,7 +25,7 @@ PXE_KERNELS = ("pxeboot.{p}.kernel", "pxeboot.kernel")
 PXE_INITRDS = ("pxeboot.{p}.initrd.xz", "pxeboot.{p}.initrd", "pxeboot.initrd.xz", "pxeboot.initrd")
 # Files an operator adds for KIWIspray; they are kept across `--force`, and never
 # taken from an archive or download, because a template runs on the server.
-OPERATOR_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl")
+OPERATOR_FILES = images.TEMPLATE_FILES
 
 
 @dataclass

@@ -141,7 +141,7 @@ class Lab:
     def _start_server(self, poll_interval: int) -> None:
         argv = [
             sys.executable, "-m", "ks", "--root", self.root, "serve", "--host", "0.0.0.0", "--port", PORT,
-            "--poll-interval", poll_interval, "--workers", "1", "--access-log",
+            "--poll-interval", poll_interval, "--workers", "1", "--access-log", "--public-hosts",
         ]  # fmt: skip
         process = self.namespace.start(argv, self.server_log, env=self.env())
         deadline = time.monotonic() + 30
