@@ -244,11 +244,17 @@ def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str)
 
 
 def learn(tx: Transaction, host: HostInfo, ident: Identity, source: str) -> HostInfo:
-    """Attach identifiers the host reports for the first time (a new NIC, a serial)."""
+    """Attach identifiers the host reports for the first time (a new NIC, a serial).
+
+    A host keeps at most ``MAX_MACS`` MACs: further new ones are not learned
+    (the history says so), however many boots report them.
+    """
     new_macs = [mac for mac in ident.macs if mac not in host.mac_list]
+    left_out = new_macs[max(0, MAX_MACS - len(host.mac_list)):]
+    new_macs = new_macs[: len(new_macs) - len(left_out)]
     fill = {attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)}
     if not new_macs and not fill:
-        return host
+        return host  # nothing new, or only MACs beyond the limit: no write on every boot for them
     for position, mac in enumerate(new_macs, start=len(host.mac_list)):
         tx.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
     if fill:
@@ -256,7 +262,8 @@ def learn(tx: Transaction, host: HostInfo, ident: Identity, source: str) -> Host
     if new_macs:
         tx.mark_changed(host.id)
     added = [f"mac={m}" for m in new_macs] + [f"{k}={v}" for k, v in fill.items()]
-    _record(tx, host.id, UPDATE, source, detail="learned " + " ".join(added))
+    over = f"; not learned (a host has at most {MAX_MACS} MACs): {' '.join(left_out)}" if left_out else ""
+    _record(tx, host.id, UPDATE, source, detail="learned " + " ".join(added) + over)
     return host_info(tx, host.id)
 
 

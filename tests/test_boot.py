@@ -280,3 +280,20 @@ def test_history_records_every_kind(client, db, root):
         sources = set(s.scalars(select(Event.source).where(Event.host_id == 1)))
     assert kinds == {"register", "boot", "conflict", "state", "finish"}
     assert sources == {"bootstrap", "cli", "finish"}
+
+
+def test_a_host_learns_at_most_max_macs_however_many_boots_report_new_ones(client, db):
+    from ks.identity import MAX_MACS
+
+    first = "52-54-00-00-00-01"
+    for boot_number in range(4):  # one known MAC and eight new ones each time
+        macs = [first] + [f"52-54-00-00-{boot_number + 1:02x}-{i:02x}" for i in range(1, 9)]
+        assert boot(client, *macs).status_code == 200
+    h = host(db, 1)
+    assert len(h.mac_list) == MAX_MACS
+    assert count_hosts(db) == 1
+    with db.read() as s:
+        details = [e.detail for e in machines.history(s, 1) if e.kind == "update"]
+    assert "; not learned (a host has at most 16 MACs): " in details[-1]
+    assert not any(mac.startswith("52:54:00:00:04:") for mac in h.mac_list)  # the last boot's were all refused
+    assert len(details) == 3  # and that boot wrote nothing
