@@ -8,7 +8,7 @@
 # The same kernel and initrd are also packed like a KIWI oem PXE build, so tests
 # can import them as an image.
 #
-#   scripts/build-test-guest.sh            build into .cache/e2e (or $KS_E2E_CACHE)
+#   scripts/build-test-guest.sh            build into /var/cache/kiwispray-test/e2e (or $KS_E2E_CACHE)
 #
 # It also installs what the tests run the machine with (QEMU, iPXE, OVMF,
 # dnsmasq, PXELINUX), so that a bare Debian machine can run them.
@@ -27,7 +27,7 @@
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cache=${KS_E2E_CACHE:-$repo/.cache/e2e}
+cache=${KS_E2E_CACHE:-/var/cache/kiwispray-test/e2e}
 # KIWI names its results <image name>.<arch>-<version>.
 product=KSTest.x86_64-1.0.0
 guest=$cache/guest
