@@ -73,7 +73,8 @@ class Host(Base):
     # (ipmi://host:port, redfish://host/redfish/v1/Systems/1, ...).
     bmc_address: Mapped[str | None] = mapped_column(String(512))
     bmc_username: Mapped[str | None] = mapped_column(String(255))
-    bmc_password: Mapped[str | None] = mapped_column(String(255))
+    # A Fernet token (ks.vault) of a password of at most 255 bytes.
+    bmc_password: Mapped[str | None] = mapped_column(String(1024))
     # When the image being installed must have called /finish: set by its first
     # boot, cleared by /finish, a new state or a retry. Indexed for the check.
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)

@@ -15,7 +15,7 @@ from ks.errors import BadRequest, ConfigError, SecretKeyError
 
 KEY_FILE = "kiwispray.key"
 # Longest secret stored: its token (228 characters) fits the 255 of the column.
-MAX_SECRET_BYTES = 100
+MAX_SECRET_BYTES = 255
 
 
 class Vault:

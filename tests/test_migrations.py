@@ -46,6 +46,9 @@ def test_0002_keeps_existing_hosts_and_goes_back_down(empty_db):
     assert "deadline_at" not in columns and "hostname" in columns
 
 
+LONG_PASSWORD = "P" * 255
+
+
 def test_0005_encrypts_stored_bmc_passwords_and_decrypts_them_going_down(empty_db, tmp_path):
     from ks.vault import Vault
 
@@ -54,16 +57,20 @@ def test_0005_encrypts_stored_bmc_passwords_and_decrypts_them_going_down(empty_d
         conn.execute(text(
             "INSERT INTO hosts (hostname, state, metadata, boot_finished, created_at, updated_at, bmc_address,"
             " bmc_username, bmc_password) VALUES ('node1', 'image1', '{}', false, '2026-01-01 00:00:00+00:00',"
-            " '2026-01-01 00:00:00+00:00', 'ipmi://10.0.0.9', 'admin', 'Clear-Pw-1')"
-        ))
+            " '2026-01-01 00:00:00+00:00', 'ipmi://10.0.0.9', 'admin', 'Clear-Pw-1'),"
+            " ('node2', 'image1', '{}', false, '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:00+00:00',"
+            " 'ipmi://10.0.0.8', 'admin', :long)"
+        ), {"long": LONG_PASSWORD})
     with pytest.raises(RuntimeError, match="db upgrade"):  # no key, no encryption: nothing half done
         migrate.upgrade(empty_db)
     assert migrate.current(empty_db) == "0004"
     vault = Vault("", tmp_path / "kiwispray.key")
     migrate.upgrade(empty_db, vault=vault)
     with empty_db.read() as session:
-        stored = session.scalars(select(Host)).one().bmc_password
+        stored, long = (h.bmc_password for h in session.scalars(select(Host).order_by(Host.id)))
     assert "Clear-Pw-1" not in stored and vault.decrypt(stored) == "Clear-Pw-1"
+    assert vault.decrypt(long) == LONG_PASSWORD  # the longest the old column held still fits
     with empty_db.engine.begin() as conn:
         command.downgrade(migrate.alembic_config(empty_db, conn, vault), "0004")
-        assert conn.execute(text("SELECT bmc_password FROM hosts")).scalar() == "Clear-Pw-1"
+        passwords = conn.execute(text("SELECT bmc_password FROM hosts ORDER BY id")).scalars().all()
+        assert passwords == ["Clear-Pw-1", LONG_PASSWORD]

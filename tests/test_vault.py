@@ -35,6 +35,6 @@ def test_an_environment_key_is_used_and_checked(tmp_path):
 
 def test_a_password_longer_than_the_column_takes_is_refused(tmp_path):
     vault = Vault("", tmp_path / "k")
-    assert len(vault.encrypt("x" * 100)) <= 255
-    with pytest.raises(BadRequest, match="100 bytes"):
-        vault.encrypt("x" * 101)
+    assert len(vault.encrypt("x" * 255)) <= 1024
+    with pytest.raises(BadRequest, match="255 bytes"):
+        vault.encrypt("x" * 256)

@@ -5,10 +5,11 @@ Revises: 0004
 Create Date: 2026-12-02 17:30:00
 
 BMC passwords were stored in clear; from here on they are Fernet tokens under
-the site's key (ks.vault), which ``ks.migrate.upgrade`` hands over. Data only:
-the schema does not change.
+the site's key (ks.vault), which ``ks.migrate.upgrade`` hands over. The column
+widens to hold a token of the longest password the old column took (255 bytes).
 """
 
+import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy import text
 
@@ -31,9 +32,16 @@ def _rewrite(change) -> None:
                            {"value": change(vault, value), "id": host_id})
 
 
+def _width(length: int) -> None:
+    with op.batch_alter_table('hosts', schema=None) as batch_op:
+        batch_op.alter_column('bmc_password', type_=sa.String(length=length))
+
+
 def upgrade() -> None:
+    _width(1024)
     _rewrite(lambda vault, password: vault.encrypt(password))
 
 
 def downgrade() -> None:
     _rewrite(lambda vault, token: vault.decrypt(token))
+    _width(255)
