@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 UPDATE_FIELDS = {"mac", "metadata"}
+CONFLICT_MESSAGE = ("the identifiers of this machine point at more than one host, or at a host that has none of "
+                    "its MACs; the server's log and the hosts' histories name them")
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 
 
@@ -56,7 +58,9 @@ def bootstrap():
         if not poll:
             log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
             metrics.CONFLICTS.inc()
-        return text(render.plain_script(ks.renderer, "conflict", where, message=str(outcome.conflict), poll_url=url).text)
+        # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
+        message = str(outcome.conflict) if ks.settings["PUBLIC_HOSTS"] else CONFLICT_MESSAGE
+        return text(render.plain_script(ks.renderer, "conflict", where, message=message, poll_url=url).text)
     host, chain = outcome.host, outcome.chain
     if host.failed:
         script = render.failed_script(ks.renderer, host, chain, where, poll_url=url)

@@ -55,12 +55,13 @@ def _record(raw) -> dict:
     if not isinstance(host_id, int) or isinstance(host_id, bool) or host_id < 1:
         raise BadRequest("id must be a positive integer")
     metadata = check_metadata(raw.get("metadata") or {})
-    macs = [normalize_mac(m) for m in str(raw.get("macs") or "").split()]
+    macs = list(dict.fromkeys(normalize_mac(m) for m in str(raw.get("macs") or "").split()))
+    machines.check_mac_count(len(macs))
     bootid = raw.get("bootid")
     return {
         "id": host_id,
         "hostname": check_text("hostname", str(raw.get("hostname") or "not-set"), 255, spaces=False),
-        "macs": list(dict.fromkeys(macs)),
+        "macs": macs,
         "serial": normalize_serial(str(raw.get("serial") or "")),
         "uuid": normalize_uuid(str(raw.get("uuid") or "")),
         "state": states.format_chain(states.parse_chain(str(raw.get("state") or "new"))),

@@ -246,8 +246,9 @@ def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str)
 def learn(tx: Transaction, host: HostInfo, ident: Identity, source: str) -> HostInfo:
     """Attach identifiers the host reports for the first time (a new NIC, a serial).
 
-    A host keeps at most ``MAX_MACS`` MACs: further new ones are not learned
-    (the history says so), however many boots report them.
+    A host keeps at most ``MAX_MACS`` MACs: further new ones are not learned,
+    however many boots report them (the history names them when something else
+    is learned in the same boot; a boot that brings only such MACs writes nothing).
     """
     new_macs = [mac for mac in ident.macs if mac not in host.mac_list]
     left_out = new_macs[max(0, MAX_MACS - len(host.mac_list)):]
@@ -397,7 +398,7 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     if current != "discover":
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
     new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
-    _check_mac_count(len(host.mac_list) + len(new_macs))
+    check_mac_count(len(host.mac_list) + len(new_macs))
     meta = dict(host.meta or {})
     for document in documents:
         meta.update(document)
@@ -418,7 +419,7 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     return host
 
 
-def _check_mac_count(count: int) -> None:
+def check_mac_count(count: int) -> None:
     if count > MAX_MACS:
         raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this change would give it {count}")
 
@@ -483,7 +484,7 @@ def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
     """Replace a host's MAC addresses; each must not belong to another host."""
     wanted = list(dict.fromkeys(normalize_mac(m) for m in macs))
-    _check_mac_count(len(wanted))
+    check_mac_count(len(wanted))
     others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
     if others:
         raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))

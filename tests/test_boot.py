@@ -80,7 +80,8 @@ def test_identity_conflict_changes_nothing_and_is_recorded(client, db):
     before = [(host(db, i).bootid_hash, host(db, i).mac_list) for i in (1, 2)]
     r = boot(client, MAC1, serial="SER2")
     assert r.status_code == 200
-    assert "identity conflict" in r.text and "hosts 1, 2" in r.text
+    assert "identity conflict" in r.text
+    assert "hosts 1, 2" not in r.text and "host 1" not in r.text  # which hosts exist is not the boot network's business
     assert "chain --replace --autofree" in r.text  # it waits and asks again
     assert count_hosts(db) == 2
     assert [(host(db, i).bootid_hash, host(db, i).mac_list) for i in (1, 2)] == before

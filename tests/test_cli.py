@@ -188,6 +188,7 @@ def test_import_legacy_keeps_ids_and_bootids(cli_runner, tmp_path, client, publi
         ('[{"id": 1, "macs": "zz"}]', "is not a MAC address"),
         ('[{"id": 1}, {"id": 1}]', "appears twice"),
         ('[{"id": 1, "state": "a,,b"}]', "empty state name"),
+        ('[{"id": 1, "macs": "%s"}]' % " ".join(f"52:54:00:00:00:{i:02x}" for i in range(1, 18)), "at most 16 MAC"),
     ],
 )
 def test_import_legacy_refuses_bad_files_whole(cli_runner, tmp_path, content, message):

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import click
 
+from ks.cli.common import Group
+
 from ks.kiwi import overlay
 
 
-@click.group("kiwi")
+@click.group("kiwi", cls=Group)
 def kiwi():
     """Help for building KIWI images that KIWIspray deploys."""
 

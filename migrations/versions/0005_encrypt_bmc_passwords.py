@@ -33,7 +33,8 @@ def _rewrite(change) -> None:
 
 
 def _width(length: int) -> None:
-    with op.batch_alter_table('hosts', schema=None) as batch_op:
+    # SQLite rebuilds the table for this: keep the ids of deleted hosts retired.
+    with op.batch_alter_table('hosts', schema=None, table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.alter_column('bmc_password', type_=sa.String(length=length))
 
 
