@@ -215,3 +215,16 @@ def test_status_many_marks_a_dead_bmc_without_waiting_for_it(start_bmc):
     assert "names no host" in results[3].error
     assert "username and password" in results[4].error
     assert power.status_many([]) == []
+
+
+def test_a_login_that_pyghmi_marks_broken_without_a_reason_is_a_login_failure(monkeypatch):
+    """pyghmi sometimes raises AttributeError('errormsg') when concurrent logins to one BMC fail."""
+    from ks.power import ipmi
+
+    def broken(**_):
+        raise AttributeError("'Session' object has no attribute 'errormsg'")
+
+    monkeypatch.setattr(ipmi.command, "Command", broken)
+    result = power.status_many([("ipmi://127.0.0.1:1", "admin", "wrong")], timeout=2)
+    assert result[0].state == "unknown"
+    assert "username and password" in result[0].error and "errormsg" not in result[0].error

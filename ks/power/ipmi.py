@@ -45,6 +45,13 @@ class IPMI:
             self.lock.release()
             if isinstance(error, (pyghmi_errors.IpmiException, OSError)):
                 raise self._error(error) from None
+            if isinstance(error, AttributeError) and "errormsg" in str(error):
+                # pyghmi marks a session broken before it records why when another
+                # thread's login to the same BMC fails at the same moment.
+                raise BMCAuthFailed(
+                    f"{self.address}: the IPMI session could not be established (the BMC gave no reason); "
+                    "check the BMC username and password, the address and that IPMI over LAN is enabled"
+                ) from None
             raise
         return self
 
