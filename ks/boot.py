@@ -91,7 +91,10 @@ def post_install():
         host = machines.get_host(session, host_id)
         machines.check_bootid(host, bootid)
         script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
-    ks.db.write(lambda session: machines.record_post_install(session, host_id, bootid, script.template))
+    # The bootid was checked above: the callback only adds its line to the history.
+    chain = host.state
+    ks.db.write(lambda session: machines.record(session, host_id, machines.POST_INSTALL, "post-install", chain, chain,
+                                                f"template {script.template}"))
     state = states.current(states.parse_chain(host.state))
     log.info(
         "post-install host=%d state=%s template=%s", host.id, state, script.template,

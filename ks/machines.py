@@ -362,14 +362,6 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     return host, states.current(before)
 
 
-def record_post_install(session: Session, host_id: int, bootid: str | None, template: str) -> Host:
-    """Record that the machine fetched its post-install script (the installed system's callback)."""
-    host = get_host(session, host_id)
-    check_bootid(host, bootid)
-    record(session, host.id, POST_INSTALL, "post-install", host.state, host.state, f"template {template}")
-    return host
-
-
 def record_download(session: Session, address: str, image: str, name: str, sent: int, size: int,
                     seconds: float) -> int | None:
     """Record an image download in the history of the machine that booted from ``address`` into ``image``.
