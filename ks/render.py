@@ -12,10 +12,8 @@ Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstra
 is the original's file, so both are rendered the original's way; everything else is Jinja2.
 """
 
-import ipaddress
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from typing import Protocol
 import jinja2
 
 from ks import images, states, values
-from ks.errors import ConfigError, KSError
+from ks.errors import KSError
 
 
 class Host(Protocol):
@@ -58,37 +56,6 @@ class Site:
     server_ip: str
     server_port: int
     poll_interval: int = 30
-
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
-
-
-def split_host(value: str, default_port: int) -> tuple[str | None, int]:
-    """Split ``host[:port]`` or ``[v6]:port``; host is None unless it is a valid name or address."""
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", value)
-    if not match:
-        return None, default_port
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4) or default_port)
-    if not 0 < port < 65536:
-        return None, default_port
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOSTNAME.fullmatch(host):
-            return None, default_port
-    return host, port
-
-
-def site_from_base_url(base_url: str, poll_interval: int, strict: bool = True) -> Site:
-    """The Site for a configured base URL such as ``http://10.0.0.1:5000``."""
-    scheme, _, rest = base_url.rstrip("/").rpartition("://")
-    host, port = split_host(rest.split("/", 1)[0], 443 if scheme == "https" else 80)
-    if host is None:
-        if strict:
-            raise ConfigError(f"base URL {base_url!r} has no valid host; write it like http://10.0.0.1:5000")
-        host = rest.split("/", 1)[0].split(":", 1)[0]
-    return Site(base_url.rstrip("/"), host, port, poll_interval)
 
 
 @dataclass(frozen=True)

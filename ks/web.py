@@ -1,12 +1,14 @@
 """Request helpers shared by blueprints: parameters, the site's URL, text answers."""
 
 import functools
+import ipaddress
 import json
+import re
 
 from flask import Response, current_app, request
 
-from ks.errors import BadRequest
-from ks.render import Site, site_from_base_url, split_host
+from ks.errors import BadRequest, ConfigError
+from ks.render import Site
 from ks.values import check_metadata
 
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
@@ -91,3 +93,34 @@ def _site(base_url: str, poll_interval: int, header: str, server_name: str | Non
         raise BadRequest("the Host header is not a valid host name or address")
     shown = f"[{host}]" if ":" in host else host
     return Site(f"{scheme}://{shown}:{port}", host, port, poll_interval)
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+
+
+def split_host(value: str, default_port: int) -> tuple[str | None, int]:
+    """Split ``host[:port]`` or ``[v6]:port``; host is None unless it is a valid name or address."""
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?|([^:\[\]]+)(?::(\d{1,5}))?", value)
+    if not match:
+        return None, default_port
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4) or default_port)
+    if not 0 < port < 65536:
+        return None, default_port
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            return None, default_port
+    return host, port
+
+
+def site_from_base_url(base_url: str, poll_interval: int, strict: bool = True) -> Site:
+    """The Site for a configured base URL such as ``http://10.0.0.1:5000``."""
+    scheme, _, rest = base_url.rstrip("/").rpartition("://")
+    host, port = split_host(rest.split("/", 1)[0], 443 if scheme == "https" else 80)
+    if host is None:
+        if strict:
+            raise ConfigError(f"base URL {base_url!r} has no valid host; write it like http://10.0.0.1:5000")
+        host = rest.split("/", 1)[0].split(":", 1)[0]
+    return Site(base_url.rstrip("/"), host, port, poll_interval)
