@@ -3,8 +3,8 @@
 ``answer`` decides from the request's headers and the file's validators alone
 what a GET or HEAD gets (no I/O). ``send`` builds the response: its body is the
 open file, positioned at the first byte to send and announced with its
-Content-Length, handed to the server's ``wsgi.file_wrapper``; gunicorn then
-sends exactly that many bytes from that offset with ``os.sendfile`` and no
+Content-Length, handed to the server's ``wsgi.file_wrapper``; ``kiwispray serve``
+then sends exactly that many bytes from that offset with ``os.sendfile`` and no
 Python code touches them.
 
 Decisions (RFC 9110), documented in docs/performance.md:
@@ -31,6 +31,8 @@ from flask import Response
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import http_date, parse_date, parse_etags, parse_if_range_header, quote_etag
 from werkzeug.wsgi import wrap_file
+
+from ks.web import SEND_TIMEOUT
 
 # Files that are read by people and scripts; everything else (disks, kernels,
 # initrds, ISOs) is bytes to the client.
@@ -132,7 +134,7 @@ def content_type(name: str) -> str:
 class Window:
     """``length`` bytes of an open file from its current offset, as ``wsgi.file_wrapper`` takes it.
 
-    gunicorn sends from ``fileno()``'s offset for Content-Length bytes with
+    The server sends from ``fileno()``'s offset for Content-Length bytes with
     ``os.sendfile``; a server that cannot reads instead, and ``read`` stops at the
     end of the window rather than at the end of the file.
     """
@@ -157,7 +159,7 @@ class Window:
         return data
 
     def seek(self, offset: int) -> int:
-        """Where ``socket.sendfile`` (gunicorn's) got: it seeks past the last byte it sent, even on an error."""
+        """Where ``socket.sendfile`` (the server's) got: it seeks past the last byte it sent, even on an error."""
         self.sent = offset - self.start
         return self.file.seek(offset)
 
@@ -216,10 +218,10 @@ def _limit_stall(environ: dict, seconds: float | None) -> None:
     # machine powered off mid-download (or a client that stops reading) would
     # hold it for TCP's retransmission limit, a quarter of an hour; with a
     # timeout, a send that makes no progress for this long ends the connection.
-    # gunicorn resets the socket to blocking before the connection's next request.
-    sock = environ.get("gunicorn.socket")
-    if sock is not None and seconds:
-        sock.settimeout(seconds)
+    # The limit ends with the request (see ks.web.SEND_TIMEOUT).
+    limit = environ.get(SEND_TIMEOUT)
+    if limit is not None and seconds:
+        limit(seconds)
 
 
 def accel_redirect(prefix: str, relative: str) -> Response:

@@ -5,6 +5,7 @@ import contextlib
 import errno
 import logging
 import os
+import queue
 import random
 import selectors
 import shutil
@@ -12,22 +13,32 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 
+from gunicorn import glogging, http
 from gunicorn.app.base import BaseApplication
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.http import wsgi
+from gunicorn.http.errors import NoMoreData
+from gunicorn.workers import base
 
 from ks import logs, timeouts
 from ks.app import create_app
 from ks.db import Database
 from ks.ratelimit import TokenBucket
-from ks.web import STEP_ASIDE
+from ks.web import SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
 
 # A header block longer than this is refused (431) before it reaches gunicorn's parser.
 MAX_HEADER_BYTES = 64 * 1024
 READ_SIZE = 64 * 1024
+# gunicorn's default access line without its own time (%(t)s): the line's time says it.
+ACCESS_FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+# gunicorn's access-log atoms worth a field of their own in a JSON line.
+ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "query": "q", "status": "s", "bytes": "B",
+                 "duration_ms": "M", "user_agent": "a"}
 
 
 class Server(BaseApplication):
@@ -54,8 +65,41 @@ class Server(BaseApplication):
         return app
 
 
-class Worker(ThreadWorker):
-    """gunicorn's gthread worker that runs at most ``RUNNING_REQUESTS`` requests at once.
+class Connection:
+    """A client's connection: its socket, its request parser, and the bytes received for the parser."""
+
+    def __init__(self, cfg, sock, client, server):
+        self.sock, self.client, self.server = sock, client, server
+        self.received = bytearray()
+        self.deadline = float("inf")
+        self.idle = False  # kept alive, no byte of its next request yet
+        self.counted = False  # holds a place among the running requests
+        # The parser reads through ``recv`` below: first what the main loop received.
+        self.parser = http.RequestParser(cfg, self, client)
+
+    def recv(self, size: int) -> bytes:
+        """What the parser reads: the received bytes up to one header block's end, then the socket."""
+        if not self.received:
+            return self.sock.recv(size)
+        # Never past the header block: a pipelined request behind it stays here, where the main loop sees it.
+        size = min(size, header_end(self.received) or len(self.received))
+        data = bytes(self.received[:size])
+        del self.received[:size]
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def header_end(data: bytes | bytearray) -> int:
+    """Where the first header block in ``data`` ends (0: not yet complete)."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    return min(ends, default=0)
+
+
+class Worker(base.Worker):
+    """A worker process: a main loop that receives headers, threads that run at most ``RUNNING_REQUESTS`` requests.
 
     With many requests in flight, each call that releases the GIL (a SQLite
     step, a socket write, the log line: about 30 per boot) hands it to another
@@ -65,135 +109,283 @@ class Worker(ThreadWorker):
     download, a BMC call) steps aside through ``environ["kiwispray.step_aside"]``
     and no longer counts: downloads are bounded by the threads, not by this.
 
-    A request's headers are received in the main loop, not in a thread:
-    gunicorn hands a connection to a thread as soon as its first byte arrives,
-    and a client that then sends one byte a second would hold that thread for
-    as long as it likes (a few dozen such clients stop the server). Here a
+    A request's headers are received in the main loop, not in a thread: a
     connection reaches a thread once its header block is complete, and one
-    that takes longer than ``HEADER_TIMEOUT`` seconds for it is closed.
+    that takes longer than ``HEADER_TIMEOUT`` seconds for it is closed. A
+    client that sends one byte a second therefore holds no thread (a few
+    dozen such clients would otherwise stop the server).
+
+    Built on gunicorn's documented base worker, its request parser and WSGI
+    environment; no other worker's internals.
     """
 
     def init_process(self):
-        # Set before the base class's init_process, which ends in the main loop.
-        self.running_limit = self.app.settings["RUNNING_REQUESTS"]
+        # Set before the base class's init_process, which ends in run().
+        settings = self.app.settings
+        self.running_limit = settings["RUNNING_REQUESTS"]
+        self.header_timeout = settings["HEADER_TIMEOUT"] or float("inf")
         self.running = 0
-        self.waiting: collections.deque = collections.deque()
-        self.local = threading.local()
-        self.header_timeout = self.app.settings["HEADER_TIMEOUT"]
-        # Connections whose headers are being received -> deadline; in the order
-        # they started, which is the order of their deadlines.
-        self.receiving: dict[TConn, float] = {}
+        self.waiting: collections.deque[Connection] = collections.deque()
+        self.receiving: set[Connection] = set()  # connections whose headers are being received
+        self.connections = 0  # open connections, for worker_connections
+        self.busy = 0  # connections in a thread
+        self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="ks-request")
+        self.selector = selectors.DefaultSelector()
+        self.calls: queue.SimpleQueue = queue.SimpleQueue()
+        self.wake_read, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_read, False)
+        os.set_blocking(self.wake_write, False)
+        self.accepting = False
         super().init_process()
 
-    def load_wsgi(self):
-        super().load_wsgi()
-        app = self.wsgi
+    # -- the main loop ---------------------------------------------------------------------------
 
-        def with_step_aside(environ, start_response):
-            environ[STEP_ASIDE] = getattr(self.local, "step_aside", None)
-            return app(environ, start_response)
+    def run(self):
+        self.selector.register(self.wake_read, selectors.EVENT_READ, self._run_calls)
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self._accept_while(True)
+        parent = os.getppid()
+        while self.alive:
+            self.notify()
+            if os.getppid() != parent:
+                self.log.info("Parent changed, shutting down: %s", self)
+                break
+            self._accept_while(self.connections < self.cfg.worker_connections)
+            self._dispatch(1.0)
+            self._expire()
+        # Stopping: no new requests; the ones in threads finish within graceful_timeout.
+        self._accept_while(False)
+        for conn in list(self.receiving):
+            self._drop(conn)
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self.busy and time.monotonic() < deadline:
+            self.notify()
+            self._dispatch(1.0)
+        self.pool.shutdown(wait=False)
+        for listener in self.sockets:
+            listener.close()
 
-        self.wsgi = with_step_aside
+    def _dispatch(self, timeout: float) -> None:
+        try:
+            events = self.selector.select(timeout)
+        except InterruptedError:
+            return
+        for key, _ in events:
+            key.data(key.fileobj)
 
-    def accept(self, listener):
-        if self.cfg.is_ssl or getattr(self.cfg, "http2_cleartext", "off") != "off":
-            # TLS and HTTP/2 negotiation happen in a thread first, as gunicorn does them.
-            return super().accept(listener)
+    def _accept_while(self, enabled: bool) -> None:
+        if enabled == self.accepting:
+            return
+        for listener in self.sockets:
+            if enabled:
+                self.selector.register(listener, selectors.EVENT_READ, self._accept)
+            else:
+                self.selector.unregister(listener)
+        self.accepting = enabled
+
+    def _accept(self, listener) -> None:
         try:
             sock, client = listener.accept()
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return None
-        self.nr_conns += 1
-        self._receive_headers(TConn(self.cfg, sock, client, listener.getsockname()))
+            return
+        self.connections += 1
+        conn = Connection(self.cfg, sock, client, listener.getsockname())
+        self._receive_headers(conn, self.header_timeout)
 
-    def on_client_socket_readable(self, conn, client):
-        # The next request of a kept-alive connection: its headers too are received here.
-        self.poller.unregister(client)
-        self.keepalived_conns.remove(conn)
-        self._receive_headers(conn)
+    def _receive_headers(self, conn: Connection, wait: float) -> None:
+        """Wait in the main loop for the next header block of ``conn``, for at most ``wait`` seconds."""
+        conn.deadline = time.monotonic() + wait
+        if header_end(conn.received):  # a pipelined request, already here
+            return self._enqueue(conn)
+        conn.sock.setblocking(False)  # which also ends a send timeout of the last request
+        self.receiving.add(conn)
+        self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
+        return None
 
-    def _receive_headers(self, conn):
-        conn.ks_received = bytearray()
-        self.receiving[conn] = time.monotonic() + self.header_timeout if self.header_timeout else float("inf")
-        conn.sock.setblocking(False)
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
-
-    def _on_header_bytes(self, conn, _sock):
+    def _on_header_bytes(self, conn: Connection, _sock) -> None:
         """Take what the client sent; once the header block is complete, hand the connection to a thread."""
         try:
             data = conn.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
             data = b""
         if not data:  # the client went away
             return self._drop(conn)
-        received = conn.ks_received
-        received += data
-        if b"\r\n\r\n" not in received and b"\n\n" not in received:
-            if len(received) > MAX_HEADER_BYTES:
+        if conn.idle:  # a kept-alive connection's next request: its headers have HEADER_TIMEOUT from now
+            conn.idle = False
+            conn.deadline = time.monotonic() + self.header_timeout
+        conn.received += data
+        if not header_end(conn.received):
+            if len(conn.received) > MAX_HEADER_BYTES:
                 self._drop(conn, b"431 Request Header Fields Too Large")
             return None
-        self.poller.unregister(conn.sock)
-        del self.receiving[conn]
-        conn.init()  # the parser, on a blocking socket (a no-op for a kept-alive connection)
-        conn.parser.unreader.unread(bytes(received))
-        conn.data_ready = True
-        conn.ks_received = None
-        return self.enqueue_req(conn)
+        self.selector.unregister(conn.sock)
+        self.receiving.discard(conn)
+        return self._enqueue(conn)
 
-    def _drop(self, conn, status: bytes | None = None):
+    def _expire(self) -> None:
+        """Close the connections whose headers did not come in time (kept-alive ones without a word)."""
+        now = time.monotonic()
+        for conn in [c for c in self.receiving if c.deadline <= now]:
+            self._drop(conn, None if conn.idle else b"408 Request Timeout")
+
+    def _drop(self, conn: Connection, status: bytes | None = None) -> None:
         """Close a connection whose headers did not arrive, telling the client why if it still listens."""
-        self.poller.unregister(conn.sock)
-        del self.receiving[conn]
+        self.selector.unregister(conn.sock)
+        self.receiving.discard(conn)
         if status:
             with contextlib.suppress(OSError):
                 conn.sock.send(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        self.nr_conns -= 1
+        self.connections -= 1
         conn.close()
 
-    def murder_pending(self):
-        super().murder_pending()
-        now = time.monotonic()
-        while self.receiving:
-            conn, deadline = next(iter(self.receiving.items()))
-            if deadline > now and self.alive:  # a stopping worker answers no new requests
-                break
-            self._drop(conn, b"408 Request Timeout")
+    def _enqueue(self, conn: Connection) -> None:
+        """Run the request of ``conn`` in a thread, or let it wait while ``RUNNING_REQUESTS`` run."""
+        if self.running_limit:
+            if self.running >= self.running_limit:
+                self.waiting.append(conn)
+                return
+            self.running += 1
+            conn.counted = True
+        self.busy += 1
+        future = self.pool.submit(self._serve, conn)
+        future.add_done_callback(lambda f: self.call_soon(self._finished, conn, f))
 
-    def enqueue_req(self, conn):
-        if not self.running_limit or not conn.initialized:
-            # Over TLS a new connection is handled as gunicorn does, uncounted: its
-            # headers are received in the thread, and must not hold a place meanwhile.
-            return super().enqueue_req(conn)
-        if self.running >= self.running_limit:
-            self.waiting.append(conn)
-            return None
-        self.running += 1
-        conn.ks_counted = True
-        return super().enqueue_req(conn)
-
-    def handle(self, conn):
-        self.local.step_aside = partial(self.method_queue.defer, self._release, conn)
-        try:
-            return super().handle(conn)
-        finally:
-            self.local.step_aside = None
-
-    def finish_request(self, conn, fs):
+    def _finished(self, conn: Connection, future) -> None:
+        self.busy -= 1
         self._release(conn)
-        super().finish_request(conn, fs)
+        if not future.cancelled() and future.result() and self.alive:
+            conn.idle = True
+            self._receive_headers(conn, self.cfg.keepalive)
+        else:
+            self.connections -= 1
+            conn.close()
 
-    def _release(self, conn):
-        """Stop counting the request of ``conn`` (once), and let waiting ones run; on the main loop."""
-        if not getattr(conn, "ks_counted", False):
+    def _release(self, conn: Connection) -> None:
+        """Stop counting the request of ``conn`` (once), and let waiting ones run."""
+        if not conn.counted:
             return
-        conn.ks_counted = False
+        conn.counted = False
         self.running -= 1
         while self.waiting and self.running < self.running_limit:
-            self.enqueue_req(self.waiting.popleft())
+            self._enqueue(self.waiting.popleft())
+
+    def call_soon(self, function, *args) -> None:
+        """Run ``function(*args)`` on the main loop; callable from any thread."""
+        self.calls.put(partial(function, *args))
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+            os.write(self.wake_write, b"\0")
+
+    def _run_calls(self, _fd) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_read, 4096)
+        while True:
+            try:
+                call = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            call()
+
+    # -- in a thread --------------------------------------------------------------------------------
+
+    def _serve(self, conn: Connection) -> bool:
+        """Answer the request whose headers ``conn`` received; whether the connection stays open."""
+        req = None
+        try:
+            conn.sock.setblocking(True)
+            req = next(conn.parser)
+            return self._answer(conn, req)
+        except (StopIteration, NoMoreData):
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+        except Exception as exc:
+            self.handle_error(req, conn.sock, conn.client, exc)
+        return False
+
+    def _answer(self, conn: Connection, req) -> bool:
+        environ: dict = {}
+        resp = None
+        try:
+            self.cfg.pre_request(self, req)
+            started = datetime.now()
+            resp, environ = wsgi.create(req, conn.sock, conn.client, conn.server, self.cfg)
+            environ["wsgi.multithread"] = True
+            environ[STEP_ASIDE] = partial(self.call_soon, self._release, conn)
+            environ[SEND_TIMEOUT] = conn.sock.settimeout
+            if not self.alive or not self.cfg.keepalive:
+                resp.force_close()
+            body = self.wsgi(environ, resp.start_response)
+            try:
+                if isinstance(body, environ["wsgi.file_wrapper"]):
+                    resp.write_file(body)
+                else:
+                    for chunk in body:
+                        resp.write(chunk)
+                resp.close()
+            finally:
+                self.log.access(resp, req, environ, datetime.now() - started)
+                if hasattr(body, "close"):
+                    body.close()
+            return not resp.should_close() and _body_read(req)
+        except (Exception, SystemExit):
+            if resp is not None and resp.headers_sent:
+                # Half an answer is on the wire: a 500 after it would corrupt it.
+                self.log.exception("Error handling request")
+                return False
+            raise
+        finally:
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
+
+
+def _body_read(req) -> bool:
+    """Whether the request's body is read to its end; what the application left, up to 64 KiB, is read and dropped."""
+    for _ in range(8):
+        if not req.body.read(8192):
+            return True
+    return False
+
+
+class AccessFields(logging.Filter):
+    """An access line's request fields as attributes of its record, where JSON lines find them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict):
+            for key, atom in ACCESS_FIELDS.items():
+                setattr(record, key, record.args.get(atom))
+        return True
+
+
+class Logger(glogging.Logger):
+    """gunicorn's error and access logs, without bootids, in the chosen format (ours, not gunicorn's)."""
+
+    log_format = logs.TEXT
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        self.error_log.addFilter(logs.RedactFilter())
+        self.access_log.addFilter(AccessFields())
+        for handler in self.error_log.handlers + self.access_log.handlers:
+            handler.setFormatter(logs.formatter(self.log_format))
+
+    def atoms(self, resp, req, environ, request_time) -> dict:
+        # The request line, the query and the environment all carry the query string.
+        return {key: logs.hide_bootids(value) if isinstance(value, str) else value
+                for key, value in super().atoms(resp, req, environ, request_time).items()}
+
+
+class JsonLogger(Logger):
+    """gunicorn's logs as JSON lines."""
+
+    log_format = logs.JSON
 
 
 def check_timeouts(db: Database, interval: float) -> None:
@@ -244,15 +436,15 @@ def run(
         "timeout": 120,
         "keepalive": 5,
         "accesslog": "-" if access_log else None,
-        "access_log_format": logs.ACCESS_FORMAT,
+        "access_log_format": ACCESS_FORMAT,
         "errorlog": "-",
         "loglevel": "info",
-        "logger_class": logs.gunicorn_logger(log_format),
+        "logger_class": JsonLogger if log_format == logs.JSON else Logger,
         "proc_name": "kiwispray",
         # Image downloads go out with os.sendfile (see ks.files). Do not set
         # gunicorn's "sendfile": any value given there, True included, turns it
-        # off. Long downloads are not cut by "timeout": gthread workers notify
-        # the arbiter from their main loop, whatever their threads are doing.
+        # off. Long downloads are not cut by "timeout": the worker notifies
+        # the arbiter from its main loop, whatever its threads are doing.
         # Several servers may run on one machine; none needs gunicorn's control socket.
         "control_socket_disable": True,
     }

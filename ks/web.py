@@ -13,8 +13,12 @@ from ks.values import check_metadata
 
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
 MAX_METADATA_PARAMETER = 64 * 1024
-# The WSGI environment key of the server's step-aside call (see ks.server.Worker).
+# What ``kiwispray serve`` (ks.server) puts in the WSGI environment of each request;
+# absent under any other server, where both are no-ops:
+# - STEP_ASIDE: a call without arguments, "this request from now on only waits on the network";
+# - SEND_TIMEOUT: a call with seconds, "from now on, a send that makes no progress for this long ends the connection".
 STEP_ASIDE = "kiwispray.step_aside"
+SEND_TIMEOUT = "kiwispray.send_timeout"
 
 
 def services():

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from ks import logs
+from ks import logs, server
 
 
 def record(name="ks.boot", msg="boot host=%d", args=(1,), **extra):
@@ -25,7 +25,9 @@ def test_a_json_line_has_the_standard_fields_and_the_structured_ones():
 
 def test_an_access_line_gets_the_request_fields():
     atoms = {"h": "127.0.0.1", "m": "GET", "U": "/finish", "q": "id=1&bootid=-", "s": "200", "B": 12, "M": 3, "a": "curl"}
-    doc = json.loads(logs.JsonFormatter().format(record("gunicorn.access", "%(m)s %(U)s", atoms)))
+    line = record("gunicorn.access", "%(m)s %(U)s", atoms)
+    assert server.AccessFields().filter(line)
+    doc = json.loads(logs.JsonFormatter().format(line))
     assert doc["message"] == "GET /finish"
     assert (doc["method"], doc["path"], doc["status"], doc["duration_ms"]) == ("GET", "/finish", "200", 3)
 
