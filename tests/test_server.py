@@ -1,6 +1,7 @@
 """The boot flow through a real ``kiwispray serve`` process and ``edit-host`` processes."""
 
 import socket
+from pathlib import Path
 
 import pytest
 import requests
@@ -118,3 +119,18 @@ def test_undecodable_serial_is_kept_as_harmless_text(server):
     answer = raw(server, b"GET /bootstrap?serial=%ff%fe&net0=52-54-00-00-00-09 HTTP/1.0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.0 4"), answer[:200]
     assert b"\xff" not in answer
+
+
+def test_pipelined_requests_are_all_answered(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while data := s.recv(65536):
+            answer += data
+    assert answer.count(b"HTTP/1.1 200") == 3, answer[:500]
+
+
+def test_only_the_server_module_knows_gunicorn():
+    package = Path(__file__).resolve().parents[1] / "ks"
+    naming = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "gunicorn" in p.read_text())
+    assert naming == ["server.py"]
