@@ -27,7 +27,7 @@ SECRET_PARAMS = frozenset({"bootid"})
 _PARAM = re.compile(r"(?<![^?&;\s\"'])([^=&;?/\s\"']+)=([^&;\s\"']*)")
 # Longest server message logged whole; a raw request line can be kilobytes of anything.
 MAX_MESSAGE = 512
-# Attributes every LogRecord has; anything else came in through ``extra``.
+# Attributes every LogRecord has; anything else came in through ``extra`` or a filter (ks.server's access fields).
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
