@@ -201,6 +201,17 @@ def test_a_download_steps_aside_so_kept_alive_boots_go_on(root, big):
         booter.close()
 
 
+def test_a_download_limits_its_stalls_through_the_servers_environ_call(client, big):
+    """``kiwispray.send_timeout`` gets KS_SEND_TIMEOUT before the bytes go out; a HEAD sends none."""
+    calls = []
+    reply = client.get("/images/image1/big.raw", environ_overrides={"kiwispray.send_timeout": calls.append})
+    reply.close()
+    assert reply.status_code == 200 and calls == [60]
+    calls.clear()
+    assert client.head("/images/image1/big.raw", environ_overrides={"kiwispray.send_timeout": calls.append}).status_code == 200
+    assert calls == []
+
+
 # -- nginx in front --------------------------------------------------------------
 
 NGINX_MAIN = """\
