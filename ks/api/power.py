@@ -1,8 +1,9 @@
 """Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
-from ks import hostpower, machines
+from ks import machines
 from ks.api import SOURCE, answer, body, bp, error
 from ks.errors import BadRequest, Conflict, KSError
+from ks.power import hosts as host_power
 from ks.web import services, step_aside
 
 
@@ -12,7 +13,7 @@ def _host_id(ref: str) -> int:
 
 
 @bp.post("/hosts/<ref>/power")
-def host_power(ref: str):
+def power_action(ref: str):
     """``{"action": "status"|"on"|"off"|"cycle"}``; 502 when the BMC fails or does not answer."""
     document = body()
     action = document.get("action")
@@ -22,7 +23,7 @@ def host_power(ref: str):
     ks = services()
     step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
     try:
-        reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings)
+        reached = host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     except Conflict:
         raise
     except KSError as exc:
@@ -36,7 +37,7 @@ def host_reboot(ref: str):
     host_id = _host_id(ref)
     ks = services()
     step_aside()
-    failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
+    failures = host_power.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
     if failures:
         return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
     return "", 204
@@ -47,7 +48,7 @@ def discovery_sweep():
     """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
     ks = services()
     step_aside()
-    hostpower.discover(ks.db, ks.settings, sweep=True)
+    host_power.discover(ks.db, ks.settings, sweep=True)
     return "", 204
 
 
@@ -55,11 +56,11 @@ def discovery_sweep():
 def discovery_table():
     """Where each BMC given by MAC is now, as the neighbour table says (no sweep)."""
     ks = services()
-    return answer(hostpower.discover(ks.db, ks.settings, sweep=False))
+    return answer(host_power.discover(ks.db, ks.settings, sweep=False))
 
 
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
     """Power-cycle hosts after a deploy; the failures."""
     ks = services()
     step_aside()
-    return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)
+    return host_power.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)
