@@ -1,8 +1,8 @@
 """Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
-from ks import machines
+from ks import machines, power
 from ks.api import SOURCE, answer, body, bp, error
-from ks.errors import BadRequest, Conflict, KSError
+from ks.errors import BadRequest
 from ks.power import hosts as host_power
 from ks.web import services, step_aside
 
@@ -14,20 +14,18 @@ def _host_id(ref: str) -> int:
 
 @bp.post("/hosts/<ref>/power")
 def power_action(ref: str):
-    """``{"action": "status"|"on"|"off"|"cycle"}``; 502 when the BMC fails or does not answer."""
+    """``{"action": "status"|"on"|"off"|"cycle"}``; a failure answers with its error's status.
+
+    502 when the BMC refuses or fails (a wrong password, too), 504 when it does not answer.
+    """
     document = body()
     action = document.get("action")
-    if set(document) != {"action"} or action not in ("status", "on", "off", "cycle"):
+    if set(document) != {"action"} or action not in power.OPERATIONS:
         raise BadRequest('send {"action": "status" | "on" | "off" | "cycle"}')
     host_id = _host_id(ref)
     ks = services()
     step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
-    try:
-        reached = host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
-    except Conflict:
-        raise
-    except KSError as exc:
-        return error(str(exc), 502)
+    reached = host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     return answer({"host": host_id, "action": action, "power": reached})
 
 
