@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from bmc import silent_udp_port
 from conftest import MAC1, MAC2, MAC3, boot
 from ks import tokens
 
@@ -209,6 +210,33 @@ def test_power_without_bmc_is_a_clear_409(api, hosts):
     r = api.put("/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True})
     assert r.status_code == 409 and "deployed, but the reboot failed" in r.json["error"]
     assert api.get("/hosts/1").json["state"] == "image1"
+
+
+POWER_FAILURES = [
+    # (what, host 1's BMC, the host asked for, the body, the answer's status, words of its error)
+    ("BMC that does not answer", "dead", "1", {"action": "on"}, 504, "no answer within 1 s"),
+    ("BMC that rejects the login", "wrong password", "1", {"action": "status"}, 502, "check the BMC username and password"),
+    ("unknown host", "dead", "99", {"action": "status"}, 404, "no host with id 99"),
+    ("unknown action", "dead", "1", {"action": "explode"}, 400, 'send {"action": "status"'),
+    ("host without BMC", None, "1", {"action": "status"}, 409, "has no BMC"),
+]
+
+
+@pytest.mark.parametrize(("bmc", "ref", "document", "status", "words"), [case[1:] for case in POWER_FAILURES],
+                         ids=[case[0] for case in POWER_FAILURES])
+def test_each_power_failure_answers_with_the_status_of_its_error(api, app, hosts, start_bmc, bmc, ref, document,
+                                                                 status, words):
+    app.extensions["kiwispray"].settings["POWER_TIMEOUT"] = 1
+    with silent_udp_port() as dead_port:
+        if bmc == "dead":
+            api.patch("/hosts/1", json={"bmc": {"address": f"ipmi://127.0.0.1:{dead_port}", "username": "admin"}})
+        elif bmc == "wrong password":
+            simulator = start_bmc("ipmi", power=True)
+            api.patch("/hosts/1", json={"bmc": {"address": simulator.url, "username": simulator.username,
+                                                "password": "wrong"}})
+        r = api.post(f"/hosts/{ref}/power", json=document)
+    assert (r.status_code, r.json["status"]) == (status, status), r.json
+    assert words in r.json["error"]
 
 
 def test_tokens_never_reach_the_logs(api, token, hosts, caplog):

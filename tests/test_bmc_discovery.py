@@ -152,9 +152,9 @@ def test_locate_sweeps_only_for_what_is_missing(table):
 
 def test_power_names_the_mac_and_what_to_configure(table):
     with pytest.raises(BMCNotFound, match=f"BMC {BMC_MAC} is not in this server's neighbour table; set KS_BMC_SUBNETS"):
-        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "status")
+        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "status", timeout=5)
     with pytest.raises(BMCNotFound, match=f"BMC {BMC_MAC} did not answer a sweep of 10.0.0.0/29; .* KS_BMC_SUBNETS"):
-        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "on", subnets=SUBNETS)
+        power.run("ipmi://52-54-00-aa-bb-cc", "admin", "secret", "on", timeout=5, subnets=SUBNETS)
     assert table["sweeps"] == 1
 
 

@@ -4,6 +4,7 @@ Every change is checked on the simulator's side (its power file, or the power st
 the Redfish fake reported to its notifier), never only through the code under test.
 """
 
+import inspect
 import socket
 import time
 
@@ -18,11 +19,12 @@ KINDS = ["ipmi", "redfish"]
 # How much longer than its timeout a call may take: thread start-up and teardown on a
 # loaded machine. A bound for correctness ("it does not hang"), not a benchmark.
 SLACK = 5
+TIMEOUT = 10  # seconds for a live simulator, as KS_POWER_TIMEOUT by default
 
 
-def call(bmc, operation, **options):
-    """power.run against a simulator, with its credentials."""
-    return power.run(bmc.url, bmc.username, bmc.password, operation, verify=bmc.verify, **options)
+def call(bmc, operation, url=None):
+    """power.run against a simulator (or ``url`` on it), with its credentials."""
+    return power.run(url or bmc.url, bmc.username, bmc.password, operation, timeout=TIMEOUT, verify=bmc.verify)
 
 
 @pytest.mark.parametrize(
@@ -33,17 +35,17 @@ def call(bmc, operation, **options):
         ("  ipmi://[fd00::5]:624 ", BMCAddress("ipmi", "fd00::5", 624), "ipmi://[fd00::5]:624"),
         (
             "redfish://10.0.0.5/redfish/v1/Systems/1",
-            BMCAddress("redfish", "10.0.0.5", 443, "https", "/redfish/v1/Systems/1"),
+            BMCAddress("redfish+https", "10.0.0.5", 443, "/redfish/v1/Systems/1"),
             "redfish+https://10.0.0.5:443/redfish/v1/Systems/1",
         ),
         (
             "redfish+http://bmc:8000/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094/",
-            BMCAddress("redfish", "bmc", 8000, "http", "/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094"),
+            BMCAddress("redfish+http", "bmc", 8000, "/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094"),
             "redfish+http://bmc:8000/redfish/v1/Systems/27946b59-9e44-4fa7-8e91-f3527a1ef094",
         ),
         (
             "redfish+https://[fd00::5]:8443/redfish/v1/Systems/System.Embedded.1",
-            BMCAddress("redfish", "fd00::5", 8443, "https", "/redfish/v1/Systems/System.Embedded.1"),
+            BMCAddress("redfish+https", "fd00::5", 8443, "/redfish/v1/Systems/System.Embedded.1"),
             "redfish+https://[fd00::5]:8443/redfish/v1/Systems/System.Embedded.1",
         ),
     ],
@@ -85,9 +87,15 @@ def test_parse_bad_addresses(text, message):
 
 def test_unknown_operation_and_bad_timeout_are_refused_before_any_network():
     with pytest.raises(BadRequest, match="use one of status, on, off, cycle"):
-        power.run("ipmi://127.0.0.1", "admin", "secret", "reboot")
+        power.run("ipmi://127.0.0.1", "admin", "secret", "reboot", timeout=TIMEOUT)
     with pytest.raises(BadRequest, match="positive number of seconds"):
         power.run("ipmi://127.0.0.1", "admin", "secret", "status", timeout=0)
+
+
+@pytest.mark.parametrize("function", [power.run, power.status_many])
+def test_timeouts_have_no_default_of_their_own(function):
+    # KS_POWER_TIMEOUT and KS_POWER_STATUS_TIMEOUT are the one place a timeout is set.
+    assert inspect.signature(function).parameters["timeout"].default is inspect.Parameter.empty
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -152,15 +160,15 @@ def test_redfish_over_plain_http(start_bmc):
 def test_redfish_certificate_is_checked_unless_told_otherwise(start_bmc):
     bmc = start_bmc("redfish", power=True)
     with pytest.raises(PowerError, match="TLS certificate is not trusted"):
-        power.run(bmc.url, bmc.username, bmc.password, "status", verify=True)
-    assert power.run(bmc.url, bmc.username, bmc.password, "status", verify=False) == "on"
+        power.run(bmc.url, bmc.username, bmc.password, "status", timeout=TIMEOUT, verify=True)
+    assert power.run(bmc.url, bmc.username, bmc.password, "status", timeout=TIMEOUT, verify=False) == "on"
 
 
 def test_redfish_unknown_system_names_where_to_look(start_bmc):
     bmc = start_bmc("redfish")
     url = bmc.url.rsplit("/", 1)[0] + "/no-such-system"
     with pytest.raises(PowerError, match="has no system /redfish/v1/Systems/no-such-system; its systems are listed"):
-        power.run(url, bmc.username, bmc.password, "status", verify=bmc.verify)
+        call(bmc, "status", url)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +222,7 @@ def test_status_many_marks_a_dead_bmc_without_waiting_for_it(start_bmc):
     assert "no answer within 5 s" in results[2].error or "no IPMI answer" in results[2].error
     assert "names no host" in results[3].error
     assert "username and password" in results[4].error
-    assert power.status_many([]) == []
+    assert power.status_many([], timeout=5) == []
 
 
 def test_a_login_that_pyghmi_marks_broken_without_a_reason_is_a_login_failure(monkeypatch):
@@ -228,3 +236,61 @@ def test_a_login_that_pyghmi_marks_broken_without_a_reason_is_a_login_failure(mo
     result = power.status_many([("ipmi://127.0.0.1:1", "admin", "wrong")], timeout=2)
     assert result[0].state == "unknown"
     assert "username and password" in result[0].error and "errormsg" not in result[0].error
+
+
+class FakeBMC:
+    """A whole power driver, as a new one is written: one class, and one line in schemes.DRIVERS."""
+
+    scheme = "fake"
+    default_port = 7
+    power = "off"  # the machine's, shared by every session as a chassis is
+    sent: list[str] = []
+
+    @classmethod
+    def check_path(cls, text, path):
+        if path not in ("", "/"):
+            raise InvalidBMCAddress(f"fake address {text!r} takes no path")
+        return ""
+
+    def __init__(self, address, username, password, timeout, verify):
+        self.address, self.password = address, password
+
+    def __enter__(self):
+        if self.password != "secret":
+            raise BMCAuthFailed(f"{self.address}: check the BMC username and password")
+        return self
+
+    def __exit__(self, *exc_info):
+        pass
+
+    def state(self):
+        return FakeBMC.power
+
+    def set(self, action):
+        FakeBMC.sent.append(action)
+        FakeBMC.power = "off" if action == "off" else "on"
+
+
+def test_a_new_driver_is_one_class_and_one_line_in_the_registry(monkeypatch, client, root, cli_runner):
+    from ks.cli.edit_host import edit_host
+    from ks.power import schemes
+
+    monkeypatch.setitem(schemes.DRIVERS, "fake", FakeBMC)
+    monkeypatch.setattr(FakeBMC, "sent", [])
+    assert str(parse_bmc_address("FAKE://bmc-7/")) == "fake://bmc-7:7"
+    with pytest.raises(InvalidBMCAddress, match="takes no path"):
+        parse_bmc_address("fake://bmc-7/x")
+    client.get("/bootstrap", query_string={"net0": "52-54-00-00-00-01"})
+
+    def edit(*args, env=None):
+        r = cli_runner.invoke(edit_host, ["--root", str(root), "-i", "1", *args], env=env)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    edit("--bmc", "fake://bmc-7", "--bmc-user", "admin", env={"KS_BMC_PASSWORD": "secret"})
+    assert "host 1: power on" in edit("--power", "on")
+    assert "host 1: power cycled, now on" in edit("-s", "image1", "--reboot")
+    assert FakeBMC.sent == ["on", "cycle"]
+    assert "BMC:       fake://bmc-7  power: on" in edit("-ll")
+    history = edit("--history")
+    assert "on sent" in history and "cycle sent" in history

@@ -2,10 +2,11 @@
 
 from flask import request
 
-from ks import hostpower, images, machines, present, states, vault
+from ks import images, machines, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
+from ks.power import hosts as host_power
 from ks.web import services, step_aside
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
@@ -39,7 +40,7 @@ def list_hosts():
         documents = [present.host_dict(h) for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
-        found = hostpower.power_states(page, services().settings)
+        found = host_power.power_states(page, services().settings)
         for document in documents:
             document["power"] = found[document["id"]]
     return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})

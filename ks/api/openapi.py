@@ -15,7 +15,8 @@ def _json(schema: dict, description: str) -> dict:
 
 def _errors(*codes: int) -> dict:
     words = {400: "Malformed request", 401: "No valid token", 404: "Not found",
-             409: "Conflict with the current state", 502: "The BMC failed or did not answer"}
+             409: "Conflict with the current state", 502: "The BMC refused or failed the operation",
+             504: "The BMC did not answer in time"}
     return {str(c): _json(_ref("Error"), words[c]) for c in codes}
 
 
@@ -195,7 +196,7 @@ PATHS = {
         "post": {
             "summary": "Power status, on, off or cycle through the host's BMC",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PowerAction")}}},
-            "responses": {"200": _json(_ref("PowerResult"), "Done"), **_errors(400, 401, 404, 409, 502)},
+            "responses": {"200": _json(_ref("PowerResult"), "Done"), **_errors(400, 401, 404, 409, 502, 504)},
         },
     },
     "/hosts/{ref}/reboot": {

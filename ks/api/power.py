@@ -1,8 +1,9 @@
 """Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
-from ks import hostpower, machines
+from ks import machines, power
 from ks.api import SOURCE, answer, body, bp, error
-from ks.errors import BadRequest, Conflict, KSError
+from ks.errors import BadRequest
+from ks.power import hosts as host_power
 from ks.web import services, step_aside
 
 
@@ -12,21 +13,19 @@ def _host_id(ref: str) -> int:
 
 
 @bp.post("/hosts/<ref>/power")
-def host_power(ref: str):
-    """``{"action": "status"|"on"|"off"|"cycle"}``; 502 when the BMC fails or does not answer."""
+def power_action(ref: str):
+    """``{"action": "status"|"on"|"off"|"cycle"}``; a failure answers with its error's status.
+
+    502 when the BMC refuses or fails (a wrong password, too), 504 when it does not answer.
+    """
     document = body()
     action = document.get("action")
-    if set(document) != {"action"} or action not in ("status", "on", "off", "cycle"):
+    if set(document) != {"action"} or action not in power.OPERATIONS:
         raise BadRequest('send {"action": "status" | "on" | "off" | "cycle"}')
     host_id = _host_id(ref)
     ks = services()
     step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
-    try:
-        reached = hostpower.power_host(ks.db, host_id, action, SOURCE, ks.settings)
-    except Conflict:
-        raise
-    except KSError as exc:
-        return error(str(exc), 502)
+    reached = host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     return answer({"host": host_id, "action": action, "power": reached})
 
 
@@ -36,7 +35,7 @@ def host_reboot(ref: str):
     host_id = _host_id(ref)
     ks = services()
     step_aside()
-    failures = hostpower.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
+    failures = host_power.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
     if failures:
         return error(f"reboot of host {host_id} failed: {failures[0][1]}", 409)
     return "", 204
@@ -47,7 +46,7 @@ def discovery_sweep():
     """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
     ks = services()
     step_aside()
-    hostpower.discover(ks.db, ks.settings, sweep=True)
+    host_power.discover(ks.db, ks.settings, sweep=True)
     return "", 204
 
 
@@ -55,11 +54,11 @@ def discovery_sweep():
 def discovery_table():
     """Where each BMC given by MAC is now, as the neighbour table says (no sweep)."""
     ks = services()
-    return answer(hostpower.discover(ks.db, ks.settings, sweep=False))
+    return answer(host_power.discover(ks.db, ks.settings, sweep=False))
 
 
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
     """Power-cycle hosts after a deploy; the failures."""
     ks = services()
     step_aside()
-    return hostpower.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)
+    return host_power.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)

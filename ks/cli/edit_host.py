@@ -9,9 +9,10 @@ import sys
 
 import click
 
-from ks import hostpower, images, machines, power, present, states, timeouts, vault
+from ks import images, machines, power, present, states, timeouts, vault
 from ks.cli.common import Site, root_option
 from ks.errors import KSError, NotFound
+from ks.power import hosts as host_power
 
 
 def _json_object(ctx, param, value):
@@ -102,7 +103,7 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
         if power_action or reboot:
             # The change above stands whatever the BMC does; a failure is reported with exit 1.
             action = power_action or "cycle"
-            reached = hostpower.power_host(db, host_id, action, "cli", site.settings)
+            reached = host_power.power_host(db, host_id, action, "cli", site.settings)
             done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
             click.echo(f"host {host_id}: {done}", err=True)
         with db.read() as session:
@@ -161,7 +162,7 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
-    power_states = hostpower.power_states(hosts, settings) if verbosity > 1 else {}
+    power_states = host_power.power_states(hosts, settings) if verbosity > 1 else {}
     if as_json:
         click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
         return

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ks import fleet, hostpower, images, machines, present, states
+from ks import fleet, images, machines, present, states
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail, table
 from ks.errors import KSError
+from ks.power import hosts as host_power
 from ks.remote import Remote
 
 SOURCE = "cli"
@@ -27,7 +28,7 @@ class Local:
             hosts = machines.list_hosts(session)
             documents = [present.host_dict(h) for h in hosts]
         if power:
-            found = hostpower.power_states(hosts, self.site.settings)
+            found = host_power.power_states(hosts, self.site.settings)
             for document in documents:
                 document["power"] = found[document["id"]]
         return documents
@@ -47,7 +48,7 @@ class Local:
     def power(self, ref: str, action: str) -> dict:
         with self.db.read() as session:
             host_id = machines.resolve(session, ref).id
-        reached = hostpower.power_host(self.db, host_id, action, SOURCE, self.site.settings)
+        reached = host_power.power_host(self.db, host_id, action, SOURCE, self.site.settings)
         return {"host": host_id, "action": action, "power": reached}
 
     def configurations(self) -> list[dict]:
@@ -57,11 +58,11 @@ class Local:
         host_ids = fleet.deploy(self.db, self.site.root, config, refs, SOURCE)
         if not reboot:
             return []
-        failures = hostpower.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
+        failures = host_power.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
         return [f"host {host_id}: {why}" for host_id, why in failures]
 
     def discover(self) -> dict:
-        return hostpower.discover(self.db, self.site.settings, sweep=True)
+        return host_power.discover(self.db, self.site.settings, sweep=True)
 
 
 class Far:

@@ -1,23 +1,26 @@
-"""Power control of machines through their BMCs (IPMI, Redfish); no Flask, no SQL.
+"""Power control of machines through their BMCs; no Flask, no SQL (ks.power.hosts applies it to hosts).
 
 Operations, as ``run(bmc_url, username, password, operation)`` takes them:
 
 * ``status``  returns ``'on'``, ``'off'`` or ``'unknown'`` (a Redfish state such as Paused)
 * ``on``      power on
-* ``off``     hard power off (IPMI power down, Redfish ForceOff): no OS shutdown, as
-              the machines here are reinstalled rather than shut down
-* ``cycle``   power cycle a machine that is on (IPMI power cycle, Redfish ForceRestart);
-              a machine that is off is powered on instead, because "cycle" asks for
-              "boot it again now", and IPMI lets a BMC ignore or refuse a power cycle
-              of a machine that is off. ``run`` then returns ``'on'``, the action sent.
+* ``off``     hard power off: no OS shutdown, as the machines here are reinstalled rather
+              than shut down
+* ``cycle``   power cycle a machine that is on; a machine that is off is powered on
+              instead, because "cycle" asks for "boot it again now", and IPMI lets a BMC
+              ignore or refuse a power cycle of a machine that is off. ``run`` then
+              returns ``'on'``, the action sent.
 
 ``on``, ``off`` and ``cycle`` return once the BMC has accepted the command. BMCs apply
 it when they do (Redfish ones often seconds later), so ``status`` right after ``on``
 may still say ``off``.
 
-Every call is bounded by its timeout, whatever the BMC or the network does: the
-exchange runs in a daemon thread that is abandoned (and ends on its own) when the
-deadline passes, so a dead BMC costs ``timeout`` seconds and never hangs a command.
+The address's scheme picks the driver that speaks to the BMC (ks.power.schemes.DRIVERS;
+each follows ks.power.driver.PowerDriver). Every call is bounded by its timeout, whatever
+the BMC, the driver or the network does: the exchange runs in a daemon thread that is
+abandoned (and ends on its own) when the deadline passes, so a dead BMC costs ``timeout``
+seconds and never hangs a command. The timeouts are the caller's: they come from the
+settings (POWER_TIMEOUT, POWER_STATUS_TIMEOUT).
 
 A BMC given by MAC (``ipmi://52-54-00-aa-bb-cc``) is first looked up in the neighbour
 table, sweeping ``subnets`` if it is not there (ks.power.discovery); the sweep comes
@@ -32,17 +35,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from ks.errors import BadRequest, BMCUnreachable, KSError
-from ks.power import discovery
-from ks.power.address import BMCAddress, parse_bmc_address
-from ks.power.ipmi import IPMI
-from ks.power.redfish import Redfish
+from ks.power import discovery, schemes
+from ks.power.driver import BMCAddress
+from ks.power.schemes import parse_bmc_address
 
-__all__ = ["BMCAddress", "OPERATIONS", "PowerStatus", "parse_bmc_address", "run", "status", "status_many"]
+__all__ = ["BMCAddress", "OPERATIONS", "PowerStatus", "parse_bmc_address", "run", "status_many"]
 
 OPERATIONS = ("status", "on", "off", "cycle")
-DEFAULT_TIMEOUT = 10.0
-# A listing waits this long for the slowest BMC, so it is shorter than for one operation.
-STATUS_TIMEOUT = 5.0
 MAX_WORKERS = 32
 
 
@@ -59,7 +58,8 @@ def run(
     username: str,
     password: str,
     operation: str,
-    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    timeout: float,
     verify: bool | str = True,
     subnets: Sequence[IPv4Network] = (),
 ) -> str:
@@ -79,7 +79,7 @@ def run(
         raise address
 
     def exchange() -> str:
-        with _connect(address, username, password, timeout, verify) as connection:
+        with schemes.driver(address)(address, username, password, timeout, verify) as connection:
             if operation == "status":
                 return connection.state()
             action = operation
@@ -91,15 +91,10 @@ def run(
     return _within(timeout, exchange, address, operation)
 
 
-def status(bmc: str | BMCAddress, username: str, password: str, timeout: float = DEFAULT_TIMEOUT,
-           verify: bool | str = True, subnets: Sequence[IPv4Network] = ()) -> str:
-    """The power state of one BMC: 'on', 'off' or 'unknown'; errors raise as in run()."""
-    return run(bmc, username, password, "status", timeout=timeout, verify=verify, subnets=subnets)
-
-
 def status_many(
     targets: Iterable[tuple[str, str, str]],
-    timeout: float = STATUS_TIMEOUT,
+    *,
+    timeout: float,
     verify: bool | str = True,
     subnets: Sequence[IPv4Network] = (),
 ) -> list[PowerStatus]:
@@ -119,7 +114,7 @@ def status_many(
         if isinstance(address, KSError):
             return PowerStatus("unknown", str(address))
         try:
-            return PowerStatus(status(address, *target[1:], timeout=timeout, verify=verify))
+            return PowerStatus(run(address, *target[1:], "status", timeout=timeout, verify=verify))
         except Exception as error:  # noqa: BLE001 - one broken BMC must not break the listing
             return PowerStatus("unknown", str(error) or type(error).__name__)
 
@@ -150,13 +145,6 @@ def _located(bmcs: list[str | BMCAddress], subnets: Sequence[IPv4Network]) -> li
         return failure or discovery.not_found(address.mac, subnets)
 
     return [at(a) for a in addresses]
-
-
-def _connect(address: BMCAddress, username: str, password: str, timeout: float, verify: bool | str):
-    """Open the driver that speaks the address's protocol."""
-    if address.driver == "ipmi":
-        return IPMI(address, username, password, timeout)
-    return Redfish(address, username, password, timeout, verify)
 
 
 def _within(timeout: float, work: Callable[[], str], address: BMCAddress, operation: str) -> str:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 
 from ks.errors import BMCNotFound, ConfigError
 from ks.identity import MacError, normalize_mac
@@ -78,7 +79,7 @@ def neighbours() -> dict[str, str]:
         raise ConfigError("`ip -json neigh` did not print JSON; install a current iproute2") from None
 
 
-def sweep(subnets: list[ipaddress.IPv4Network]) -> None:
+def sweep(subnets: Sequence[ipaddress.IPv4Network]) -> None:
     """Send a presence ping to every address of ``subnets``, so that the kernel ARPs for each."""
     addresses = [str(a) for subnet in subnets for a in subnet.hosts()]
     for start in range(0, len(addresses), BATCH):
@@ -91,7 +92,7 @@ def sweep(subnets: list[ipaddress.IPv4Network]) -> None:
                     pass
 
 
-def locate(macs, subnets: list[ipaddress.IPv4Network], force: bool = False) -> dict[str, str]:
+def locate(macs, subnets: Sequence[ipaddress.IPv4Network], force: bool = False) -> dict[str, str]:
     """MAC -> IPv4 address for each of ``macs`` found; sweeps ``subnets`` if one is missing, or if ``force``."""
     wanted = set(macs)
     found = neighbours() if wanted else {}
@@ -112,7 +113,7 @@ def locate(macs, subnets: list[ipaddress.IPv4Network], force: bool = False) -> d
     return {mac: found[mac] for mac in wanted & found.keys()}
 
 
-def not_found(mac: str, subnets: list[ipaddress.IPv4Network]) -> BMCNotFound:
+def not_found(mac: str, subnets: Sequence[ipaddress.IPv4Network]) -> BMCNotFound:
     """The error for a BMC whose MAC is nowhere to be found, saying what to check."""
     if not subnets:
         return BMCNotFound(

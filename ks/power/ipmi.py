@@ -7,9 +7,9 @@ from collections import defaultdict
 from pyghmi import exceptions as pyghmi_errors
 from pyghmi.ipmi import command
 
-from ks.errors import BMCAuthFailed, BMCUnreachable, PowerError
+from ks.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power import _pyghmi
-from ks.power.address import BMCAddress
+from ks.power.driver import BMCAddress
 
 # Chassis Control (IPMI 2.0, 28.3): netfn chassis, command 2, one data byte.
 CHASSIS_NETFN, CHASSIS_CONTROL = 0x00, 0x02
@@ -26,7 +26,18 @@ _bmc_locks: defaultdict[tuple[str, int], threading.Lock] = defaultdict(threading
 class IPMI:
     """An IPMI session with a BMC, open inside ``with``: login on entry, logout on exit."""
 
-    def __init__(self, address: BMCAddress, username: str, password: str, timeout: float):
+    scheme = "ipmi"
+    default_port = 623
+
+    @classmethod
+    def check_path(cls, text: str, path: str) -> str:
+        """An IPMI address has no path."""
+        if path not in ("", "/"):
+            raise InvalidBMCAddress(f"IPMI address {text!r} takes no path; use ipmi://host[:port]")
+        return ""
+
+    def __init__(self, address: BMCAddress, username: str, password: str, timeout: float, verify: bool | str):
+        # ``verify`` is for TLS, which IPMI over LAN does not use.
         self.address = address
         self.username, self.password = username, password
         self.timeout = timeout

@@ -1,12 +1,17 @@
 """Redfish power control through sushy."""
 
+import re
+
 import sushy
 from sushy import auth
 from sushy import exceptions as sushy_errors
 from sushy.connector import Connector
 
-from ks.errors import BMCAuthFailed, BMCUnreachable, PowerError
-from ks.power.address import BMCAddress
+from ks.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
+from ks.power.driver import BMCAddress
+
+# One member of the Systems collection; ids such as System.Embedded.1 (Dell) or a UUID.
+SYSTEM_PATH = re.compile(r"/redfish/v1/Systems/[^/?#]+/?")
 
 STATES = {
     sushy.PowerState.ON: "on",
@@ -24,24 +29,40 @@ RESETS = {
 
 
 class Redfish:
-    """A Redfish system behind a BMC, open inside ``with``; the connections close on exit."""
+    """A Redfish system behind a BMC over HTTPS, open inside ``with``; the connections close on exit."""
+
+    scheme = "redfish+https"
+    default_port = 443
+    transport = "https"
+
+    @classmethod
+    def check_path(cls, text: str, path: str) -> str:
+        """A Redfish address names one system: its ``/redfish/v1/Systems/<id>``."""
+        if not SYSTEM_PATH.fullmatch(path):
+            given = text.partition(":")[0].lower()
+            raise InvalidBMCAddress(
+                f"Redfish address {text!r} must name one system: "
+                f"{given}://host[:port]/redfish/v1/Systems/<id> (the ids are listed under /redfish/v1/Systems)"
+            )
+        return path.rstrip("/")
 
     def __init__(self, address: BMCAddress, username: str, password: str, timeout: float, verify: bool | str):
         self.address = address
         self.username, self.password = username, password
+        self.base_url = f"{self.transport}://{address.netloc}"
         # One attempt: a short operation has no time for retries, and the caller may
         # repeat it (sushy reads 0 as "the default of 3 tries, 2 s apart").
         self.connector = Connector(
-            address.base_url, verify=verify, server_side_retries=1,
+            self.base_url, verify=verify, server_side_retries=1,
             default_request_timeout=timeout, connect_timeout=timeout,
         )
 
     def __enter__(self):
         try:
             root = sushy.Sushy(
-                self.address.base_url, auth=auth.BasicAuth(self.username, self.password), connector=self.connector
+                self.base_url, auth=auth.BasicAuth(self.username, self.password), connector=self.connector
             )
-            self.system = root.get_system(self.address.system)
+            self.system = root.get_system(self.address.path)
         except sushy_errors.SushyError as error:
             self.connector.close()
             raise self._error(error) from None
@@ -81,7 +102,15 @@ class Redfish:
             )
         if isinstance(error, sushy_errors.ResourceNotFoundError):
             return PowerError(
-                f"{self.address}: the BMC has no system {self.address.system}; "
-                f"its systems are listed under {self.address.base_url}/redfish/v1/Systems"
+                f"{self.address}: the BMC has no system {self.address.path}; "
+                f"its systems are listed under {self.base_url}/redfish/v1/Systems"
             )
         return PowerError(f"{self.address}: Redfish error: {error}")
+
+
+class RedfishHTTP(Redfish):
+    """The same over plain HTTP (``redfish+http://``), for BMCs and simulators without TLS."""
+
+    scheme = "redfish+http"
+    default_port = 80
+    transport = "http"

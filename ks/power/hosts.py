@@ -1,4 +1,4 @@
-"""Power actions on hosts: their BMC from the database, the action through ks.power, a line in the history."""
+"""Power for hosts: their BMC from the database, the action through ks.power, a line in the history."""
 
 from concurrent.futures import ThreadPoolExecutor
 
@@ -46,13 +46,17 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
     try:
         result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
     except KSError as exc:
-        detail = f"{action} failed: {exc}"
-        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
+        _record(db, host_id, source, f"{action} failed: {exc}")
         raise
     reached = result if action == "status" else ("off" if result == "off" else "on")
     if action != "status":
-        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{result} sent"))
+        _record(db, host_id, source, f"{result} sent")
     return reached
+
+
+def _record(db: Database, host_id: int, source: str, detail: str) -> None:
+    """One power line in the host's history, in its own transaction."""
+    db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
 
 
 def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict) -> list[tuple[int, str]]:
@@ -98,8 +102,8 @@ def discover(db: Database, settings: dict, sweep: bool) -> dict:
     if sweep and not subnets:
         raise Conflict("no BMC subnets to sweep; set KS_BMC_SUBNETS on the server, e.g. KS_BMC_SUBNETS=10.0.0.0/24")
     with db.read() as session:
-        bmcs = [(h.id, h.hostname, _mac(h.bmc_address)) for h in machines.list_hosts(session) if h.bmc_address]
-    bmcs = [bmc for bmc in bmcs if bmc[2]]
+        bmcs = [(h.id, h.hostname, mac) for h in machines.list_hosts(session)
+                if h.bmc_address and (mac := _mac(h.bmc_address))]
     found = discovery.locate([mac for _, _, mac in bmcs], subnets if sweep else [], force=sweep)
     return {
         "subnets": [str(s) for s in subnets],
