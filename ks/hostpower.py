@@ -2,13 +2,11 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ks import machines, power, vault
+from ks import events, machines, power, vault
 from ks.db import Database
 from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
+from ks.events import EventKind
 from ks.power import discovery
-
-POWER = "power"
-
 
 def verify_setting(value: str) -> bool | str:
     """KS_BMC_VERIFY: 'true' (system CAs), 'false' (accept any certificate), or a CA file."""
@@ -47,11 +45,11 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
         result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
     except KSError as exc:
         detail = f"{action} failed: {exc}"
-        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
+        db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=detail))
         raise
     reached = result if action == "status" else ("off" if result == "off" else "on")
     if action != "status":
-        db.write(lambda session: machines.record(session, host_id, POWER, source, detail=f"{result} sent"))
+        db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=f"{result} sent"))
     return reached
 
 

@@ -20,24 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import jinja2
 
 from ks import images, states, values
 from ks.errors import ConfigError, KSError
-
-
-class Host(Protocol):
-    """What templates see of a host: an ORM ``Host`` or a ``machines.HostInfo``."""
-
-    id: int
-    hostname: str
-    state: str
-    serial: str | None
-    uuid: str | None
-    meta: dict
-    mac_list: list[str]
+from ks.record import HostRecord as Host
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +226,7 @@ def safe_host(host: Host) -> dict:
     view = {
         "hostname": values.script_safe(host.hostname, "hostname", repaired),
         "id": host.id,
-        "macs": [values.script_safe(m, "macs", repaired) for m in host.mac_list],
+        "macs": [values.script_safe(m, "macs", repaired) for m in host.macs],
         "metadata": values.script_safe(host.meta if isinstance(host.meta, dict) else {}, "metadata", repaired),
         "serial": values.script_safe(host.serial or "", "serial", repaired),
         "uuid": values.script_safe(host.uuid or "", "uuid", repaired),

@@ -6,6 +6,7 @@ from ks import hostpower, images, machines, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
+from ks.record import HostRecord
 from ks.web import services, step_aside
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
@@ -32,11 +33,11 @@ def list_hosts():
     with services().db.read() as session:
         if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = [found] if state is None or states.current(states.parse_chain(found.state)) == state else []
+            hosts = [HostRecord.of(found)] if state is None or states.current(states.parse_chain(found.state)) == state else []
         else:
             hosts = machines.list_hosts(session, state=state)
         page = hosts[offset : offset + limit]
-        documents = [present.host_dict(h) for h in page]
+        documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
         found = hostpower.power_states(page, services().settings)
@@ -49,7 +50,7 @@ def list_hosts():
 def get_host(ref: str):
     """One host by id, MAC or unique hostname."""
     with services().db.read() as session:
-        return answer(present.host_dict(machines.resolve(session, ref)))
+        return answer(HostRecord.of(machines.resolve(session, ref)).document())
 
 
 def parse_patch(document: dict, known_images: set[str]) -> dict:
@@ -113,7 +114,7 @@ def patch_host(ref: str):
         if "bmc" in changes:
             machines.set_bmc(session, host, changes["bmc"], SOURCE, vault.of(services().settings))
         session.flush()
-        return present.host_dict(host)
+        return HostRecord.of(host).document()
 
     return answer(services().db.write(work))
 

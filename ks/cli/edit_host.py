@@ -163,7 +163,7 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
         raise NotFound(f"no host with id {host_id}")
     power_states = hostpower.power_states(hosts, settings) if verbosity > 1 else {}
     if as_json:
-        click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
+        click.echo(json.dumps([h.document() for h in hosts] if host_id is None else hosts[0].document(), indent=2))
         return
     line_format = present.list_format(hosts)
     lines = [present.table_header(line_format)]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from ks import fleet, hostpower, images, machines, present, states
+from ks import fleet, hostpower, images, machines, states
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail, table
 from ks.errors import KSError
+from ks.record import HostRecord
 from ks.remote import Remote
 
 SOURCE = "cli"
@@ -25,7 +26,7 @@ class Local:
     def hosts(self, power: bool) -> list[dict]:
         with self.db.read() as session:
             hosts = machines.list_hosts(session)
-            documents = [present.host_dict(h) for h in hosts]
+            documents = [h.document() for h in hosts]
         if power:
             found = hostpower.power_states(hosts, self.site.settings)
             for document in documents:
@@ -40,7 +41,7 @@ class Local:
             host = machines.resolve(session, ref)
             machines.set_state(session, host, chain, SOURCE)
             session.flush()
-            return present.host_dict(host)
+            return HostRecord.of(host).document()
 
         return self.db.write(work)
 
