@@ -14,7 +14,7 @@ from ks.events import EventKind, record
 from ks.identity import MAX_MACS, normalize_mac
 from ks.models import Event, Host, HostMac, utcnow
 from ks.record import HostRecord
-from ks.values import check_metadata, check_text
+from ks.values import is_decimal
 from ks.vault import Vault
 
 
@@ -44,37 +44,27 @@ def find_by(session: Session, mac: str | None = None, serial: str | None = None)
     return host
 
 
+def parse_ref(ref: str) -> tuple[str, object]:
+    """What a host reference names: ("id", int), ("mac", normalised MAC) or ("name", hostname)."""
+    if is_decimal(ref):
+        return "id", int(ref)
+    try:
+        return "mac", normalize_mac(ref)
+    except BadRequest:
+        return "name", ref  # not a MAC: a hostname
+
+
 def resolve(session: Session, ref: str) -> Host:
     """A host by reference: its id, one of its MACs, or its (unique) hostname."""
-    ref = (ref or "").strip()
-    if ref.isascii() and ref.isdigit() and len(ref) <= 19:
-        return get_host(session, int(ref))
-    try:
-        return find_by(session, mac=ref)
-    except BadRequest:
-        pass  # not a MAC: a hostname
-    hosts = session.scalars(select(Host).where(Host.hostname == ref).limit(2)).all()
-    if not hosts:
-        raise NotFound(f"no host with id, MAC or name {ref[:64]!r}")
-    if len(hosts) > 1:
-        raise Conflict(f"several hosts are called {ref[:64]!r}; use the id or a MAC")
-    return hosts[0]
+    return resolve_many(session, [ref])[0]
 
 
 def resolve_many(session: Session, refs: list[str]) -> list[Host]:
-    """``resolve`` for many references at once (three queries), each host once, in the order given.
+    """Hosts by reference (at most three queries), each host once, in the order given.
 
-    NotFound names the first reference that matches no host.
+    NotFound names the first reference that matches no host; Conflict a name several hosts share.
     """
-    kinds: dict[str, tuple[str, object]] = {}
-    for ref in dict.fromkeys((ref or "").strip() for ref in refs):
-        if ref.isascii() and ref.isdigit() and len(ref) <= 19:
-            kinds[ref] = ("id", int(ref))
-            continue
-        try:
-            kinds[ref] = ("mac", normalize_mac(ref))
-        except BadRequest:
-            kinds[ref] = ("name", ref)
+    kinds = {ref: parse_ref(ref) for ref in dict.fromkeys((ref or "").strip() for ref in refs)}
     wanted = {kind: [v for k, v in kinds.values() if k == kind] for kind in ("id", "mac", "name")}
     found: dict[tuple[str, object], Host] = {}
     for host in session.scalars(select(Host).where(Host.id.in_(wanted["id"]))) if wanted["id"] else ():
@@ -124,18 +114,15 @@ def state_counts(session: Session) -> dict[str, tuple[int, int]]:
 
 
 def set_hostname(session: Session, host: Host, hostname: str, source: str) -> None:
-    """Rename a host."""
-    check_text("hostname", hostname, 255, spaces=False)
-    if not hostname:
-        raise BadRequest("the hostname must not be empty")
+    """Rename a host (validated by ``ks.change.HostChange``)."""
     before, host.hostname = host.hostname, hostname
     host.updated_at = utcnow()
     record(session, host.id, EventKind.EDIT, source, detail=f"hostname {before} -> {hostname}")
 
 
 def set_metadata(session: Session, host: Host, meta: dict, source: str) -> None:
-    """Replace a host's metadata object."""
-    host.meta = check_metadata(meta)
+    """Replace a host's metadata object (validated by ``ks.change.HostChange``)."""
+    host.meta = meta
     host.updated_at = utcnow()
     record(session, host.id, EventKind.EDIT, source, detail="metadata " + ",".join(sorted(meta)))
 
@@ -154,9 +141,8 @@ def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: 
 
 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
-    """Replace a host's MAC addresses; each must not belong to another host."""
-    wanted = list(dict.fromkeys(normalize_mac(m) for m in macs))
-    check_mac_count(len(wanted))
+    """Replace a host's MACs (normalised, see ``ks.change.HostChange``); each must not belong to another host."""
+    wanted = list(macs)
     others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
     if others:
         raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))

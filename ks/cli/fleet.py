@@ -7,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from ks import fleet, hostpower, images, machines, states
+from ks import fleet, hostpower, images, machines
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail, table
+from ks.change import HostChange
 from ks.errors import KSError
 from ks.record import HostRecord
 from ks.remote import Remote
@@ -34,12 +35,11 @@ class Local:
         return documents
 
     def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
-        chain = states.parse_chain(chain_text)
-        states.check_known(chain, images.image_names(self.site.root), force)
+        change = HostChange.parse(images.image_names(self.site.root), state=chain_text, force=force)
 
         def work(session):
             host = machines.resolve(session, ref)
-            machines.set_state(session, host, chain, SOURCE)
+            change.apply(session, host, SOURCE)
             session.flush()
             return HostRecord.of(host).document()
 
