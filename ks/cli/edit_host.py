@@ -11,8 +11,8 @@ import click
 
 from ks import hostpower, images, machines, present, vault
 from ks.change import UNCHANGED, HostChange
-from ks.cli.common import Site, root_option
-from ks.errors import BadRequest, InvalidBMCAddress, KSError, NotFound
+from ks.cli.common import Command, Site, root_option
+from ks.errors import BadRequest, InvalidBMCAddress, NotFound
 from ks.values import load_json_object
 
 
@@ -25,13 +25,7 @@ def _json_object(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-class Refused(click.ClickException):
-    """A change that was refused or failed: exit status 1."""
-
-    exit_code = 1
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-i", "--id", "host_id", type=click.IntRange(min=1), help="Select the host with this id (also filters -l).")
 @click.option("--mac", help="Select the host owning this MAC address.")
 @click.option("--serial", help="Select the host with this DMI serial.")
@@ -85,31 +79,28 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
         raise click.UsageError("--bmc-user and --bmc-password go with --bmc URL")
     if power_action and reboot:
         raise click.UsageError("give either --power or --reboot")
-    try:
-        if changes:
-            change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
-        db = site.migrated_db()
-        if selected:
-            host_id = _resolve(db, host_id, mac, serial)
-        if changes:
-            keys = vault.of(site.settings)
-            db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
-            if delete:
-                click.echo(f"host {host_id} deleted", err=True)
-                return
-        if power_action or reboot:
-            # The change above stands whatever the BMC does; a failure is reported with exit 1.
-            action = power_action or "cycle"
-            reached = hostpower.power_host(db, host_id, action, "cli", site.settings)
-            done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
-            click.echo(f"host {host_id}: {done}", err=True)
-        with db.read() as session:
-            if history:
-                _show_history(session, host_id, as_json)
-            else:
-                _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
-    except KSError as exc:
-        raise Refused(str(exc)) from None
+    if changes:
+        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
+    db = site.migrated_db()
+    if selected:
+        host_id = _resolve(db, host_id, mac, serial)
+    if changes:
+        keys = vault.of(site.settings)
+        db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
+        if delete:
+            click.echo(f"host {host_id} deleted", err=True)
+            return
+    if power_action or reboot:
+        # The change above stands whatever the BMC does; a failure is reported with exit 1.
+        action = power_action or "cycle"
+        reached = hostpower.power_host(db, host_id, action, "cli", site.settings)
+        done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
+        click.echo(f"host {host_id}: {done}", err=True)
+    with db.read() as session:
+        if history:
+            _show_history(session, host_id, as_json)
+        else:
+            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
 
 
 def _resolve(db, host_id, mac, serial) -> int:
