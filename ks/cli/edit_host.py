@@ -79,12 +79,11 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
         raise click.UsageError("--bmc-user and --bmc-password go with --bmc URL")
     if power_action and reboot:
         raise click.UsageError("give either --power or --reboot")
-    if changes:
-        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
     db = site.migrated_db()
     if selected:
         host_id = _resolve(db, host_id, mac, serial)
     if changes:
+        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
         keys = vault.of(site.settings)
         db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
         if delete:
