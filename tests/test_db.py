@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from ks import booting
 from ks.identity import Identity
-from ks.models import Event, Host
+from ks.models import Event, Host, utcnow
+from ks.record import HostRecord
 
 MACHINE = Identity(macs=("52:54:00:12:34:56",), serial="SER-1")
 
@@ -82,3 +83,17 @@ def test_sqlite_writers_queue_on_the_lock_file(db, root):
     assert done.wait(10)
     writer.join()
     assert db.write_direct(lambda tx: booting.identify(tx, MACHINE)).id == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_boot_path_reads_the_record_the_orm_reads(db):
+    def boot(tx):
+        host = booting.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
+        tx.execute(booting._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": utcnow(),
+                                     "deadline": utcnow(), "address": "192.0.2.7"})
+        return booting.host_record(tx, host.id)
+
+    direct = db.write_direct(boot)
+    with db.read() as session:
+        assert HostRecord.of(session.get(Host, 1)) == direct
+    assert direct.macs == ("52:54:00:12:34:56",) and direct.last_boot_at.tzinfo is not None
