@@ -24,9 +24,12 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def shown(schema: dict | None = None, name: str | None = None, show=None):
-    """A record field: its JSON key (the field's name unless ``name``), its schema, or ``show(record) -> dict``."""
-    return field(metadata={"name": name, "schema": schema, "show": show})
+def shown(schema: dict | None = None, name: str | None = None, show=None, template: bool = False):
+    """A record field: its JSON key (the field's name unless ``name``), its schema, or ``show(record) -> dict``.
+
+    ``template``: templates see it too, as ``host.<key>`` (script-safe, see ``ks.render.safe_host``).
+    """
+    return field(metadata={"name": name, "schema": schema, "show": show, "template": template})
 
 
 def _hidden(host: "HostRecord") -> dict:
@@ -97,6 +100,10 @@ class HostRecord:
     def from_row(cls, row, macs: tuple[str, ...]) -> "HostRecord":
         """The record of a row of ``COLUMNS`` as the driver returned it (SQLite hands over text)."""
         return cls(macs=macs, **{name: decode(value) for (name, decode), value in zip(_DECODERS, row, strict=True)})
+
+    def template_values(self) -> list[tuple[str, object]]:
+        """(key, value) of the fields declared ``template`` beyond those templates always had."""
+        return [(f.metadata["name"] or f.name, getattr(self, f.name)) for f in fields(self) if f.metadata["template"]]
 
     def document(self) -> dict:
         """The host as JSON, each field as it declares (never the BMC password)."""

@@ -211,7 +211,8 @@ def render_legacy(data: bytes, replacements: list[tuple[str, object]]) -> str:
 def host_view(host: Host) -> dict:
     """The ``host`` variable of templates (never the bootid); every value script-safe (see ``safe_host``)."""
     safe = safe_host(host)
-    return {key: safe[key] for key in ("id", "hostname", "macs", "serial", "uuid", "metadata")}
+    keys = ("id", "hostname", "macs", "serial", "uuid", "metadata", *(key for key, _ in host.template_values()))
+    return {key: safe[key] for key in keys}
 
 
 def safe_host(host: Host) -> dict:
@@ -231,6 +232,8 @@ def safe_host(host: Host) -> dict:
         "serial": values.script_safe(host.serial or "", "serial", repaired),
         "uuid": values.script_safe(host.uuid or "", "uuid", repaired),
     }
+    for key, value in host.template_values():
+        view[key] = values.script_safe(value if value is not None else "", key, repaired)
     if repaired:
         log.warning(
             "host %d holds values that scripts cannot carry, rendered with '_': %s; correct them with edit-host",
