@@ -288,7 +288,6 @@ class Transaction:
 
     def __init__(self, cursor, dialect, compiled: dict):
         self.cursor = cursor
-        self.is_sqlite = dialect.name == "sqlite"
         self._dialect = dialect
         self._compiled = compiled
         self.changed: set[int] = set()
@@ -312,7 +311,8 @@ class Transaction:
         times = tuple(name for name, bind in compiled.binds.items() if isinstance(bind.type, UTCDateTime))
         table = getattr(stmt, "table", None) if isinstance(stmt, (Insert, Update, Delete)) else None
         noted = table is HostMac.__table__ or (table is Host.__table__ and "state" in compiled.binds)
-        return compiled.string, times if self.is_sqlite else (), noted
+        # SQLite stores times as text; psycopg takes timezone-aware datetimes as they are.
+        return compiled.string, times if self._dialect.name == "sqlite" else (), noted
 
 
 def _sqlite_time(value: datetime | None) -> str | None:
