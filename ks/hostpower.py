@@ -8,6 +8,7 @@ from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
 from ks.events import EventKind
 from ks.power import discovery
 
+
 def verify_setting(value: str) -> bool | str:
     """KS_BMC_VERIFY: 'true' (system CAs), 'false' (accept any certificate), or a CA file."""
     lowered = str(value).strip().lower()
