@@ -94,12 +94,18 @@ class HostRecord:
     @classmethod
     def of(cls, host: Host) -> "HostRecord":
         """The record of an ORM host."""
-        return cls(macs=tuple(host.mac_list), **{name: decode(getattr(host, name)) for name, decode in _DECODERS})
+        found = {name: getattr(host, name) for name in _NAMES}
+        for name, decode in _DECODERS:
+            found[name] = decode(found[name])
+        return cls(macs=tuple(host.mac_list), **found)
 
     @classmethod
     def from_row(cls, row, macs: tuple[str, ...]) -> "HostRecord":
         """The record of a row of ``COLUMNS`` as the driver returned it (SQLite hands over text)."""
-        return cls(macs=macs, **{name: decode(value) for (name, decode), value in zip(_DECODERS, row, strict=True)})
+        found = dict(zip(_NAMES, row, strict=True))
+        for name, decode in _DECODERS:
+            found[name] = decode(found[name])
+        return cls(macs=macs, **found)
 
     def template_values(self) -> list[tuple[str, object]]:
         """(key, value) of the fields declared ``template`` beyond those templates always had."""
@@ -136,7 +142,7 @@ def _columns() -> list[tuple[str, object]]:
 
 
 def _decoder(column):
-    """How a driver's value of ``column`` becomes the record's (SQLite returns JSON and times as text)."""
+    """How a driver's value of ``column`` becomes the record's (SQLite returns JSON and times as text); None: as it is."""
     if isinstance(column.type, JSON):
         return lambda value: (load_stored_json(value) if isinstance(value, str) else value) or {}
     if isinstance(column.type, UTCDateTime):
@@ -145,8 +151,10 @@ def _decoder(column):
                 value = datetime.fromisoformat(value)
             return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
         return decode
-    return lambda value: value
+    return None
 
 
 COLUMNS = _columns()
-_DECODERS = [(name, _decoder(column)) for name, column in COLUMNS]
+_NAMES = [name for name, _ in COLUMNS]
+# Only the columns whose driver values need decoding: every boot reads a record.
+_DECODERS = [(name, decode) for name, column in COLUMNS if (decode := _decoder(column)) is not None]
