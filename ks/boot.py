@@ -9,9 +9,11 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request
 
-from ks import files, images, machines, metrics, present, render, states
+from ks import booting, events, files, images, machines, metrics, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
+from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
+from ks.record import HostRecord
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def bootstrap():
     where = site()
     initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
     outcome = ks.db.write_direct(
-        lambda tx: machines.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
+        lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
                                  may_register=ks.registrations.take, address=request.remote_addr)
     )
     url = poll_url(where.base_url, ident)
@@ -89,11 +91,11 @@ def post_install():
     where = site()
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
-        machines.check_bootid(host, bootid)
-        script = render.post_install_script(ks.renderer, host, states.parse_chain(host.state), bootid, where)
+        booting.check_bootid(host, bootid)
+        script = render.post_install_script(ks.renderer, HostRecord.of(host), states.parse_chain(host.state), bootid, where)
     # The bootid was checked above: the callback only adds its line to the history.
     chain = host.state
-    ks.db.write(lambda session: machines.record(session, host_id, machines.POST_INSTALL, "post-install", chain, chain,
+    ks.db.write(lambda session: events.record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain,
                                                 f"template {script.template}"))
     state = states.current(states.parse_chain(host.state))
     log.info(
@@ -108,7 +110,7 @@ def finish():
     """Advance the machine's chain once for this boot."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    host, finished = services().db.write(lambda session: machines.finish(session, host_id, bootid))
+    host, finished = services().db.write(lambda session: booting.finish(session, host_id, bootid))
     if finished:
         log.info(
             "finish host=%d state=%s now=%s", host.id, finished, host.state,
@@ -128,7 +130,7 @@ def state():
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
         if not ks.settings["PUBLIC_HOSTS"]:
-            machines.check_bootid(host, bootid)
+            booting.check_bootid(host, bootid)
         return text(states.current(states.parse_chain(host.state)) + "\n")
 
 
@@ -154,7 +156,7 @@ def update():
         raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
-    host = services().db.write(lambda session: machines.apply_update(session, host_id, bootid, macs, documents))
+    host = services().db.write(lambda session: booting.apply_update(session, host_id, bootid, macs, documents))
     log.info("update host=%d macs=%d metadata=%d", host.id, len(macs), len(documents))
     return text(f"host {host.id} updated\n")
 
@@ -193,7 +195,7 @@ def _download_recorder(relpath: str):
 
     def recorded(sent: int, size: int, seconds: float) -> None:
         try:
-            host_id = db.write(lambda session: machines.record_download(session, address, image, name, sent, size, seconds))
+            host_id = db.write(lambda session: booting.record_download(session, address, image, name, sent, size, seconds))
         except Exception:  # the file is sent; a failed note about it must not fail the request
             log.exception("could not record the download of %s by %s", relpath, address)
             return

@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -19,11 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event, inspect, make_url
+from sqlalchemy import Delete, Insert, Update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ks.models import Host, HostMac, UTCDateTime
 from ks.values import load_stored_json
 
 T = TypeVar("T")
@@ -82,7 +84,11 @@ class Database:
             self.engine = create_engine(url, pool_pre_ping=True, json_deserializer=load_stored_json)
             self.read_engine = self.engine
         self._write = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._write, "after_flush", _note_changed_hosts)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+        # The boot path's statements, compiled once for the driver (named placeholders on SQLite).
+        self._direct_dialect = sqlite_dialect(paramstyle="named") if self.is_sqlite else self.engine.dialect
+        self._compiled: dict = {}
         self._listeners: list[Callable[[set[int]], None]] = []
         self._writer: tuple[int, object] | None = None
         # What a unit of work may fail with and be retried for, as SQLAlchemy or the driver raises it.
@@ -98,7 +104,7 @@ class Database:
         """Run ``work(session)`` in one transaction and commit; retry lost races.
 
         After the commit, listeners learn which hosts' state or MACs changed
-        (see ``mark_changed``).
+        (the session notes them as it flushes, see ``_note_changed_hosts``).
         """
 
         def once() -> tuple[T, set[int]]:
@@ -124,7 +130,7 @@ class Database:
                     if connection.in_transaction:  # left open by a failure to roll back: start clean
                         connection.rollback()
                     cursor.execute("BEGIN IMMEDIATE")
-                tx = Transaction(cursor, self.is_sqlite)
+                tx = Transaction(cursor, self._direct_dialect, self._compiled)
                 try:
                     result = work(tx)
                     connection.commit()
@@ -242,9 +248,23 @@ class WriterLock:
             self._thread_lock.release()
 
 
-def mark_changed(session: Session, host_id: int) -> None:
-    """Note that a host's state or MACs changed, for the listeners after commit."""
-    session.info.setdefault(_CHANGED, set()).add(host_id)
+def _note_changed_hosts(session: Session, _flush_context) -> None:
+    """Note the hosts whose state or MACs a flush changes, for the listeners after commit.
+
+    Run after each flush, while the session still holds what the flush wrote:
+    new and deleted hosts and MACs, and hosts whose state or MAC list changed.
+    """
+    changed = session.info.setdefault(_CHANGED, set())
+    for obj in (*session.new, *session.deleted):
+        if isinstance(obj, Host):
+            changed.add(obj.id)
+        elif isinstance(obj, HostMac):
+            changed.add(obj.host_id)
+    for obj in session.dirty:
+        if isinstance(obj, Host):
+            attrs = inspect(obj).attrs
+            if attrs.state.history.has_changes() or attrs.macs.history.has_changes():
+                changed.add(obj.id)
 
 
 def _is_transient(exc: Exception, driver_integrity_error: type) -> bool:
@@ -259,36 +279,44 @@ def _is_transient(exc: Exception, driver_integrity_error: type) -> bool:
 class Transaction:
     """One transaction on a driver connection (see ``Database.write_direct``).
 
-    Statements are written with ``:name`` placeholders and plain SQL that
-    SQLite and PostgreSQL both read; each is converted once for the driver.
+    Statements are SQLAlchemy Core statements over the model tables, compiled
+    once per database to the driver's SQL and run on the driver's cursor: no
+    SQLAlchemy work per execution. Times are converted as the column stores
+    them; statements that write a host's MACs or state note the host
+    (``changed``) for the listeners after commit.
     """
 
-    _converted: dict[str, str] = {}
-
-    def __init__(self, cursor, is_sqlite: bool):
+    def __init__(self, cursor, dialect, compiled: dict):
         self.cursor = cursor
-        self.is_sqlite = is_sqlite
+        self._dialect = dialect
+        self._compiled = compiled
         self.changed: set[int] = set()
 
-    def execute(self, sql: str, params: dict | None = None):
+    def execute(self, stmt, params: dict | None = None):
         """Run one statement; returns the cursor, to fetch from."""
-        if not self.is_sqlite:  # psycopg takes %(name)s
-            converted = self._converted.get(sql)
-            if converted is None:
-                converted = self._converted[sql] = _PLACEHOLDER.sub(r"%(\1)s", sql.replace("%", "%%"))
-            sql = converted
-        self.cursor.execute(sql, params or {})
+        params = params or {}
+        compiled = self._compiled.get(stmt)
+        if compiled is None:
+            compiled = self._compiled[stmt] = self._compile(stmt)
+        sql, times, noted = compiled
+        if times:
+            params = {**params, **{name: _sqlite_time(params[name]) for name in times}}
+        self.cursor.execute(sql, params)
+        if noted and params.get("host_id") is not None:
+            self.changed.add(params["host_id"])
         return self.cursor
 
-    def timestamp(self, value: datetime | None):
-        """A timezone-aware time as the column stores it (the format of SQLAlchemy's SQLite DATETIME)."""
-        if value is None or not self.is_sqlite:
-            return value
-        return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    def mark_changed(self, host_id: int) -> None:
-        """Note that a host's state or MACs changed, for the listeners after commit."""
-        self.changed.add(host_id)
+    def _compile(self, stmt) -> tuple[str, tuple[str, ...], bool]:
+        compiled = stmt.compile(dialect=self._dialect)
+        times = tuple(name for name, bind in compiled.binds.items() if isinstance(bind.type, UTCDateTime))
+        table = getattr(stmt, "table", None) if isinstance(stmt, (Insert, Update, Delete)) else None
+        noted = table is HostMac.__table__ or (table is Host.__table__ and "state" in compiled.binds)
+        # SQLite stores times as text; psycopg takes timezone-aware datetimes as they are.
+        return compiled.string, times if self._dialect.name == "sqlite" else (), noted
 
 
-_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A timezone-aware time as SQLAlchemy's SQLite DATETIME stores it."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")

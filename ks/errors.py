@@ -1,7 +1,8 @@
 """Every failure KIWIspray reports, under one base class.
 
-Each subclass carries a message that tells the reader what to do. Views turn
-them into HTTP statuses (``status``), commands into one line on stderr.
+Each subclass carries a message that tells the reader what to do, the HTTP
+status views answer with (``status``, see ``ks.app`` and ``ks.api``) and the
+exit status of a command that fails with it (``exit_code``, see ``ks.cli.common``).
 """
 
 
@@ -9,6 +10,7 @@ class KSError(Exception):
     """Base class of all KIWIspray errors."""
 
     status = 400
+    exit_code = 1
 
 
 class BadRequest(KSError):

@@ -1,6 +1,7 @@
 """Operations on many hosts, shared by the admin API and the ``host``/``config`` commands."""
 
 from ks import images, machines, states
+from ks.change import HostChange
 from ks.db import Database
 from ks.errors import BadRequest, NotFound
 
@@ -25,12 +26,12 @@ def deploy(db: Database, root: str, config: str, refs: list[str], source: str) -
         raise BadRequest(f"{len(refs)} hosts named; a deploy takes at most {MAX_DEPLOY_HOSTS}, split it into several")
     if config not in {c["name"] for c in configurations(root)}:
         raise NotFound(f"configuration {config[:64]!r} not found; `config list` shows them")
-    chain = states.parse_chain(config)
+    change = HostChange.parse(set(), state=config, force=True)  # a configuration is known: it was listed
 
     def work(session):
         hosts = machines.resolve_many(session, refs)
         for host in hosts:
-            machines.set_state(session, host, chain, source)
+            change.apply(session, host, source)
         return [h.id for h in hosts]
 
     return db.write(work)

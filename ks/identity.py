@@ -10,7 +10,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from ks.errors import BadRequest
-from ks.values import check_text
+from ks.values import check_text, single
 
 # Compared after upper-casing and trimming.
 PLACEHOLDER_VALUES = frozenset(
@@ -137,11 +137,9 @@ def parse_boot_args(args: dict[str, list[str]]) -> Identity:
     """
     one = {}
     for key in BOOT_PARAMS:
-        values = args.get(key, [])
-        if len(values) > 1:
-            raise BadRequest(f"parameter {key!r} given {len(values)} times; give it once")
-        if values:
-            one[key] = values[0]
+        value = single(key, args.get(key, []))
+        if value is not None:
+            one[key] = value
     macs: list[str] = []
     for key in BOOT_PARAMS[:9]:
         value = one.get(key, "").strip()

@@ -12,8 +12,9 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from ks import machines, states
+from ks import booting, events, machines, states
 from ks.errors import BadRequest, Conflict, KSError
+from ks.events import EventKind
 from ks.identity import normalize_mac, normalize_serial, normalize_uuid
 from ks.models import Host, HostMac
 from ks.values import check_metadata, check_text
@@ -66,7 +67,7 @@ def _record(raw) -> dict:
         "uuid": normalize_uuid(str(raw.get("uuid") or "")),
         "state": states.format_chain(states.parse_chain(str(raw.get("state") or "new"))),
         "metadata": metadata,
-        "bootid_hash": machines.hash_bootid(bootid) if isinstance(bootid, str) and bootid else None,
+        "bootid_hash": booting.hash_bootid(bootid) if isinstance(bootid, str) and bootid else None,
     }
 
 
@@ -83,7 +84,7 @@ def import_hosts(session: Session, records: list[dict], dry_run: bool = False) -
         host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(r["macs"])]
         session.add(host)
         session.flush()
-        machines.record(session, host.id, "import", "cli", None, host.state, "imported from known_hosts.json")
+        events.record(session, host.id, EventKind.IMPORT, "cli", None, host.state, "imported from known_hosts.json")
     if session.get_bind().dialect.name == "postgresql":
         # Explicit ids do not advance the sequence; new hosts must continue after them.
         session.execute(text("SELECT setval(pg_get_serial_sequence('hosts', 'id'), (SELECT max(id) FROM hosts))"))

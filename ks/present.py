@@ -1,6 +1,7 @@
 """How hosts and events are shown: the original's text table and JSON documents."""
 
-from ks.models import Event, Host
+from ks.models import Event
+from ks.record import HostRecord
 from ks.values import MAX_DEPTH, printable
 
 LIST_HEADER = ("#Id", "Hostname", "State", "Serial#")
@@ -8,8 +9,8 @@ LIST_HEADER = ("#Id", "Hostname", "State", "Serial#")
 LIST_WIDTHS = (4, 20, 10)
 
 
-def _cells(host: Host) -> tuple:
-    state = f"{host.state} (failed)" if host.failed_at else host.state
+def _cells(host: HostRecord) -> tuple:
+    state = f"{host.state} (failed)" if host.failed else host.state
     return host.id, printable(host.hostname), state, printable(host.serial or "")
 
 
@@ -28,7 +29,7 @@ def table_header(line_format: str) -> str:
     return line_format % LIST_HEADER
 
 
-def table_row(host: Host, line_format: str) -> str:
+def table_row(host: HostRecord, line_format: str) -> str:
     """One host in the original's table format; a failed host's state says so."""
     return line_format % _cells(host)
 
@@ -39,9 +40,9 @@ def hosts_table(hosts) -> str:
     return "".join(line + "\n" for line in [table_header(line_format), *(table_row(h, line_format) for h in hosts)])
 
 
-def legacy_macs(host: Host) -> str:
+def legacy_macs(host: HostRecord) -> str:
     """MACs as the original printed them: upper-case, space-separated."""
-    return " ".join(m.upper() for m in host.mac_list)
+    return " ".join(m.upper() for m in host.macs)
 
 
 def metadata_lines(meta: dict, depth: int, prefix: str = "", level: int = 1) -> list[str]:
@@ -61,39 +62,12 @@ def metadata_lines(meta: dict, depth: int, prefix: str = "", level: int = 1) -> 
     return lines
 
 
-def _time(value) -> str | None:
-    return value.isoformat() if value else None
-
-
-def host_dict(host: Host) -> dict:
-    """A host as JSON (never the bootid or the BMC password)."""
-    chain = host.state.split(",")
-    return {
-        "id": host.id,
-        "hostname": host.hostname,
-        "state": chain[0],
-        "chain": chain,
-        "macs": host.mac_list,
-        "serial": host.serial,
-        "uuid": host.uuid,
-        "metadata": host.meta or {},
-        "created_at": _time(host.created_at),
-        "updated_at": _time(host.updated_at),
-        "last_boot_at": _time(host.last_boot_at),
-        "last_seen_at": _time(host.last_seen_at),
-        "bmc": {"address": host.bmc_address, "username": host.bmc_username} if host.bmc_address else None,
-        "failed": host.failed_at is not None,
-        "failed_at": _time(host.failed_at),
-        "deadline_at": _time(host.deadline_at),
-    }
-
-
 def event_dict(event: Event) -> dict:
     """A history line as JSON."""
     return {
         "id": event.id,
         "host_id": event.host_id,
-        "at": _time(event.at),
+        "at": event.at.isoformat() if event.at else None,
         "kind": event.kind,
         "from": event.from_state,
         "to": event.to_state,

@@ -6,7 +6,11 @@ from ks.errors import KSError
 
 
 class RemoteError(KSError):
-    """The server refused a request or could not be reached."""
+    """The server refused a request or could not be reached; ``document`` is the server's answer, if any."""
+
+    def __init__(self, message: str, document: dict | None = None):
+        super().__init__(message)
+        self.document = document
 
 
 class Remote:
@@ -31,7 +35,7 @@ class Remote:
         except ValueError:
             raise RemoteError(f"{self.base}{path} answered {response.status_code} without JSON; is it a KIWIspray server?") from None
         if response.status_code >= 400:
-            raise RemoteError(f"server: {document.get('error', response.reason)} ({response.status_code})")
+            raise RemoteError(f"server: {document.get('error', response.reason)} ({response.status_code})", document)
         return document
 
     def hosts(self, power: bool = False) -> list[dict]:

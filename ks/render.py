@@ -18,24 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import jinja2
 
 from ks import images, states, values
 from ks.errors import KSError
-
-
-class Host(Protocol):
-    """What templates see of a host: an ORM ``Host`` or a ``machines.HostInfo``."""
-
-    id: int
-    hostname: str
-    state: str
-    serial: str | None
-    uuid: str | None
-    meta: dict
-    mac_list: list[str]
+from ks.record import HostRecord as Host
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +178,8 @@ def render_legacy(data: bytes, replacements: list[tuple[str, object]]) -> str:
 def host_view(host: Host) -> dict:
     """The ``host`` variable of templates (never the bootid); every value script-safe (see ``safe_host``)."""
     safe = safe_host(host)
-    return {key: safe[key] for key in ("id", "hostname", "macs", "serial", "uuid", "metadata")}
+    keys = ("id", "hostname", "macs", "serial", "uuid", "metadata", *(key for key, _ in host.template_values()))
+    return {key: safe[key] for key in keys}
 
 
 def safe_host(host: Host) -> dict:
@@ -205,11 +194,13 @@ def safe_host(host: Host) -> dict:
     view = {
         "hostname": values.script_safe(host.hostname, "hostname", repaired),
         "id": host.id,
-        "macs": [values.script_safe(m, "macs", repaired) for m in host.mac_list],
+        "macs": [values.script_safe(m, "macs", repaired) for m in host.macs],
         "metadata": values.script_safe(host.meta if isinstance(host.meta, dict) else {}, "metadata", repaired),
         "serial": values.script_safe(host.serial or "", "serial", repaired),
         "uuid": values.script_safe(host.uuid or "", "uuid", repaired),
     }
+    for key, value in host.template_values():
+        view[key] = values.script_safe(value if value is not None else "", key, repaired)
     if repaired:
         log.warning(
             "host %d holds values that scripts cannot carry, rendered with '_': %s; correct them with edit-host",

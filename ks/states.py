@@ -4,7 +4,8 @@ A machine's state is a chain ``a,b,c``; the first element is what it boots now.
 
 * ``new``       builtin: wait for an operator (polls the server, boots nothing)
 * ``finished``  builtin: leave network boot, firmware boots the disk
-* anything else is an image: the directory ``images/<name>/``
+* anything else is an image: the directory ``images/<name>/``; in the image
+  ``discover`` a machine may report its MACs and metadata (/update)
 
 Setting a state replaces the whole chain. ``/finish`` with the current bootid
 removes the first element; an emptied chain becomes ``finished``. Builtins end a
@@ -18,6 +19,7 @@ from ks.errors import Conflict, InvalidState
 NEW = "new"
 FINISHED = "finished"
 BUILTINS = (NEW, FINISHED)
+DISCOVER = "discover"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_NAME_LENGTH = 64
@@ -50,6 +52,11 @@ def parse_chain(text: str) -> Chain:
 def format_chain(chain: Chain) -> str:
     """The stored form of a chain."""
     return ",".join(chain)
+
+
+def stored_chain(text: str) -> Chain:
+    """A chain as stored, split without checking (it was checked when it was set)."""
+    return tuple(text.split(","))
 
 
 def current(chain: Chain) -> str:

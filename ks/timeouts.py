@@ -3,7 +3,7 @@
 A machine's first boot into an image starts a deadline: ``DEPLOY_TIMEOUT``
 seconds, or the image's own ``deploy_timeout`` (see ``images.deploy_timeout``).
 /finish, a new state and a retry clear it; a reboot into the same image keeps
-it (see ``machines.boot``). When the deadline passes without a /finish, the
+it (see ``booting.boot``). When the deadline passes without a /finish, the
 check flags the host failed: ``edit-host -l`` shows it, its history records a
 ``timeout``, and the machine, should it boot again, waits until an operator
 retries it (``edit-host -i N --retry``) or gives it a new state.
@@ -22,14 +22,10 @@ from sqlalchemy.orm import Session
 from ks import states
 from ks.db import Database
 from ks.errors import Conflict
-from ks.machines import record
+from ks.events import EventKind, record
 from ks.models import Host, utcnow
 
 log = logging.getLogger(__name__)
-
-# Event kinds in the history.
-TIMEOUT, RETRY = "timeout", "retry"
-
 
 def retry(session: Session, host: Host, source: str) -> None:
     """Clear a host's failure: its next boot starts the current state again."""
@@ -38,7 +34,7 @@ def retry(session: Session, host: Host, source: str) -> None:
     host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
     current = states.current(states.parse_chain(host.state))
-    record(session, host.id, RETRY, source, host.state, host.state, f"failure cleared; the next boot starts '{current}' again")
+    record(session, host.id, EventKind.RETRY, source, host.state, host.state, f"failure cleared; the next boot starts '{current}' again")
 
 
 def _overdue(now: datetime) -> tuple:
@@ -72,7 +68,7 @@ def flag_overdue(session: Session, now: datetime, source: str) -> list[tuple[int
             continue
         state = states.current(states.parse_chain(chain))
         detail = f"no /finish from '{state}' by {deadline:%Y-%m-%d %H:%M:%S} UTC; retry: edit-host -i {host_id} --retry"
-        record(session, host_id, TIMEOUT, source, chain, chain, detail)
+        record(session, host_id, EventKind.TIMEOUT, source, chain, chain, detail)
         flagged.append((host_id, state))
     return flagged
 
@@ -90,6 +86,6 @@ def check(db: Database, source: str, now: datetime | None = None) -> list[tuple[
     for host_id, state in flagged:
         log.warning(
             "timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state,
-            extra={"event": TIMEOUT, "host_id": host_id, "state": state},
+            extra={"event": EventKind.TIMEOUT.value, "host_id": host_id, "state": state},
         )
     return flagged

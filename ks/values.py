@@ -32,6 +32,33 @@ MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 1024
 
 
+def single(name: str, given: list):
+    """The one value of parameter ``name`` (None if absent); BadRequest if it was given more than once."""
+    if len(given) > 1:
+        raise BadRequest(f"parameter {name!r} given {len(given)} times; give it once")
+    return given[0] if given else None
+
+
+def is_decimal(text: str, max_digits: int = 19) -> bool:
+    """Whether ``text`` is a plain decimal number (ASCII digits only) of at most ``max_digits``: an id."""
+    return text.isascii() and text.isdigit() and len(text) <= max_digits
+
+
+def load_json_object(text: str | bytes, name: str, example: str = "") -> dict:
+    """A JSON object from text (NaN and Infinity refused); BadRequest names ``name`` otherwise."""
+    try:
+        document = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"{name} must be a JSON object{example}")
+    return document
+
+
+def _no_constant(token: str):
+    raise ValueError(f"{token} is not allowed")
+
+
 def check_text(name: str, value, limit: int = MAX_VALUE_LENGTH, spaces: bool = True) -> str:
     """``value`` if it is a string of the safe alphabet at most ``limit`` long; else BadRequest."""
     if not isinstance(value, str):

@@ -2,14 +2,13 @@
 
 import functools
 import ipaddress
-import json
 import re
 
 from flask import Response, current_app, request
 
 from ks.errors import BadRequest, ConfigError
 from ks.render import Site
-from ks.values import check_metadata
+from ks.values import check_metadata, is_decimal, load_json_object, single
 
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
 MAX_METADATA_PARAMETER = 64 * 1024
@@ -44,17 +43,14 @@ def text(body: str, status: int = 200) -> Response:
 
 def one(name: str, source=None) -> str | None:
     """The single value of parameter ``name``; BadRequest if it was given twice."""
-    values = (source if source is not None else request.args).getlist(name)
-    if len(values) > 1:
-        raise BadRequest(f"parameter {name!r} given {len(values)} times; give it once")
-    return values[0] if values else None
+    return single(name, (source if source is not None else request.args).getlist(name))
 
 
 def parse_id(value: str | None, name: str = "id") -> int:
     """A host id from a parameter: a positive integer."""
     if value is None or value == "":
         raise BadRequest(f"{name} is required, e.g. ?{name}=1")
-    if not value.isascii() or not value.isdigit() or len(value) > 19:
+    if not is_decimal(value):
         raise BadRequest(f"{name} must be a positive integer, not {value[:40]!r}")
     number = int(value)
     if number < 1 or number > current_app.config["MAX_ID"]:
@@ -66,15 +62,7 @@ def parse_json_object(value: str, name: str = "metadata") -> dict:
     """Metadata from a parameter: a JSON object that ``ks.values.check_metadata`` accepts."""
     if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_PARAMETER:
         raise BadRequest(f"{name} is larger than {MAX_METADATA_PARAMETER} bytes")
-    try:
-        document = json.loads(value, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"{name} is not valid JSON: {exc}") from None
-    return check_metadata(document, name)
-
-
-def _no_constant(token: str):
-    raise ValueError(f"{token} is not allowed")
+    return check_metadata(load_json_object(value, name, ', e.g. {"rack": "4"}'), name)
 
 
 def site() -> Site:

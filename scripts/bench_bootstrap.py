@@ -96,10 +96,13 @@ def ceiling(port: int, workers: int, threads: int, workdir: Path) -> subprocess.
 
 def query_plans(database: Path) -> list[str]:
     """SQLite's plan for each statement /bootstrap runs for a known machine."""
-    from ks import machines
+    from sqlalchemy.dialects.sqlite import dialect
 
-    statements = [machines._host_ids_by_identifiers(1), machines._HOST, machines._MACS, machines._BOOTED,
-                  machines._ADD_EVENT]
+    from ks import booting, events
+
+    named = dialect(paramstyle="named")
+    statements = [str(s.compile(dialect=named)) for s in (booting._host_ids_by_identifiers(1), booting._HOST,
+                                                          booting._MACS, booting._BOOTED, events._ADD_EVENT)]
     plans = []
     with sqlite3.connect(database) as conn:
         for statement in statements:

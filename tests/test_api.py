@@ -209,6 +209,7 @@ def test_power_without_bmc_is_a_clear_409(api, hosts):
     assert api.post("/hosts/1/power", json={"action": "explode"}).status_code == 400
     r = api.put("/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True})
     assert r.status_code == 409 and "deployed, but the reboot failed" in r.json["error"]
+    assert [f["host"] for f in r.json["reboot_failures"]] == [1] and "has no BMC" in r.json["reboot_failures"][0]["error"]
     assert api.get("/hosts/1").json["state"] == "image1"
 
 

@@ -2,7 +2,10 @@
 
 import pytest
 
+from sqlalchemy import select
+
 from conftest import MAC1, boot
+from ks.models import Host
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
@@ -76,13 +79,11 @@ def test_bad_input_gets_a_4xx(client, method, url, data):
 def test_bad_input_changes_nothing(client, db):
     boot(client, MAC1)
     with db.read() as s:
-        from ks import machines
-
-        before = [(h.id, h.state, h.bootid_hash, h.mac_list, h.meta) for h in machines.list_hosts(s)]
+        before = [(h.id, h.state, h.bootid_hash, h.mac_list, h.meta) for h in s.scalars(select(Host).order_by(Host.id))]
     for method, url, data in CASES:
         client.open(url, method=method, data=data)
     with db.read() as s:
-        after = [(h.id, h.state, h.bootid_hash, h.mac_list, h.meta) for h in machines.list_hosts(s)]
+        after = [(h.id, h.state, h.bootid_hash, h.mac_list, h.meta) for h in s.scalars(select(Host).order_by(Host.id))]
     assert after == before
 
 

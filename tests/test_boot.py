@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from conftest import MAC1, MAC2, MAC3, boot, bootid_of, make_image
-from ks import machines, states
+from ks import booting, machines, states
 from ks.models import Event, Host
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
@@ -156,11 +156,11 @@ def test_finish_with_nothing_to_finish_is_409(client, db, state):
 
 def _rotate(db, host_id):
     """Give the host a known bootid, as /bootstrap would."""
-    bootid = machines.new_bootid()
+    bootid = booting.new_bootid()
 
     def work(s):
         h = machines.get_host(s, host_id)
-        h.bootid_hash = machines.hash_bootid(bootid)
+        h.bootid_hash = booting.hash_bootid(bootid)
         h.boot_finished = False
 
     db.write(work)

@@ -8,26 +8,27 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from ks import machines
+from ks import booting
 from ks.identity import Identity
-from ks.models import Event, Host
+from ks.models import Event, Host, utcnow
+from ks.record import HostRecord
 
 MACHINE = Identity(macs=("52:54:00:12:34:56",), serial="SER-1")
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_lost_registration_race_is_retried_and_finds_the_winner(db):
-    db.write_direct(lambda tx: machines.register(tx, MACHINE, ("new",), "bootstrap"))
+    db.write_direct(lambda tx: booting.register(tx, MACHINE, ("new",), "bootstrap"))
     attempts = []
 
     def register_again(tx):
         attempts.append(1)
         if len(attempts) == 1:  # as if another server registered it since our lookup
-            machines.register(tx, MACHINE, ("new",), "bootstrap")
-        return machines.identify(tx, MACHINE)
+            booting.register(tx, MACHINE, ("new",), "bootstrap")
+        return booting.identify(tx, MACHINE)
 
     host = db.write_direct(register_again)
-    assert len(attempts) == 2 and host.id == 1 and host.mac_list == ["52:54:00:12:34:56"]
+    assert len(attempts) == 2 and host.id == 1 and host.macs == ("52:54:00:12:34:56",)
     with db.read() as session:
         assert session.scalars(select(Host.id)).all() == [1]
         assert [e.kind for e in session.scalars(select(Event))] == ["register"]
@@ -36,14 +37,14 @@ def test_a_lost_registration_race_is_retried_and_finds_the_winner(db):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_an_error_in_the_work_rolls_back_everything_it_wrote(db):
     def half(tx):
-        machines.register(tx, MACHINE, ("new",), "bootstrap")
+        booting.register(tx, MACHINE, ("new",), "bootstrap")
         raise ValueError("stop")
 
     with pytest.raises(ValueError):
         db.write_direct(half)
     with db.read() as session:
         assert session.scalars(select(Host)).all() == [] and session.scalars(select(Event)).all() == []
-    assert db.write_direct(lambda tx: machines.identify(tx, MACHINE)) is None
+    assert db.write_direct(lambda tx: booting.identify(tx, MACHINE)) is None
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
@@ -51,9 +52,9 @@ def test_direct_writes_store_what_the_orm_reads(db):
     when = datetime(2026, 11, 22, 3, 4, 5, 600, tzinfo=timezone.utc)
 
     def boot(tx):
-        host = machines.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
-        tx.execute(machines._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": tx.timestamp(when),
-                                      "deadline": tx.timestamp(when), "address": "192.0.2.7"})
+        host = booting.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
+        tx.execute(booting._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": when,
+                                     "deadline": when, "address": "192.0.2.7"})
         return host
 
     db.write_direct(boot)
@@ -71,7 +72,7 @@ def test_sqlite_writers_queue_on_the_lock_file(db, root):
     fcntl.flock(lock, fcntl.LOCK_EX)
     done = threading.Event()
     writer = threading.Thread(
-        target=lambda: (db.write_direct(lambda tx: machines.register(tx, MACHINE, ("new",), "cli")), done.set())
+        target=lambda: (db.write_direct(lambda tx: booting.register(tx, MACHINE, ("new",), "cli")), done.set())
     )
     writer.start()
     try:
@@ -81,4 +82,18 @@ def test_sqlite_writers_queue_on_the_lock_file(db, root):
         os.close(lock)
     assert done.wait(10)
     writer.join()
-    assert db.write_direct(lambda tx: machines.identify(tx, MACHINE)).id == 1
+    assert db.write_direct(lambda tx: booting.identify(tx, MACHINE)).id == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_boot_path_reads_the_record_the_orm_reads(db):
+    def boot(tx):
+        host = booting.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")
+        tx.execute(booting._BOOTED, {"host_id": host.id, "bootid_hash": "ab" * 32, "now": utcnow(),
+                                     "deadline": utcnow(), "address": "192.0.2.7"})
+        return booting.host_record(tx, host.id)
+
+    direct = db.write_direct(boot)
+    with db.read() as session:
+        assert HostRecord.of(session.get(Host, 1)) == direct
+    assert direct.macs == ("52:54:00:12:34:56",) and direct.last_boot_at.tzinfo is not None

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from conftest import bootid_of
-from ks import machines, migrate, states
+from ks import booting, machines, migrate, states
 from ks.app import create_app
 from ks.identity import Identity
 
@@ -29,10 +29,10 @@ def legacy_client(tmp_path):
     migrate.upgrade(db)
 
     def register(tx):
-        first = machines.register(
+        first = booting.register(
             tx, Identity(macs=("52:54:00:ab:cd:01", "52:54:00:ab:cd:02"), serial="SER1", uuid=UUID), ("new",), "cli"
         )
-        return first.id, machines.register(tx, Identity(macs=("52:54:00:ab:cd:03",)), ("new",), "cli").id
+        return first.id, booting.register(tx, Identity(macs=("52:54:00:ab:cd:03",)), ("new",), "cli").id
 
     first, second = db.write_direct(register)
 

@@ -93,3 +93,15 @@ def test_sync_without_tftp_root_says_what_to_set(cli_runner, tmp_path, monkeypat
     monkeypatch.delenv("KS_TFTP_ROOT", raising=False)
     r = cli_runner.invoke(cli, ["--root", str(tmp_path), "pxelinux", "sync"])
     assert r.exit_code == 1 and "set KS_TFTP_ROOT" in r.output
+
+
+def test_import_legacy_writes_the_links_of_the_imported_hosts(cli_runner, root, tmp_path, pxe_env, tftp):
+    source = tmp_path / "known_hosts.json"
+    source.write_text('[{"id": 3, "macs": "52:54:00:AA:00:01", "state": "wipe,image1"},'
+                      ' {"id": 7, "macs": "52:54:00:AA:00:03", "state": "finished"}]')
+    r = cli_runner.invoke(cli, ["--root", str(root), "import-legacy", str(source)])
+    assert r.exit_code == 0, r.output
+    assert links(tftp) == {
+        "01-52-54-00-aa-00-01": "../pxelinux.configs/wipe",
+        "01-52-54-00-aa-00-03": "../pxelinux.configs/local",
+    }

@@ -8,6 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 from ks import tokens
 from ks.errors import BadRequest, KSError
+from ks.values import load_json_object
 from ks.web import services
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,7 @@ def body() -> dict:
     """The request's JSON object body; BadRequest otherwise."""
     if not request.is_json:
         raise BadRequest("send a JSON object with Content-Type: application/json")
-    try:
-        document = json.loads(request.get_data(cache=True) or b"null", parse_constant=_refuse)
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("the body must be a JSON object")
-    return document
-
-
-def _refuse(token):
-    raise ValueError(f"{token} is not allowed")
+    return load_json_object(request.get_data(cache=True) or b"null", "the body")
 
 
 @bp.before_request

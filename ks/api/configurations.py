@@ -1,7 +1,7 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
 from ks import fleet, images
-from ks.api import SOURCE, answer, body, bp, error
+from ks.api import SOURCE, answer, body, bp
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
 from ks.errors import BadRequest, NotFound
@@ -55,9 +55,8 @@ def deploy(name: str):
     if reboot:
         failures = reboot_hosts(host_ids)
         if failures:
-            return error(
-                f"configuration {name} deployed, but the reboot failed for: "
-                + "; ".join(f"host {hid}: {why}" for hid, why in failures),
-                409,
-            )
+            message = f"configuration {name} deployed, but the reboot failed for: " + "; ".join(
+                f"host {hid}: {why}" for hid, why in failures)
+            return answer({"error": message, "status": 409,
+                           "reboot_failures": [{"host": hid, "error": why} for hid, why in failures]}, 409)
     return "", 204

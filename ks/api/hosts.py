@@ -4,9 +4,12 @@ from flask import request
 
 from ks import images, machines, present, states, vault
 from ks.api import SOURCE, answer, body, bp
+from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.power import hosts as host_power
+from ks.record import HostRecord
+from ks.values import is_decimal
 from ks.web import services, step_aside
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
@@ -17,7 +20,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     value = request.args.get(name)
     if value is None:
         return default
-    if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+    if not is_decimal(value) or not low <= int(value) <= high:
         raise BadRequest(f"{name} must be an integer from {low} to {high}")
     return int(value)
 
@@ -33,11 +36,11 @@ def list_hosts():
     with services().db.read() as session:
         if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = [found] if state is None or states.current(states.parse_chain(found.state)) == state else []
+            hosts = [HostRecord.of(found)] if state is None or states.current(states.parse_chain(found.state)) == state else []
         else:
             hosts = machines.list_hosts(session, state=state)
         page = hosts[offset : offset + limit]
-        documents = [present.host_dict(h) for h in page]
+        documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
         found = host_power.power_states(page, services().settings)
@@ -50,10 +53,10 @@ def list_hosts():
 def get_host(ref: str):
     """One host by id, MAC or unique hostname."""
     with services().db.read() as session:
-        return answer(present.host_dict(machines.resolve(session, ref)))
+        return answer(HostRecord.of(machines.resolve(session, ref)).document())
 
 
-def parse_patch(document: dict, known_images: set[str]) -> dict:
+def parse_patch(document: dict, known_images: set[str]) -> HostChange:
     """Validate a PATCH body completely before anything changes."""
     unknown = sorted(set(document) - PATCH_FIELDS)
     if unknown:
@@ -61,60 +64,28 @@ def parse_patch(document: dict, known_images: set[str]) -> dict:
     force = document.get("force", False)
     if not isinstance(force, bool):
         raise BadRequest("force must be true or false")
-    changes = {}
-    if "state" in document:
-        state = document["state"]
-        if isinstance(state, list) and all(isinstance(s, str) for s in state):
-            state = ",".join(state)
-        if not isinstance(state, str):
-            raise BadRequest("state must be a chain like 'wipe,image1' or a list of state names")
-        chain = states.parse_chain(state)
-        states.check_known(chain, known_images, force, how_to_force='"force": true')
-        changes["state"] = chain
-    if "hostname" in document:
-        if not isinstance(document["hostname"], str):
-            raise BadRequest("hostname must be a string")
-        changes["hostname"] = document["hostname"]
-    if "metadata" in document:
-        if not isinstance(document["metadata"], dict):
-            raise BadRequest("metadata must be a JSON object")
-        changes["metadata"] = document["metadata"]
-    if "bmc" in document:
-        changes["bmc"] = parse_bmc(document["bmc"])
-    return changes
-
-
-def parse_bmc(value) -> dict | None:
-    """``{"address", "username", "password"}`` or null to remove the BMC."""
-    if value is None:
-        return None
-    if not isinstance(value, dict) or set(value) - {"address", "username", "password"} or "address" not in value:
-        raise BadRequest("bmc must be null or {\"address\": URL, \"username\": ..., \"password\": ...}")
-    if not all(isinstance(v, str) for v in value.values()):
-        raise BadRequest("bmc address, username and password must be strings")
-    from ks import power
-
-    power.parse_bmc_address(value["address"])
-    return value
+    if "state" in document and document["state"] is None:
+        raise BadRequest("state must be a chain like 'wipe,image1' or a list of state names")
+    if "hostname" in document and not isinstance(document["hostname"], str):
+        raise BadRequest("hostname must be a string")
+    if "metadata" in document and not isinstance(document["metadata"], dict):
+        raise BadRequest("metadata must be a JSON object")
+    return HostChange.parse(
+        known_images, state=document.get("state"), hostname=document.get("hostname"),
+        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force, how_to_force='"force": true',
+    )
 
 
 @bp.patch("/hosts/<ref>")
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
-    changes = parse_patch(body(), images.image_names(services().settings["ROOT"]))
+    change = parse_patch(body(), images.image_names(services().settings["ROOT"]))
 
     def work(session):
         host = machines.resolve(session, ref)
-        if "state" in changes:
-            machines.set_state(session, host, changes["state"], SOURCE)
-        if "hostname" in changes:
-            machines.set_hostname(session, host, changes["hostname"], SOURCE)
-        if "metadata" in changes:
-            machines.set_metadata(session, host, changes["metadata"], SOURCE)
-        if "bmc" in changes:
-            machines.set_bmc(session, host, changes["bmc"], SOURCE, vault.of(services().settings))
+        change.apply(session, host, SOURCE, vault.of(services().settings))
         session.flush()
-        return present.host_dict(host)
+        return HostRecord.of(host).document()
 
     return answer(services().db.write(work))
 

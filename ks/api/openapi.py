@@ -1,6 +1,6 @@
 """The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
 
-from ks import __version__
+from ks import __version__, record
 from ks.fleet import MAX_DEPLOY_HOSTS
 from ks.api import answer, bp
 
@@ -36,25 +36,20 @@ SCHEMAS = {
         "type": "object",
         "required": ["id", "hostname", "state", "chain", "macs", "serial", "uuid", "metadata", "bmc"],
         "properties": {
-            "id": {"type": "integer", "minimum": 1},
-            "hostname": {"type": "string"},
-            "state": {"type": "string", "description": "The current state: the first of the chain"},
-            "chain": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            "macs": {"type": "array", "items": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}},
-            "serial": NULLABLE_STRING,
-            "uuid": NULLABLE_STRING,
-            "metadata": {"type": "object"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
-            "last_boot_at": {**NULLABLE_STRING, "format": "date-time"},
-            "last_seen_at": {**NULLABLE_STRING, "format": "date-time"},
-            "bmc": {
-                "type": "object",
-                "nullable": True,
-                "required": ["address", "username"],
-                "properties": {"address": {"type": "string"}, "username": NULLABLE_STRING},
-            },
+            **record.schema_properties(),
             "power": {"type": "string", "enum": ["on", "off", "unknown"], "nullable": True},
+        },
+    },
+    "DeployRebootFailed": {
+        "type": "object",
+        "required": ["error", "status", "reboot_failures"],
+        "properties": {
+            "error": {"type": "string"},
+            "status": {"type": "integer"},
+            "reboot_failures": {"type": "array", "items": {
+                "type": "object", "required": ["host", "error"],
+                "properties": {"host": {"type": "integer"}, "error": {"type": "string"}},
+            }},
         },
     },
     "HostList": {
@@ -224,7 +219,10 @@ PATHS = {
         "put": {
             "summary": "Give hosts this configuration (PXE Pilot's deploy); nothing changes if one is unknown",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Deploy")}}},
-            "responses": {"204": {"description": "Deployed"}, **_errors(400, 401, 404, 409)},
+            "responses": {
+                "204": {"description": "Deployed"}, **_errors(400, 401, 404),
+                "409": _json(_ref("DeployRebootFailed"), "Deployed, but some hosts could not be power-cycled"),
+            },
         },
     },
 }

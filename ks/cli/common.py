@@ -69,10 +69,7 @@ class Site:
                 "site's directory or point --root (env KS_ROOT) at it; to start a new site here, create the "
                 "database with `kiwispray db upgrade`."
             )
-        try:
-            migrate.upgrade(self.db, vault=vault.of(self.settings))
-        except KSError as exc:
-            raise fail(exc) from None
+        migrate.upgrade(self.db, vault=vault.of(self.settings))
         return self.db
 
     def _missing_database(self) -> Path | None:
@@ -84,8 +81,38 @@ class Site:
         return None if path.exists() else path
 
 
+class Failed(click.ClickException):
+    """A KIWIspray error as a one-line command failure, with the error's exit status."""
+
+    def __init__(self, error: KSError):
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+class Command(click.Command):
+    """A command whose KIWIspray errors end it with their message and exit status."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KSError as exc:
+            raise Failed(exc) from None
+
+
 class Group(click.Group):
-    """A command group whose listing shows each command's first sentence whole (wrapped), never cut off."""
+    """A command group whose listing shows each command's first sentence whole (wrapped), never cut off.
+
+    KIWIspray errors of the group's commands end them as ``Command`` does.
+    """
+
+    command_class = Command
+    group_class = type
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KSError as exc:
+            raise Failed(exc) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
@@ -154,9 +181,9 @@ def accept_after(command: click.Command, *options) -> None:
         accept_after(sub, *options)
 
 
-def fail(exc: Exception) -> click.ClickException:
-    """A KIWIspray error as a one-line command failure."""
-    return click.ClickException(str(exc))
+def fail(exc: KSError) -> click.ClickException:
+    """A KIWIspray error as a one-line command failure (what ``Group`` does for every command)."""
+    return Failed(exc)
 
 
 def table(rows: list, header: list[str]) -> str:

@@ -9,31 +9,24 @@ import sys
 
 import click
 
-from ks import images, machines, power, present, states, timeouts, vault
-from ks.cli.common import Site, root_option
-from ks.errors import KSError, NotFound
+from ks import images, machines, present, vault
+from ks.change import UNCHANGED, HostChange
+from ks.cli.common import Command, Site, root_option
+from ks.errors import BadRequest, InvalidBMCAddress, NotFound
 from ks.power import hosts as host_power
+from ks.values import load_json_object
 
 
 def _json_object(ctx, param, value):
     if value is None:
         return None
     try:
-        document = json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc}); write e.g. '{{\"location\": \"rack 4\"}}'") from None
-    if not isinstance(document, dict):
-        raise click.BadParameter("must be a JSON object, e.g. '{\"location\": \"rack 4\"}'")
-    return document
+        return load_json_object(value, "--meta", ", e.g. '{\"location\": \"rack 4\"}'")
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
-class Refused(click.ClickException):
-    """A change that was refused or failed: exit status 1."""
-
-    exit_code = 1
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-i", "--id", "host_id", type=click.IntRange(min=1), help="Select the host with this id (also filters -l).")
 @click.option("--mac", help="Select the host owning this MAC address.")
 @click.option("--serial", help="Select the host with this DMI serial.")
@@ -87,32 +80,27 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
         raise click.UsageError("--bmc-user and --bmc-password go with --bmc URL")
     if power_action and reboot:
         raise click.UsageError("give either --power or --reboot")
-    bmc_settings = _bmc_settings(bmc, bmc_user, bmc_password)
-    try:
-        db = site.migrated_db()
-        if selected:
-            host_id = _resolve(db, host_id, mac, serial)
-        if changes:
-            known = images.image_names(site.root)
-            keys = vault.of(site.settings)
-            db.write(lambda session: _apply(session, host_id, state, meta, hostname, set_macs, bmc_settings, delete, retry,
-                                            force, known, keys))
-            if delete:
-                click.echo(f"host {host_id} deleted", err=True)
-                return
-        if power_action or reboot:
-            # The change above stands whatever the BMC does; a failure is reported with exit 1.
-            action = power_action or "cycle"
-            reached = host_power.power_host(db, host_id, action, "cli", site.settings)
-            done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
-            click.echo(f"host {host_id}: {done}", err=True)
-        with db.read() as session:
-            if history:
-                _show_history(session, host_id, as_json)
-            else:
-                _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
-    except KSError as exc:
-        raise Refused(str(exc)) from None
+    db = site.migrated_db()
+    if selected:
+        host_id = _resolve(db, host_id, mac, serial)
+    if changes:
+        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
+        keys = vault.of(site.settings)
+        db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
+        if delete:
+            click.echo(f"host {host_id} deleted", err=True)
+            return
+    if power_action or reboot:
+        # The change above stands whatever the BMC does; a failure is reported with exit 1.
+        action = power_action or "cycle"
+        reached = host_power.power_host(db, host_id, action, "cli", site.settings)
+        done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
+        click.echo(f"host {host_id}: {done}", err=True)
+    with db.read() as session:
+        if history:
+            _show_history(session, host_id, as_json)
+        else:
+            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
 
 
 def _resolve(db, host_id, mac, serial) -> int:
@@ -122,40 +110,20 @@ def _resolve(db, host_id, mac, serial) -> int:
         return machines.find_by(session, mac=mac, serial=serial).id
 
 
-def _bmc_settings(url, user, password) -> dict | None:
-    """The --bmc options as machines.set_bmc takes them (validated); None when not given."""
-    if url is None:
-        return None
-    if url == "":
-        return {}
+def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete) -> HostChange:
+    """The options as one validated change; a bad --bmc URL is a usage error (exit 2)."""
+    if bmc:
+        if bmc_password == "-":
+            bmc_password = sys.stdin.readline().rstrip("\n")
+        bmc = {"address": bmc, "username": bmc_user or "", "password": bmc_password or ""}
     try:
-        power.parse_bmc_address(url)
-    except KSError as exc:
+        return HostChange.parse(
+            images.image_names(site.root), state=state, hostname=hostname, metadata=meta,
+            macs=None if set_macs is None else [m for m in set_macs.split(",") if m.strip()],
+            bmc=UNCHANGED if bmc is None else bmc or None, force=force, retry=retry, delete=delete,
+        )
+    except InvalidBMCAddress as exc:
         raise click.BadParameter(str(exc), param_hint="--bmc") from None
-    if password == "-":
-        password = sys.stdin.readline().rstrip("\n")
-    return {"address": url, "username": user or "", "password": password or ""}
-
-
-def _apply(session, host_id, state, meta, hostname, set_macs, bmc, delete, retry, force, known_images, keys) -> None:
-    host = machines.get_host(session, host_id, lock=True)
-    if delete:
-        machines.delete_host(session, host)
-        return
-    if retry:
-        timeouts.retry(session, host, "cli")
-    if state is not None:
-        chain = states.parse_chain(state)
-        states.check_known(chain, known_images, force)
-        machines.set_state(session, host, chain, "cli")
-    if hostname is not None:
-        machines.set_hostname(session, host, hostname, "cli")
-    if meta is not None:
-        machines.set_metadata(session, host, meta, "cli")
-    if set_macs is not None:
-        machines.set_macs(session, host, [m for m in set_macs.split(",") if m.strip()], "cli")
-    if bmc is not None:
-        machines.set_bmc(session, host, bmc or None, "cli", keys)
 
 
 def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
@@ -164,7 +132,7 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
         raise NotFound(f"no host with id {host_id}")
     power_states = host_power.power_states(hosts, settings) if verbosity > 1 else {}
     if as_json:
-        click.echo(json.dumps([present.host_dict(h) for h in hosts] if host_id is None else present.host_dict(hosts[0]), indent=2))
+        click.echo(json.dumps([h.document() for h in hosts] if host_id is None else hosts[0].document(), indent=2))
         return
     line_format = present.list_format(hosts)
     lines = [present.table_header(line_format)]

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import click
 
-from ks import fleet, images, machines, present, states
-from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail, table
+from ks import fleet, images, machines
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, table
+from ks.change import HostChange
 from ks.errors import KSError
 from ks.power import hosts as host_power
-from ks.remote import Remote
+from ks.record import HostRecord
+from ks.remote import Remote, RemoteError
 
 SOURCE = "cli"
 
@@ -26,7 +28,7 @@ class Local:
     def hosts(self, power: bool) -> list[dict]:
         with self.db.read() as session:
             hosts = machines.list_hosts(session)
-            documents = [present.host_dict(h) for h in hosts]
+            documents = [h.document() for h in hosts]
         if power:
             found = host_power.power_states(hosts, self.site.settings)
             for document in documents:
@@ -34,14 +36,13 @@ class Local:
         return documents
 
     def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
-        chain = states.parse_chain(chain_text)
-        states.check_known(chain, images.image_names(self.site.root), force)
+        change = HostChange.parse(images.image_names(self.site.root), state=chain_text, force=force)
 
         def work(session):
             host = machines.resolve(session, ref)
-            machines.set_state(session, host, chain, SOURCE)
+            change.apply(session, host, SOURCE)
             session.flush()
-            return present.host_dict(host)
+            return HostRecord.of(host).document()
 
         return self.db.write(work)
 
@@ -87,10 +88,11 @@ class Far:
         entries = [{"name": ref} for ref in refs]
         try:
             self.remote.deploy(config, entries, reboot)
-        except KSError as exc:
-            if reboot and "deployed, but the reboot failed" in str(exc):
-                return [str(exc)]
-            raise
+        except RemoteError as exc:
+            failures = (exc.document or {}).get("reboot_failures")
+            if failures is None:
+                raise
+            return [f"host {f['host']}: {f['error']}" for f in failures]
         return []
 
     def discover(self) -> dict:
@@ -117,13 +119,6 @@ def _token(token_file: str | None) -> str:
         ) from None
 
 
-def _run(work):
-    try:
-        return work()
-    except KSError as exc:
-        raise fail(exc) from None
-
-
 @click.group("host", cls=Group)
 def host_group():
     """Hosts: list, change state, power (here, or on --server)."""
@@ -135,7 +130,7 @@ def host_group():
 @click.pass_context
 def host_list(ctx, power, as_json):
     """Hosts with their state, MACs, BMC and power state."""
-    hosts = _run(lambda: backend(ctx).hosts(power))
+    hosts = backend(ctx).hosts(power)
     if as_json:
         click.echo(json.dumps(hosts, indent=2))
         return
@@ -151,7 +146,7 @@ def host_list(ctx, power, as_json):
 @click.pass_context
 def host_set(ctx, ref, state, force):
     """Set the state chain of host REF (id, MAC or name)."""
-    document = _run(lambda: backend(ctx).set_state(ref, state, force))
+    document = backend(ctx).set_state(ref, state, force)
     click.echo(f"host {document['id']}: {','.join(document['chain'])}")
 
 
@@ -160,7 +155,7 @@ def _power_command(action: str, help_text: str):
     @click.argument("ref")
     @click.pass_context
     def command(ctx, ref):
-        result = _run(lambda: backend(ctx).power(ref, "cycle" if action == "reboot" else action))
+        result = backend(ctx).power(ref, "cycle" if action == "reboot" else action)
         click.echo(f"host {result['host']}: power {result['power']}")
 
     return command
@@ -182,7 +177,7 @@ def config_group():
 @click.pass_context
 def config_list(ctx, as_json):
     """Images and builtin states hosts can be given."""
-    configs = _run(lambda: backend(ctx).configurations())
+    configs = backend(ctx).configurations()
     if as_json:
         click.echo(json.dumps(configs, indent=2))
         return
@@ -196,11 +191,11 @@ def config_list(ctx, as_json):
 @click.pass_context
 def config_deploy(ctx, configuration, hosts, reboot):
     """Give HOSTS (ids, MACs or names) CONFIGURATION; nothing changes if one is unknown."""
-    failures = _run(lambda: backend(ctx).deploy(configuration, list(hosts), reboot))
+    failures = backend(ctx).deploy(configuration, list(hosts), reboot)
     rows = [[h, configuration] for h in hosts]
     click.echo(table(rows, ["HOST", "CONFIGURATION"]))
     if failures:
-        raise fail(KSError("deployed, but the reboot failed: " + "; ".join(failures)))
+        raise KSError("deployed, but the reboot failed: " + "; ".join(failures))
 
 
 @click.group("bmc", cls=Group)
@@ -217,7 +212,7 @@ def bmc_discover(ctx, as_json):
     The sweep fills the server's neighbour table (PXE Pilot's discovery); power
     commands look BMCs given by MAC up there.
     """
-    found = _run(lambda: backend(ctx).discover())
+    found = backend(ctx).discover()
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return

@@ -192,6 +192,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     from ks import machines
     from ks import render as rendering
     from ks import states
+    from ks.record import HostRecord
     from ks.web import site_from_base_url
 
     if sum(x is not None for x in (host_id, mac, serial)) != 1:
@@ -205,7 +206,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     renderer = rendering.Renderer(site.root, config.shipped("templates"))
     try:
         with site.migrated_db().read() as session:
-            host = machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
+            host = HostRecord.of(machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial))
             chain = states.parse_chain(state or host.state)
             if host.failed_at and not (state or post_install):
                 script = rendering.failed_script(renderer, host, chain, where, poll_url="")

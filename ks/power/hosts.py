@@ -2,12 +2,11 @@
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ks import machines, power, vault
+from ks import events, machines, power, vault
 from ks.db import Database
 from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
+from ks.events import EventKind
 from ks.power import discovery
-
-POWER = "power"
 
 
 def verify_setting(value: str) -> bool | str:
@@ -56,7 +55,7 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
 
 def _record(db: Database, host_id: int, source: str, detail: str) -> None:
     """One power line in the host's history, in its own transaction."""
-    db.write(lambda session: machines.record(session, host_id, POWER, source, detail=detail))
+    db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=detail))
 
 
 def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict) -> list[tuple[int, str]]:

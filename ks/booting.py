@@ -1,0 +1,295 @@
+"""The boot path: identify, register and boot machines, and what their installers call back.
+
+``boot`` and what it calls run in a ``ks.db.Transaction`` (``Database.write_direct``):
+every boot of every machine comes through here, so its statements are Core
+statements over the model tables, compiled once and run on the driver's
+cursor. The callbacks (/finish, /update, downloads) take a session. Nothing
+here commits; every change is recorded in the host's history.
+"""
+
+import functools
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import bindparam, false, func, insert, literal_column, select, union, update
+from sqlalchemy.orm import Session
+
+from ks import states
+from ks.db import Transaction
+from ks.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
+from ks.events import EventKind, record
+from ks.identity import MAX_MACS, Identity
+from ks.machines import check_mac_count, get_host
+from ks.models import Host, HostMac, utcnow
+from ks.record import COLUMNS, HostRecord
+from ks.values import check_metadata
+
+_hosts, _macs = Host.__table__, HostMac.__table__
+_HOST_ID = bindparam("host_id")
+
+
+def hash_bootid(bootid: str) -> str:
+    """The stored form of a bootid."""
+    return hashlib.sha256(bootid.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_bootid() -> str:
+    """A fresh boot secret: 128 random bits from ``secrets``."""
+    return secrets.token_hex(16)
+
+
+# Each lookup goes through an index. A boot first finds the ids of the hosts its
+# identifiers belong to, then reads the one host (its metadata once) and its MACs
+# (short rows) apart: a join would repeat the whole metadata on every MAC's row,
+# while the writer lock is held.
+_HOST = select(*(column for _, column in COLUMNS)).where(_hosts.c.id == _HOST_ID)
+_MACS = select(_macs.c.mac).where(_macs.c.host_id == _HOST_ID).order_by(_macs.c.position)
+_REGISTER = insert(_hosts).values(
+    hostname=literal_column("'not-set'"), serial=bindparam("serial"), uuid=bindparam("uuid"), state=bindparam("state"),
+    metadata=literal_column("'{}'"), boot_finished=false(), created_at=bindparam("now"), updated_at=bindparam("now"),
+).returning(_hosts.c.id)
+_ADD_MAC = insert(_macs).values(mac=bindparam("mac"), host_id=_HOST_ID, position=bindparam("position"))
+_FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
+    serial=func.coalesce(_hosts.c.serial, bindparam("serial")), uuid=func.coalesce(_hosts.c.uuid, bindparam("uuid"))
+)
+# A reboot into the same image keeps its deadline, so a machine that reboots in
+# a loop still times out; /finish, a new state and a retry clear it.
+_BOOTED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
+    bootid_hash=bindparam("bootid_hash"), boot_finished=false(), last_boot_at=bindparam("now"),
+    last_seen_at=bindparam("now"), deadline_at=func.coalesce(_hosts.c.deadline_at, bindparam("deadline")),
+    boot_address=bindparam("address"),
+)
+_SEEN = update(_hosts).where(_hosts.c.id == _HOST_ID).values(last_seen_at=bindparam("now"))
+
+
+@functools.cache
+def _host_ids_by_identifiers(mac_count: int):
+    """Ids of the hosts owning any of ``mac_count`` MACs (:mac0, :mac1, ...), the :serial or the :uuid."""
+    by_serial = select(_hosts.c.id).where(_hosts.c.serial == bindparam("serial"))
+    by_uuid = select(_hosts.c.id).where(_hosts.c.uuid == bindparam("uuid"))
+    found = [by_serial, by_uuid]
+    if mac_count:
+        macs = [bindparam(f"mac{i}", type_=_macs.c.mac.type) for i in range(mac_count)]
+        found.insert(0, select(_macs.c.host_id).where(_macs.c.mac.in_(macs)))
+    return union(*found).order_by(literal_column("1"))
+
+
+def host_record(tx: Transaction, host_id: int) -> HostRecord:
+    """Read one host, then its MACs (two queries through the primary key and the host_id index)."""
+    row = tx.execute(_HOST, {"host_id": host_id}).fetchone()
+    macs = tuple(mac for (mac,) in tx.execute(_MACS, {"host_id": host_id}).fetchall())
+    return HostRecord.from_row(row, macs)
+
+
+def matching_host_ids(tx: Transaction, ident: Identity) -> list[int]:
+    """Ids of all hosts that own any of the identifiers (one query, each lookup indexed)."""
+    if not ident:
+        return []
+    params = {f"mac{i}": mac for i, mac in enumerate(ident.macs)}
+    params.update(serial=ident.serial, uuid=ident.uuid)
+    return [host_id for (host_id,) in tx.execute(_host_ids_by_identifiers(len(ident.macs)), params).fetchall()]
+
+
+def identify(tx: Transaction, ident: Identity) -> HostRecord | None:
+    """The one host these identifiers belong to, None if unknown; IdentityConflict if several.
+
+    A serial or UUID is printed on the case and shown in listings, so it only
+    confirms a machine that also reports one of the host's MACs: a boot that
+    matches by serial or UUID alone is a conflict too, and changes nothing.
+    """
+    ids = matching_host_ids(tx, ident)
+    if len(ids) > 1:
+        raise IdentityConflict(
+            f"identifiers of this machine belong to hosts {', '.join(map(str, ids))}: {ident.describe()}", ids
+        )
+    if not ids:
+        return None
+    host = host_record(tx, ids[0])
+    if not set(ident.macs) & set(host.macs):
+        raise IdentityConflict(
+            f"the serial or UUID of host {host.id} was reported with none of its MACs ({ident.describe()});"
+            f" if this is that machine with new network cards, add one: edit-host -i {host.id} --set-macs",
+            [host.id],
+        )
+    return host
+
+
+def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str) -> HostRecord:
+    """Create a host for a machine seen for the first time."""
+    if not ident.macs:
+        raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
+    state = states.format_chain(chain)
+    params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": utcnow()}
+    host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
+    for position, mac in enumerate(ident.macs):
+        tx.execute(_ADD_MAC, {"mac": mac, "host_id": host_id, "position": position})
+    record(tx, host_id, EventKind.REGISTER, source, None, state, ident.describe())
+    return host_record(tx, host_id)
+
+
+def learn(tx: Transaction, host: HostRecord, ident: Identity, source: str) -> HostRecord:
+    """Attach identifiers the host reports for the first time (a new NIC, a serial).
+
+    A host keeps at most ``MAX_MACS`` MACs: further new ones are not learned,
+    however many boots report them (the history names them when something else
+    is learned in the same boot; a boot that brings only such MACs writes nothing).
+    """
+    new_macs = [mac for mac in ident.macs if mac not in host.macs]
+    left_out = new_macs[max(0, MAX_MACS - len(host.macs)):]
+    new_macs = new_macs[: len(new_macs) - len(left_out)]
+    fill = {attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)}
+    if not new_macs and not fill:
+        return host  # nothing new, or only MACs beyond the limit: no write on every boot for them
+    for position, mac in enumerate(new_macs, start=len(host.macs)):
+        tx.execute(_ADD_MAC, {"mac": mac, "host_id": host.id, "position": position})
+    if fill:
+        tx.execute(_FILL, {"serial": fill.get("serial"), "uuid": fill.get("uuid"), "host_id": host.id})
+    added = [f"mac={m}" for m in new_macs] + [f"{k}={v}" for k, v in fill.items()]
+    over = f"; not learned (a host has at most {MAX_MACS} MACs): {' '.join(left_out)}" if left_out else ""
+    record(tx, host.id, EventKind.UPDATE, source, detail="learned " + " ".join(added) + over)
+    return host_record(tx, host.id)
+
+
+@dataclass
+class Boot:
+    """What /bootstrap decided for one request."""
+
+    host: HostRecord | None
+    bootid: str | None = None
+    conflict: IdentityConflict | None = None
+    registered: bool = False
+    # An unknown machine turned away: too many registrations in the last minute.
+    busy: bool = False
+
+    @property
+    def chain(self) -> states.Chain:
+        return self.host.chain
+
+
+def boot(
+    tx: Transaction,
+    ident: Identity,
+    initial_chain: states.Chain,
+    poll: bool = False,
+    deploy_timeout: Callable[[str], int] | None = None,
+    may_register: Callable[[], bool] | None = None,
+    address: str | None = None,
+) -> Boot:
+    """Identify or register a booting machine and rotate its bootid.
+
+    A machine polling while it waits (in ``new``, or failed) only refreshes
+    ``last_seen_at``: polls neither rotate its bootid nor fill its history.
+    Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
+    0 for none. An unknown machine is registered only if ``may_register()``
+    says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
+    is the machine's network address, kept so that its installer's image
+    download can be told apart. Runs in ``Database.write_direct``: every boot
+    of every machine comes through here.
+    """
+    now = utcnow()
+    try:
+        host = identify(tx, ident)
+    except IdentityConflict as conflict:
+        if not poll:
+            for other in conflict.host_ids:
+                record(tx, other, EventKind.CONFLICT, "bootstrap", detail=str(conflict))
+        return Boot(host=None, conflict=conflict)
+    registered = host is None
+    if registered:
+        if may_register is not None and not may_register():
+            return Boot(host=None, busy=True)
+        host = register(tx, ident, initial_chain, "bootstrap")
+    else:
+        host = learn(tx, host, ident, "bootstrap")
+    state = host.current
+    if poll and (host.failed or state == states.NEW):
+        tx.execute(_SEEN, {"host_id": host.id, "now": now})
+        return Boot(host=host)
+    bootid = new_bootid()
+    seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
+    deadline = now + timedelta(seconds=seconds) if seconds else None
+    params = {"host_id": host.id, "bootid_hash": hash_bootid(bootid), "now": now,
+              "deadline": deadline, "address": address}
+    tx.execute(_BOOTED, params)
+    record(tx, host.id, EventKind.BOOT, "bootstrap", host.state, host.state, ident.describe())
+    return Boot(host=host, bootid=bootid, registered=registered)
+
+
+def check_bootid(host: Host, bootid: str | None) -> None:
+    """Unauthorized unless ``bootid`` is the host's current one (constant-time)."""
+    if not bootid or host.bootid_hash is None:
+        raise Unauthorized("a valid bootid is required; it changes on every boot")
+    if not hmac.compare_digest(hash_bootid(bootid), host.bootid_hash):
+        raise Unauthorized("wrong or outdated bootid; it changes on every boot")
+
+
+def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, str | None]:
+    """Advance the chain for this boot; a retry with the same bootid advances nothing.
+
+    Returns the host and the state it finished (None if this call advanced nothing).
+    A late /finish of a boot flagged failed still counts: the machine did finish.
+    """
+    host = get_host(session, host_id, lock=True)
+    check_bootid(host, bootid)
+    if host.boot_finished:
+        return host, None
+    before = states.parse_chain(host.state)
+    late = "after its deadline" if host.failed_at else ""
+    host.state = states.format_chain(states.after_finish(before))
+    host.boot_finished = True
+    host.deadline_at = host.failed_at = None
+    host.updated_at = utcnow()
+    record(session, host.id, EventKind.FINISH, "finish", states.format_chain(before), host.state, late)
+    return host, states.current(before)
+
+
+def record_download(session: Session, address: str, image: str, name: str, sent: int, size: int,
+                    seconds: float) -> int | None:
+    """Record an image download in the history of the machine that booted from ``address`` into ``image``.
+
+    The host whose last boot came from this address and whose current state is
+    ``image``; None (nothing recorded) when no such host is known.
+    """
+    candidates = session.scalars(
+        select(Host).where(Host.boot_address == address).order_by(Host.last_boot_at.desc()).limit(1)
+    ).all()
+    if not candidates or states.current(states.parse_chain(candidates[0].state)) != image:
+        return None
+    host = candidates[0]
+    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
+    how = "" if sent == size else " (incomplete: the client went away)"
+    detail = f"{name}: {sent} of {size} bytes in {seconds:.1f} s ({rate:.1f} MB/s) to {address}{how}"
+    record(session, host.id, EventKind.DOWNLOAD, "images", host.state, host.state, detail)
+    return host.id
+
+
+def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
+    """In state ``discover``: add reported MACs and merge reported metadata."""
+    host = get_host(session, host_id, lock=True)
+    check_bootid(host, bootid)
+    current = states.current(states.parse_chain(host.state))
+    if current != states.DISCOVER:
+        raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
+    new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
+    check_mac_count(len(host.mac_list) + len(new_macs))
+    meta = dict(host.meta or {})
+    for document in documents:
+        meta.update(document)
+    check_metadata(meta)  # each document was checked on its own; the merge is bounded too
+    if new_macs:
+        owners = session.scalars(select(HostMac).where(HostMac.mac.in_(new_macs))).all()
+        if owners:
+            taken = ", ".join(f"{o.mac} (host {o.host_id})" for o in owners)
+            raise Conflict(f"MAC already belongs to another host: {taken}")
+        for mac in new_macs:
+            host.macs.append(HostMac(mac=mac, position=len(host.macs)))
+    changed = [k for k in meta if (host.meta or {}).get(k) != meta[k]]
+    host.meta = meta
+    host.updated_at = utcnow()
+    detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
+    record(session, host.id, EventKind.UPDATE, "update", detail=detail or "nothing new")
+    return host

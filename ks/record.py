@@ -1,0 +1,160 @@
+"""The host record: what the boot path, templates, listings and the API see of a host.
+
+One frozen value read from the ORM ``Host`` or from a boot-path row by the same
+mapping (``COLUMNS``, derived from the table definition). Each field declares
+how the JSON document shows it and its OpenAPI schema, so a new column is the
+migration, the model column and one field here.
+"""
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, inspect
+
+from ks import states
+from ks.models import Host, UTCDateTime
+from ks.values import load_stored_json
+
+NULLABLE_STRING = {"type": "string", "nullable": True}
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {**NULLABLE_STRING, "format": "date-time"}
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def shown(schema: dict | None = None, name: str | None = None, show=None, template: bool = False):
+    """A record field: its JSON key (the field's name unless ``name``), its schema, or ``show(record) -> dict``.
+
+    ``template``: templates see it too, as ``host.<key>`` (script-safe, see ``ks.render.safe_host``).
+    """
+    return field(metadata={"name": name, "schema": schema, "show": show, "template": template})
+
+
+def _hidden(host: "HostRecord") -> dict:
+    return {}
+
+
+def _state(host: "HostRecord") -> dict:
+    chain = states.stored_chain(host.state)
+    return {"state": chain[0], "chain": list(chain)}
+
+
+def _bmc(host: "HostRecord") -> dict:
+    return {"bmc": {"address": host.bmc_address, "username": host.bmc_username} if host.bmc_address else None}
+
+
+def _failed(host: "HostRecord") -> dict:
+    return {"failed": host.failed, "failed_at": _time(host.failed_at)}
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host as read in one transaction; never the bootid, the BMC password only encrypted."""
+
+    id: int = shown({"type": "integer", "minimum": 1})
+    hostname: str = shown({"type": "string"})
+    state: str = shown(show=_state, schema={
+        "state": {"type": "string", "description": "The current state: the first of the chain"},
+        "chain": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    })
+    macs: tuple[str, ...] = shown({"type": "array", "items": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}})
+    serial: str | None = shown(NULLABLE_STRING)
+    uuid: str | None = shown(NULLABLE_STRING)
+    meta: dict = shown({"type": "object"}, name="metadata")
+    created_at: datetime = shown(TIME)
+    updated_at: datetime = shown(TIME)
+    last_boot_at: datetime | None = shown(NULLABLE_TIME)
+    last_seen_at: datetime | None = shown(NULLABLE_TIME)
+    bmc_address: str | None = shown(show=_bmc, schema={"bmc": {
+        "type": "object", "nullable": True, "required": ["address", "username"],
+        "properties": {"address": {"type": "string"}, "username": NULLABLE_STRING},
+    }})
+    bmc_username: str | None = shown(show=_hidden)  # shown within "bmc"
+    bmc_password: str | None = shown(show=_hidden)  # encrypted (ks.vault), for power actions only
+    failed_at: datetime | None = shown(show=_failed, schema={"failed": {"type": "boolean"}, "failed_at": NULLABLE_TIME})
+    deadline_at: datetime | None = shown(NULLABLE_TIME)
+
+    @property
+    def chain(self) -> states.Chain:
+        """The stored chain, parsed."""
+        return states.parse_chain(self.state)
+
+    @property
+    def current(self) -> str:
+        """The state the machine boots now."""
+        return states.current(self.chain)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the deadline check flagged it (it waits for a retry)."""
+        return self.failed_at is not None
+
+    @classmethod
+    def of(cls, host: Host) -> "HostRecord":
+        """The record of an ORM host."""
+        found = {name: getattr(host, name) for name in _NAMES}
+        for name, decode in _DECODERS:
+            found[name] = decode(found[name])
+        return cls(macs=tuple(host.mac_list), **found)
+
+    @classmethod
+    def from_row(cls, row, macs: tuple[str, ...]) -> "HostRecord":
+        """The record of a row of ``COLUMNS`` as the driver returned it (SQLite hands over text)."""
+        found = dict(zip(_NAMES, row, strict=True))
+        for name, decode in _DECODERS:
+            found[name] = decode(found[name])
+        return cls(macs=macs, **found)
+
+    def template_values(self) -> list[tuple[str, object]]:
+        """(key, value) of the fields declared ``template`` beyond those templates always had."""
+        return [(f.metadata["name"] or f.name, getattr(self, f.name)) for f in fields(self) if f.metadata["template"]]
+
+    def document(self) -> dict:
+        """The host as JSON, each field as it declares (never the BMC password)."""
+        doc: dict = {}
+        for f in fields(self):
+            show, value = f.metadata["show"], getattr(self, f.name)
+            if show is not None:
+                doc.update(show(self))
+            else:
+                doc[f.metadata["name"] or f.name] = _time(value) if isinstance(value, datetime) else (
+                    list(value) if isinstance(value, tuple) else value)
+        return doc
+
+
+def schema_properties() -> dict:
+    """The OpenAPI properties of ``HostRecord.document``."""
+    properties: dict = {}
+    for f in fields(HostRecord):
+        schema = f.metadata["schema"]
+        if schema is None:
+            continue
+        properties.update(schema if f.metadata["show"] is not None else {f.metadata["name"] or f.name: schema})
+    return properties
+
+
+def _columns() -> list[tuple[str, object]]:
+    """(record field, table column) for every record field that is a column of ``hosts``."""
+    wanted = {f.name for f in fields(HostRecord)}
+    return [(attr.key, attr.columns[0]) for attr in inspect(Host).column_attrs if attr.key in wanted]
+
+
+def _decoder(column):
+    """How a driver's value of ``column`` becomes the record's (SQLite returns JSON and times as text); None: as it is."""
+    if isinstance(column.type, JSON):
+        return lambda value: (load_stored_json(value) if isinstance(value, str) else value) or {}
+    if isinstance(column.type, UTCDateTime):
+        def decode(value):
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
+            return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+        return decode
+    return None
+
+
+COLUMNS = _columns()
+_NAMES = [name for name, _ in COLUMNS]
+# Only the columns whose driver values need decoding: every boot reads a record.
+_DECODERS = [(name, decode) for name, column in COLUMNS if (decode := _decoder(column)) is not None]
