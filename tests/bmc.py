@@ -19,48 +19,27 @@ import datetime
 import importlib.util
 import ipaddress
 import json
-import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import requests
+
+from helpers import free_port, require_command, wait_for
 
 USERNAME, PASSWORD = "admin", "secret"
 
 
-def ensure_command(command: str, package: str) -> str:
-    """The path of ``command``, installing the Debian ``package`` first if it is missing."""
-    if not shutil.which(command):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package], check=True, env=env)
-    return shutil.which(command)
-
-
-def ensure_ipmi_sim() -> str:
-    """The path of ipmi_sim, installing Debian's openipmi first if it is missing."""
-    return ensure_command("ipmi_sim", "openipmi")
-
-
-def ensure_sushy_tools() -> None:
-    """Install sushy-tools (the ``test`` extra) into this Python if it is missing."""
+def require_sushy_tools() -> None:
+    """Fail the test, saying how to get it, when sushy-tools (the ``test`` extra) is missing."""
     if importlib.util.find_spec("sushy_tools") is None:
-        subprocess.run([sys.executable, "-m", "pip", "install", "sushy-tools"], check=True)
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A loopback port that nothing uses right now."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        pytest.fail("sushy-tools is missing: install the test extra (pip install -e '.[test]', as scripts/test.sh does)")
 
 
 @contextlib.contextmanager
@@ -78,17 +57,6 @@ def silent_tcp_port():
         sink.bind(("127.0.0.1", 0))
         sink.listen(16)
         yield sink.getsockname()[1]
-
-
-def wait_for(check, timeout: float, what: str):
-    """Poll ``check()`` until it returns something true; AssertionError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            assert result, f"{what}: not within {timeout} s"
-            return result
-        time.sleep(0.1)
 
 
 class Simulator:
@@ -209,7 +177,7 @@ esac
 
     def start(self) -> None:
         """Write the configuration and run ipmi_sim until its UDP port is bound."""
-        binary = ensure_ipmi_sim()
+        binary = require_command("ipmi_sim", "openipmi")
         self.port = self.port or free_port(socket.SOCK_DGRAM)
         self.url = f"ipmi://{self.address}:{self.port}"
         (self.workdir / "power.log").write_text("")
@@ -258,7 +226,7 @@ class RedfishSim(Simulator):
 
     def start(self) -> None:
         """Write the configuration and run sushy-emulator until it answers."""
-        ensure_sushy_tools()
+        require_sushy_tools()
         import bcrypt  # comes with sushy-tools
 
         self._start_recorder()

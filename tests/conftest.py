@@ -2,34 +2,15 @@
 
 import contextlib
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from bmc import IpmiSim, RedfishSim
-from ks import migrate
+from helpers import MAC1, MAC2, MAC3, boot, free_port, make_image
+from ks import migrate, tokens
 from ks.app import create_app
-
-REPO = Path(__file__).resolve().parent.parent
-MAC1 = "52-54-00-00-00-01"
-MAC2 = "52-54-00-00-00-02"
-MAC3 = "52-54-00-00-00-03"
-
-
-def make_image(root: Path, name: str, product: str = "Image1") -> Path:
-    """An image directory laid out like a KIWI oem PXE build."""
-    d = root / "images" / name
-    d.mkdir(parents=True)
-    (d / "pxeboot.kernel").write_bytes(b"kernel-" + name.encode())
-    (d / "pxeboot.initrd.xz").write_bytes(b"initrd-" + name.encode())
-    (d / f"{product}.xz").write_bytes(b"disk-" + name.encode())
-    (d / f"{product}.append").write_text("rd.kiwi.install.pxe rd.kiwi.install.image=http://example.com/image.xz console=ttyS0\n")
-    (d / f"{product}.kernel").symlink_to("pxeboot.kernel")
-    return d
 
 
 @pytest.fixture
@@ -84,46 +65,23 @@ def cli_runner():
     return CliRunner()
 
 
-def boot(client, *macs, serial="", uuid="", poll=False):
-    """GET /bootstrap as iPXE sends it; returns the response."""
-    query = {f"net{i}": mac for i, mac in enumerate(macs)}
-    query.update(serial=serial, uuid=uuid)
-    if poll:
-        query["poll"] = "1"
-    return client.get("/bootstrap", query_string=query)
+@pytest.fixture
+def hosts(client):
+    """Two booted hosts: 1 (MAC1, serial SER1) and 2 (MAC2 and MAC3, serial SER2)."""
+    boot(client, MAC1, serial="SER1")
+    boot(client, MAC2, MAC3, serial="SER2")
 
 
-def bootid_of(script: str) -> str:
-    """The bootid a rendered script carries in its razorurl=/finish URL."""
-    marker = "bootid="
-    start = script.index(marker) + len(marker)
-    end = start
-    while end < len(script) and script[end] in "0123456789abcdef":
-        end += 1
-    return script[start:end]
-
-
-def cli_env(root: Path, extra: dict | None = None) -> dict:
-    """Environment for running the commands as separate processes."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["KS_ROOT"] = str(root)
-    env.update(extra or {})
-    return env
-
-
-def run_edit_host(root: Path, *args, check=True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """``edit-host`` as a separate process."""
-    return subprocess.run(
-        [sys.executable, "-m", "ks.cli.edit_host", *args], env=cli_env(root, env), capture_output=True, text=True, check=check
-    )
+@pytest.fixture
+def token(db):
+    """An API token of the app's database."""
+    return db.write(lambda session: tokens.create(session, "tests"))
 
 
 @pytest.fixture(scope="session")
 def postgres():
     """A private PostgreSQL server for the whole test session."""
     from pg import PostgresServer
-    from server import free_port
 
     server = PostgresServer(free_port()).start()
     yield server

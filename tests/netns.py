@@ -14,7 +14,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
-from bmc import ensure_command
+from helpers import require_command
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _unused_subnet() -> ipaddress.IPv4Network:
 @contextlib.contextmanager
 def veth_namespace(far_mac: str):
     """A namespace reachable through a veth pair; yields a Veth."""
-    ensure_command("ip", "iproute2")
+    require_command("ip", "iproute2")
     tag = f"{os.getpid() % 100000}{random.randrange(100)}"
     subnet = _unused_subnet()
     near_ip, far_ip = (str(a) for a in list(subnet.hosts())[:2])

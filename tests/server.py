@@ -2,23 +2,15 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-import threading
-
 import requests
 
-from conftest import cli_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import cli_env, free_port
 
 
 class ServerProcess:

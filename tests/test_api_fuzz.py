@@ -12,41 +12,31 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from conftest import MAC1, MAC2, boot
-from ks import migrate, tokens
+from helpers import free_port
+from ks import migrate
 from ks.app import create_app
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @pytest.fixture
-def fuzz_app(root):
+def app(root, database_url):
     # Any BMC the fuzzer sets is pointed at a closed loopback port (below), so a
     # power call fails fast and no traffic leaves this machine.
-    app = create_app({"ROOT": str(root), "POWER_TIMEOUT": 0.3, "POWER_STATUS_TIMEOUT": 0.3})
+    app = create_app({"ROOT": str(root), "DATABASE_URL": database_url, "POWER_TIMEOUT": 0.3, "POWER_STATUS_TIMEOUT": 0.3})
     migrate.upgrade(app.extensions["kiwispray"].db)
     yield app
     app.extensions["kiwispray"].db.dispose()
 
 
 @pytest.fixture
-def token(fuzz_app):
-    client = fuzz_app.test_client()
-    boot(client, MAC1, serial="S1")
-    boot(client, MAC2, serial="S2")
-    return fuzz_app.extensions["kiwispray"].db.write(lambda session: tokens.create(session, "fuzz"))
-
-
-@pytest.fixture
-def api_schema(fuzz_app):
-    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", fuzz_app)
+def api_schema(app):
+    return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)
 
 
 @pytest.fixture(scope="module")
 def closed_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port(socket.SOCK_DGRAM)
 
 
 # What the API promises: never a 5xx, only documented statuses, and every answer in the
@@ -57,7 +47,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_answers_match_the_schema(case, token, closed_port):
+def test_api_answers_match_the_schema(case, hosts, token, closed_port):
     if isinstance(case.body, dict) and isinstance(case.body.get("bmc"), dict):
         case.body["bmc"]["address"] = f"ipmi://127.0.0.1:{closed_port}"
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)

@@ -4,7 +4,7 @@ import pytest
 
 from sqlalchemy import select
 
-from conftest import MAC1, boot
+from helpers import MAC1, boot
 from ks.models import Host
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)

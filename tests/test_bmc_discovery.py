@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import MAC1, MAC2, boot, cli_env
+from helpers import MAC1, MAC2, boot, cli_env, eh
 from ks import power, tokens
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
@@ -226,10 +226,6 @@ def bmc_network():
 
     with veth_namespace(FAR_MAC) as veth:
         yield veth
-
-
-def eh(runner, root, *args, env=None):
-    return runner.invoke(edit_host, ["--root", str(root), *args], env=env)
 
 
 @pytest.mark.e2e

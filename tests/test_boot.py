@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import func, select
 
-from conftest import MAC1, MAC2, MAC3, boot, bootid_of, make_image
+from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
 from ks import booting, machines, states
 from ks.models import Event, Host
 

@@ -17,7 +17,7 @@ import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_image
+from helpers import make_image
 from ks import migrate
 from ks.app import create_app
 from server import ServerProcess

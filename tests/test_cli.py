@@ -4,19 +4,9 @@ import json
 
 import pytest
 
-from conftest import MAC1, MAC2, boot
+from helpers import MAC1, MAC2, boot, eh
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
-
-
-@pytest.fixture
-def hosts(client):
-    boot(client, MAC1, serial="SER1")
-    boot(client, MAC2, serial="SER2")
-
-
-def eh(runner, root, *args):
-    return runner.invoke(edit_host, ["--root", str(root), *args])
 
 
 def test_list_in_the_original_format(cli_runner, root, hosts):

@@ -2,15 +2,8 @@
 
 import pytest
 
-from conftest import MAC1, MAC2, boot
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
-
-
-@pytest.fixture
-def hosts(client):
-    boot(client, MAC1, serial="SER1")
-    boot(client, MAC2, serial="SER2")
 
 
 @pytest.fixture

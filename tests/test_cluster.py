@@ -15,7 +15,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from conftest import bootid_of, run_edit_host
+from helpers import bootid_of, run_edit_host
 from ks.db import Database
 from ks.models import Event, Host, HostMac
 from server import ServerProcess, Storm, mac

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import run_edit_host
+from helpers import run_edit_host
 from server import ServerProcess, Storm
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ import pytest
 
 import requests
 
-from conftest import REPO, run_edit_host
-from server import ServerProcess, free_port
+from helpers import REPO, free_port, require_command, run_edit_host
+from server import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -123,11 +123,11 @@ def worker_pids(srv: ServerProcess) -> list[int]:
     return [int(pid) for pid in children]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-system-deps.sh)")
 def test_downloads_use_sendfile_from_the_requested_offset(server, root, tmp_path):
+    strace = require_command("strace", "strace")
     log = tmp_path / "strace.log"
     pids = [arg for pid in worker_pids(server) for arg in ("-p", str(pid))]
-    tracer = subprocess.Popen(["strace", "-f", "-y", "-e", "trace=sendfile,read,pread64,readv", "-o", str(log), *pids],
+    tracer = subprocess.Popen([strace, "-f", "-y", "-e", "trace=sendfile,read,pread64,readv", "-o", str(log), *pids],
                               stderr=subprocess.PIPE, text=True)
     try:
         assert "attached" in tracer.stderr.readline()
@@ -249,9 +249,7 @@ def nginx_config(tmp: Path, nginx_port: int, upstream_port: int, images: Path) -
 
 @pytest.fixture
 def nginx_front(root, big, tmp_path):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.skip("nginx is not installed (scripts/install-system-deps.sh)")
+    nginx = require_command("nginx", "nginx-light")
     with ServerProcess(root, "--workers", "1", "--x-accel-redirect", "/_kiwispray_images") as srv:
         tmp = tmp_path / "nginx"
         tmp.mkdir()

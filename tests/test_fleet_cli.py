@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import MAC1, MAC2, boot, cli_env
+from helpers import MAC1, MAC2, boot, cli_env
 from ks.cli.main import cli
 from server import ServerProcess
 

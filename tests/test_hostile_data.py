@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from conftest import cli_env, make_image, run_edit_host
+from helpers import cli_env, make_image, run_edit_host
 from ks import migrate, tokens
 from ks.db import Database
 from ks.models import Host, HostMac

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import MAC1, MAC2, boot, bootid_of
+from helpers import MAC1, MAC2, boot, bootid_of
 from ks import machines, states
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)

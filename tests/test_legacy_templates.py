@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import bootid_of
+from helpers import bootid_of
 from ks import booting, machines, migrate, states
 from ks.app import create_app
 from ks.identity import Identity

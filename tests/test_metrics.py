@@ -3,9 +3,8 @@
 from datetime import timedelta
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MAC1, MAC2, boot, bootid_of
+from helpers import MAC1, MAC2, boot, bootid_of, metric_samples
 from ks import machines, states, timeouts
 from ks.models import utcnow
 
@@ -17,11 +16,7 @@ def scrape(client) -> dict:
     r = client.get("/metrics")
     assert r.status_code == 200
     assert r.mimetype == "text/plain"
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
+    return metric_samples(r.text)
 
 
 def value(samples: dict, name: str, **labels) -> float:

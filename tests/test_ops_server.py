@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MAC1, bootid_of, run_edit_host
+from helpers import MAC1, bootid_of, metric_samples, run_edit_host, wait_for
 from server import ServerProcess, mac
 
 pytestmark = pytest.mark.e2e
@@ -24,24 +23,10 @@ def bootstrap(srv, machine=MAC1, **query) -> str:
     return r.text
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout} s")
-
-
 def scrape(srv) -> dict:
     r = requests.get(srv.url + "/metrics", timeout=10)
     assert r.status_code == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
+    return metric_samples(r.text)
 
 
 def metrics_dir(srv) -> Path:

@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from conftest import MAC1, boot
+from helpers import MAC1, boot
 from ks import machines, states
 from ks.models import Event, Host
 

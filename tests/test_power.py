@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from bmc import free_port, silent_tcp_port, silent_udp_port
+from bmc import silent_tcp_port, silent_udp_port
+from helpers import free_port
 from ks import power
 from ks.errors import BadRequest, BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power import BMCAddress, PowerStatus, parse_bmc_address

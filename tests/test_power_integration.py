@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import MAC1, MAC2, boot
+from helpers import MAC1, MAC2, boot, eh
 from ks import tokens
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
@@ -17,10 +17,6 @@ pytestmark = pytest.mark.e2e
 def host(client):
     boot(client, MAC1, serial="S1")
     return 1
-
-
-def eh(runner, root, *args, env=None):
-    return runner.invoke(edit_host, ["--root", str(root), *args], env=env)
 
 
 def attach(runner, root, bmc, host_id=1):

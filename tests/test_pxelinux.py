@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import MAC1, MAC2, boot, bootid_of
+from helpers import MAC1, MAC2, boot, bootid_of
 from ks import migrate
 from ks.app import create_app
 from ks.cli.edit_host import edit_host

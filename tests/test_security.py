@@ -5,7 +5,7 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from conftest import MAC1, boot, bootid_of
+from helpers import MAC1, boot, bootid_of
 from ks import machines, states
 from ks.models import Host
 

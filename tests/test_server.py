@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import MAC1, bootid_of, run_edit_host
+from helpers import MAC1, bootid_of, run_edit_host
 from server import ServerProcess
 
 pytestmark = pytest.mark.e2e

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from conftest import MAC1, boot, bootid_of
+from helpers import MAC1, boot, bootid_of
 from ks import machines, migrate, states, timeouts
 from ks.app import create_app
 from ks.cli.edit_host import edit_host

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from bmc import wait_for
+from helpers import wait_for
 
 from .harness import shows_bootid
 
