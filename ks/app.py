@@ -7,10 +7,10 @@ from werkzeug.exceptions import HTTPException
 
 from ks import config, images
 from ks.db import Database
-from ks.services import open_database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
 from ks.render import Renderer
+from ks.services import open_database
 from ks.web import text
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,11 @@ import os
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import create_engine, event, inspect, make_url
-from sqlalchemy import Delete, Insert, Update
+from sqlalchemy import Delete, Insert, Update, create_engine, event, inspect, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Engine
@@ -319,4 +318,4 @@ def _sqlite_time(value: datetime | None) -> str | None:
     """A timezone-aware time as SQLAlchemy's SQLite DATETIME stores it."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -15,7 +15,7 @@ redacted the same way and cut short.
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
 TEXT, JSON = "text", "json"
@@ -56,7 +56,7 @@ class RedactFilter(logging.Filter):
 
 def timestamp(record: logging.LogRecord) -> str:
     """When the record was made: ISO 8601, UTC, milliseconds (``2026-11-22T00:07:00.259+00:00``)."""
-    return datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
 
 class TextFormatter(logging.Formatter):

@@ -7,7 +7,7 @@ migration, the model column and one field here.
 """
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, inspect
 
@@ -149,7 +149,7 @@ def _decoder(column):
         def decode(value):
             if isinstance(value, str):
                 value = datetime.fromisoformat(value)
-            return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+            return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
         return decode
     return None
 

@@ -28,8 +28,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchlib import (REPO, command_line, free_port, group_cpu_seconds, group_pids, group_rss_bytes, serve, stop,
-                      wait_for)
+from benchlib import (
+    REPO,
+    command_line,
+    free_port,
+    group_cpu_seconds,
+    group_pids,
+    group_rss_bytes,
+    serve,
+    stop,
+    wait_for,
+)
 
 sys.path.insert(0, str(REPO))
 MIB = 1024 * 1024

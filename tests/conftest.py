@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bmc import IpmiSim, RedfishSim
-from helpers import MAC1, MAC2, MAC3, boot, free_port, make_image
 from ks import migrate, tokens
 from ks.app import create_app
+
+from bmc import IpmiSim, RedfishSim
+from helpers import MAC1, MAC2, MAC3, boot, free_port, make_image
 
 
 @pytest.fixture

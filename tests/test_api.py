@@ -5,9 +5,10 @@ import logging
 import pytest
 import requests
 
-from bmc import silent_udp_port
-from helpers import MAC1, MAC2, MAC3, boot, schema_errors, wait_for
 from ks import tokens
+
+from bmc import silent_udp_port
+from helpers import schema_errors, wait_for
 from server import ServerProcess
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)

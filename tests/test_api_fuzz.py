@@ -12,9 +12,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from helpers import free_port
 from ks import migrate
 from ks.app import create_app
+
+from helpers import free_port
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 

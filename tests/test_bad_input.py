@@ -1,11 +1,11 @@
 """Malformed input to every endpoint gets a 4xx (or a clear script), never a 5xx."""
 
 import pytest
-
 from sqlalchemy import select
 
-from helpers import MAC1, boot
 from ks.models import Host
+
+from helpers import MAC1, boot
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 

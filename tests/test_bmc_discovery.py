@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, cli_env, eh
 from ks import power, tokens
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
 from ks.errors import BMCNotFound, ConfigError, InvalidBMCAddress
 from ks.power import PowerStatus, discovery, parse_bmc_address
+
+from helpers import MAC1, MAC2, boot, cli_env, eh
 
 BMC_MAC = "52:54:00:aa:bb:cc"
 

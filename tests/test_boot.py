@@ -3,9 +3,10 @@
 import pytest
 from sqlalchemy import func, select
 
-from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
 from ks import booting, machines, states
 from ks.models import Event, Host
+
+from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 

@@ -16,12 +16,13 @@ import pytest
 import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_hostile_data import HOST_TMPL, POST_INSTALL_TMPL
 
-from helpers import make_image
 from ks import migrate
 from ks.app import create_app
+
+from helpers import make_image
 from server import ServerProcess
-from test_hostile_data import HOST_TMPL, POST_INSTALL_TMPL
 
 # Pieces that script languages care about, mixed with harmless text and any other characters.
 PIECES = ["a", "Z", "0", " ", ".", "-", "_", ":", "/", "@", "=", ",", "+", "<(", ">(", "<", ">", "'", '"', "*", "?",

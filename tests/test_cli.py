@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, eh
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
+
+from helpers import MAC1, MAC2, boot, eh
 
 
 def test_list_in_the_original_format(cli_runner, root, hosts):

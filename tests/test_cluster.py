@@ -15,9 +15,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from helpers import bootid_of, run_edit_host
 from ks.db import Database
 from ks.models import Event, Host, HostMac
+
+from helpers import bootid_of, run_edit_host
 from server import ServerProcess, Storm, mac
 
 pytestmark = pytest.mark.e2e

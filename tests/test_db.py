@@ -3,7 +3,7 @@
 import fcntl
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -49,7 +49,7 @@ def test_an_error_in_the_work_rolls_back_everything_it_wrote(db):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_direct_writes_store_what_the_orm_reads(db):
-    when = datetime(2026, 11, 22, 3, 4, 5, 600, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 22, 3, 4, 5, 600, tzinfo=UTC)
 
     def boot(tx):
         host = booting.register(tx, MACHINE, ("wipe", "image1"), "bootstrap")

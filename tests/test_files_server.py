@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import requests
 
 from helpers import REPO, free_port, require_command, run_edit_host

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, cli_env
 from ks.cli.main import cli
+
+from helpers import MAC1, MAC2, boot, cli_env
 from server import ServerProcess
 
 

@@ -20,10 +20,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from helpers import bootid_of, cli_env, make_image, run_edit_host
 from ks import machines, states
 from ks.db import Database
 from ks.models import Event, Host, HostMac
+
+from helpers import bootid_of, cli_env, make_image, run_edit_host
 from server import ServerProcess
 
 PRIVATE = {

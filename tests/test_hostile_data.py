@@ -18,10 +18,11 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from helpers import cli_env, make_image, run_edit_host
 from ks import migrate, tokens
 from ks.db import Database
 from ks.models import Host, HostMac
+
+from helpers import cli_env, make_image, run_edit_host
 from server import ServerProcess
 
 pytestmark = pytest.mark.e2e

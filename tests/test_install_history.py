@@ -2,8 +2,9 @@
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, bootid_of
 from ks import machines, states
+
+from helpers import MAC1, MAC2, boot, bootid_of
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 

@@ -11,10 +11,11 @@ import shutil
 
 import pytest
 
-from helpers import bootid_of
 from ks import booting, machines, migrate, states
 from ks.app import create_app
 from ks.identity import Identity
+
+from helpers import bootid_of
 
 FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "legacy-site"
 UUID = "4C4C4544-0042-3510-8056-B4C04F335931"

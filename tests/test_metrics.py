@@ -4,9 +4,10 @@ from datetime import timedelta
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, bootid_of, metric_samples
 from ks import machines, states, timeouts
 from ks.models import utcnow
+
+from helpers import MAC1, MAC2, boot, bootid_of, metric_samples
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 

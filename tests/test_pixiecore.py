@@ -5,9 +5,10 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from helpers import MAC1, boot
 from ks import machines, states
 from ks.models import Event, Host
+
+from helpers import MAC1, boot
 
 
 def pixiecore_parse(body: bytes) -> dict:

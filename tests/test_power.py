@@ -10,11 +10,12 @@ import time
 
 import pytest
 
-from bmc import silent_tcp_port, silent_udp_port
-from helpers import free_port
 from ks import power
 from ks.errors import BadRequest, BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power import BMCAddress, PowerStatus, parse_bmc_address
+
+from bmc import silent_tcp_port, silent_udp_port
+from helpers import free_port
 
 KINDS = ["ipmi", "redfish"]
 # How much longer than its timeout a call may take: thread start-up and teardown on a

@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, eh
 from ks import tokens
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
+
+from helpers import MAC1, MAC2, boot, eh
 
 pytestmark = pytest.mark.e2e
 

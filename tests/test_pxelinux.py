@@ -4,11 +4,12 @@ import os
 
 import pytest
 
-from helpers import MAC1, MAC2, boot, bootid_of
 from ks import migrate
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
+
+from helpers import MAC1, MAC2, boot, bootid_of
 
 
 @pytest.fixture

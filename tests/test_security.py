@@ -5,9 +5,10 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from helpers import MAC1, boot, bootid_of
 from ks import machines, states
 from ks.models import Host
+
+from helpers import MAC1, boot, bootid_of
 
 
 def fetch(client, path, method="GET", **kwargs):

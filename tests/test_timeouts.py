@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from helpers import MAC1, boot, bootid_of
 from ks import machines, migrate, states, timeouts
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
 from ks.models import utcnow
+
+from helpers import MAC1, boot, bootid_of
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 

@@ -1,8 +1,8 @@
 """The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
 
 from ks import __version__, record
-from ks.fleet import MAX_DEPLOY_HOSTS
 from ks.api import answer, bp
+from ks.fleet import MAX_DEPLOY_HOSTS
 
 
 def _ref(name: str) -> dict:

@@ -8,8 +8,8 @@ from sqlalchemy.engine import make_url
 
 from ks import config, vault
 from ks.db import Database
-from ks.services import open_database
 from ks.errors import KSError
+from ks.services import open_database
 
 ROOT_HELP = "Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory)."
 SERVER_HELP = "Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER)."

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ks import fleet, images, machines
-from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, table
 from ks.change import HostChange
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, table
 from ks.errors import KSError
 from ks.power import hosts as host_power
 from ks.record import HostRecord

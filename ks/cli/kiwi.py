@@ -5,7 +5,6 @@ from pathlib import Path
 import click
 
 from ks.cli.common import Group
-
 from ks.kiwi import overlay
 
 

@@ -9,8 +9,19 @@ from click.core import ParameterSource
 
 from ks import __version__, config
 from ks.cli.common import (
-    REMOTE_COMMANDS, SERVER_HELP, TOKEN_FILE_HELP, Group, Site, accept_after, fail, no_server_after, root_after,
-    root_option, server_after, server_refused, token_file_after,
+    REMOTE_COMMANDS,
+    SERVER_HELP,
+    TOKEN_FILE_HELP,
+    Group,
+    Site,
+    accept_after,
+    fail,
+    no_server_after,
+    root_after,
+    root_option,
+    server_after,
+    server_refused,
+    token_file_after,
 )
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
@@ -189,9 +200,8 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
 
     The bootid is shown as BOOTID: the real one is made at boot time.
     """
-    from ks import machines
+    from ks import machines, states
     from ks import render as rendering
-    from ks import states
     from ks.record import HostRecord
     from ks.web import site_from_base_url
 

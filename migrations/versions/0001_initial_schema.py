@@ -5,10 +5,10 @@ Revises:
 Create Date: 2026-11-21 23:34:19.044220
 """
 
-from alembic import op
 import sqlalchemy as sa
-import ks.models
+from alembic import op
 
+import ks.models
 
 revision = '0001'
 down_revision = None

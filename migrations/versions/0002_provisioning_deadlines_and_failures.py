@@ -9,10 +9,10 @@ Revises: 0001
 Create Date: 2026-11-21 23:58:46.948980
 """
 
-from alembic import op
 import sqlalchemy as sa
-import ks.models
+from alembic import op
 
+import ks.models
 
 revision = '0002'
 down_revision = '0001'

@@ -5,10 +5,10 @@ Revises: 0002
 Create Date: 2026-11-21 23:55:34.824582
 """
 
-from alembic import op
 import sqlalchemy as sa
-import ks.models
+from alembic import op
 
+import ks.models
 
 revision = '0003'
 down_revision = '0002'

@@ -13,9 +13,8 @@ import re
 
 import pytest
 
-from helpers import wait_for
-
 from .harness import shows_bootid
+from helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
