@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, false, func, insert, literal_column, select, union, update
+from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, select, union, update
 from sqlalchemy.orm import Session
 
 from ks import states
@@ -48,10 +48,12 @@ def new_bootid() -> str:
 # while the writer lock is held.
 _HOST = select(*(column for _, column in COLUMNS)).where(_hosts.c.id == _HOST_ID)
 _MACS = select(_macs.c.mac).where(_macs.c.host_id == _HOST_ID).order_by(_macs.c.position)
-_REGISTER = insert(_hosts).values(
-    hostname=literal_column("'not-set'"), serial=bindparam("serial"), uuid=bindparam("uuid"), state=bindparam("state"),
-    metadata=literal_column("'{}'"), boot_finished=false(), created_at=bindparam("now"), updated_at=bindparam("now"),
-).returning(_hosts.c.id)
+# Every JSON column of a new host starts as an empty object (the driver's insert knows no Python defaults).
+_REGISTER = insert(_hosts).values({
+    **{column.name: literal_column("'{}'") for column in _hosts.c if isinstance(column.type, JSON)},
+    "hostname": literal_column("'not-set'"), "serial": bindparam("serial"), "uuid": bindparam("uuid"),
+    "state": bindparam("state"), "boot_finished": false(), "created_at": bindparam("now"), "updated_at": bindparam("now"),
+}).returning(_hosts.c.id)
 _ADD_MAC = insert(_macs).values(mac=bindparam("mac"), host_id=_HOST_ID, position=bindparam("position"))
 _FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     serial=func.coalesce(_hosts.c.serial, bindparam("serial")), uuid=func.coalesce(_hosts.c.uuid, bindparam("uuid"))

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -58,6 +58,10 @@ class Host(Base):
     uuid: Mapped[str | None] = mapped_column(String(36), unique=True)
     state: Mapped[str] = mapped_column(String(1100))
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    # What the firmware reported at the last boot (SMBIOS, architecture, platform).
+    facts: Mapped[dict] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
+    # The operator's key=value tags, for selectors and enrollment rules.
+    labels: Mapped[dict] = mapped_column(JSON, default=dict, server_default=text("'{}'"))
     # SHA-256 of the current bootid; the secret itself is never stored.
     bootid_hash: Mapped[str | None] = mapped_column(String(64))
     # Whether the current bootid already advanced the chain (a retried /finish).

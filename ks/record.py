@@ -63,6 +63,8 @@ class HostRecord:
     serial: str | None = shown(NULLABLE_STRING)
     uuid: str | None = shown(NULLABLE_STRING)
     meta: dict = shown({"type": "object"}, name="metadata")
+    facts: dict = shown({"type": "object", "additionalProperties": {"type": "string"}}, template=True)
+    labels: dict = shown({"type": "object", "additionalProperties": {"type": "string"}}, template=True)
     created_at: datetime = shown(TIME)
     updated_at: datetime = shown(TIME)
     last_boot_at: datetime | None = shown(NULLABLE_TIME)
