@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ks.errors import BadRequest, Conflict, NotFound
 from ks.models import ApiToken, utcnow
+from ks.roles import DEFAULT, Role, parse_role
 
 PREFIX = "ks_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -21,14 +22,14 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create(session: Session, name: str) -> str:
-    """Create a token called ``name``; returns the token, which is never shown again."""
+def create(session: Session, name: str, role: Role = DEFAULT) -> str:
+    """Create a token called ``name`` with ``role``; returns the token, which is never shown again."""
     if not NAME.fullmatch(name or ""):
         raise BadRequest(f"{name!r} is not a valid token name (letters, digits, '.', '_', '-'; up to 64)")
     if session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
         raise Conflict(f"a token called {name!r} already exists; revoke it or pick another name")
     token = PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(name=name, token_hash=_hash(token)))
+    session.add(ApiToken(name=name, token_hash=_hash(token), role=role.label))
     return token
 
 
@@ -55,3 +56,11 @@ def revoke(session: Session, name: str) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     return token
+
+
+def role_of(token: ApiToken) -> Role:
+    """The role of a stored token; the least one for a value this version does not know."""
+    try:
+        return parse_role(token.role)
+    except BadRequest:
+        return Role.VIEWER
