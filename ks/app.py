@@ -64,7 +64,7 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if request.path.startswith(api.bp.url_prefix + "/"):
+        if request.path.startswith(f"{api.bp.url_prefix}/"):
             return api.error(exc.description or exc.name, exc.code or 500)
         response = exc.get_response()
         response.set_data(f"{exc.code} {exc.name}: {exc.description}\n")

@@ -58,7 +58,9 @@ def bootstrap():
         return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
     if outcome.conflict:
         if not poll:
-            log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
+            log.warning(
+                "conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids}
+            )
             metrics.CONFLICTS.inc()
         # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
         message = str(outcome.conflict) if ks.settings["PUBLIC_HOSTS"] else CONFLICT_MESSAGE
@@ -91,8 +93,10 @@ def post_install():
     where = site()
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
-        booting.check_bootid(host, bootid)
-        script = render.post_install_script(ks.renderer, HostRecord.of(host), states.parse_chain(host.state), bootid, where)
+        checked = booting.check_bootid(host, bootid)
+        script = render.post_install_script(
+            ks.renderer, HostRecord.of(host), states.parse_chain(host.state), checked, where
+        )
     # The bootid was checked above: the callback only adds its line to the history.
     chain = host.state
     ks.db.write(lambda session: events.record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain,
@@ -195,7 +199,9 @@ def _download_recorder(relpath: str):
 
     def recorded(sent: int, size: int, seconds: float) -> None:
         try:
-            host_id = db.write(lambda session: booting.record_download(session, address, image, name, sent, size, seconds))
+            host_id = db.write(
+                lambda session: booting.record_download(session, address, image, name, sent, size, seconds)
+            )
         except Exception:  # the file is sent; a failed note about it must not fail the request
             log.exception("could not record the download of %s by %s", relpath, address)
             return

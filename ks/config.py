@@ -6,10 +6,11 @@ plain mapping (Flask's ``app.config`` or the dict returned here).
 
 import os
 from pathlib import Path
+from typing import Any
 
 from ks.errors import ConfigError
 
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {
     # Site root: images/, templates/ (overrides) and the SQLite database.
     "ROOT": ".",
     # SQLAlchemy URL; empty means sqlite:///<ROOT>/kiwispray.db.
@@ -68,7 +69,7 @@ DEFAULTS = {
 }
 
 # Environment variable -> setting, with the type to convert to.
-ENV_VARS = {
+ENV_VARS: dict[str, tuple[str, type | str]] = {
     "KS_ROOT": ("ROOT", str),
     "KS_DATABASE_URL": ("DATABASE_URL", str),
     "KS_BASE_URL": ("BASE_URL", str),
@@ -103,7 +104,7 @@ def from_env(environ=None) -> dict:
     for var, (key, kind) in ENV_VARS.items():
         if environ.get(var, "") == "":
             continue
-        if kind == "flag":
+        if isinstance(kind, str):  # "flag"
             value = _FLAGS.get(environ[var].strip().lower())
             if value is None:
                 raise ConfigError(f"{var}={environ[var]!r} is not a valid flag; use 1 or 0")

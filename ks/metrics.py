@@ -28,10 +28,16 @@ _OWN = CollectorRegistry()
 BOOTS = Counter("kiwispray_boots", "Boot decisions (polls of waiting machines excluded), by the state booted.",
                 ["state"], registry=_OWN)
 REGISTRATIONS = Counter("kiwispray_registrations", "Machines registered on their first boot.", registry=_OWN)
-CONFLICTS = Counter("kiwispray_conflicts", "Boots refused because the identifiers belong to several hosts.", registry=_OWN)
+CONFLICTS = Counter(
+    "kiwispray_conflicts", "Boots refused because the identifiers belong to several hosts.", registry=_OWN
+)
 FINISHES = Counter("kiwispray_finishes", "Chains advanced by /finish, by the state finished.", ["state"], registry=_OWN)
-TIMEOUTS = Counter("kiwispray_timeouts", "Hosts this server flagged failed because /finish did not come in time, by state.",
-                   ["state"], registry=_OWN)
+TIMEOUTS = Counter(
+    "kiwispray_timeouts",
+    "Hosts this server flagged failed because /finish did not come in time, by state.",
+    ["state"],
+    registry=_OWN,
+)
 LATENCY = Histogram(
     "kiwispray_request_duration_seconds", "Time to answer a request, by URL rule.", ["endpoint"], registry=_OWN,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
@@ -77,7 +83,7 @@ def metrics():
     else:
         registry.register(_Own())
     registry.register(HostGauges(ks.db))
-    encode, content_type = choose_encoder(request.headers.get("Accept"))
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encode(registry), content_type=content_type)
 
 

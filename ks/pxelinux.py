@@ -10,6 +10,7 @@ configuration directory (or at another host link) are ever touched.
 
 import logging
 import os
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class PxeLinux:
         resolved = os.path.normpath(self.link_dir / target)
         return Path(resolved).parent == Path(os.path.normpath(self.config_dir))
 
-    def apply(self, wanted: dict[str, str], remove: set[str] = frozenset()) -> list[Change]:
+    def apply(self, wanted: dict[str, str], remove: AbstractSet[str] = frozenset()) -> list[Change]:
         """Make the links so; returns what changed."""
         self.link_dir.mkdir(parents=True, exist_ok=True)
         changes = []

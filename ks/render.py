@@ -15,7 +15,7 @@ is the original's file, so both are rendered the original's way; everything else
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,9 @@ import jinja2
 from ks import images, states, values
 from ks.errors import KSError
 from ks.record import HostRecord as Host
+
+# The original's ``@NAME@`` replacements, in its order: (name, value) pairs.
+Replacements = Sequence[tuple[str, object]]
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,9 @@ class Renderer:
     def candidates(self, kind: str, state: str | None = None) -> list[tuple[Path, str]]:
         """Where a template of ``kind`` ('host', 'post_install', or a builtin name) is looked for."""
         site, shipped = self.site_dir, self.shipped_dir
-        if kind == "host":
+        if kind in ("host", "post_install") and state is None:
+            raise ValueError(f"a {kind} template is looked up for a state")
+        if kind == "host" and state is not None:
             image_dir = images.images_dir(self.root) / state
             found = [
                 (image_dir / "host.ipxe", JINJA),
@@ -84,8 +89,12 @@ class Renderer:
             ]
             if not states.is_image(state):
                 return found + [(shipped / f"{state}.ipxe", JINJA)]
-            return found + [(site / "known_host.tmpl", LEGACY), (site / "kiwi.ipxe", JINJA), (shipped / "kiwi.ipxe", JINJA)]
-        if kind == "post_install":
+            return found + [
+                (site / "known_host.tmpl", LEGACY),
+                (site / "kiwi.ipxe", JINJA),
+                (shipped / "kiwi.ipxe", JINJA),
+            ]
+        if kind == "post_install" and state is not None:
             image_dir = images.images_dir(self.root) / state
             return [
                 (image_dir / "post_install.sh", JINJA),
@@ -122,12 +131,12 @@ class Renderer:
 
     # -- rendering --------------------------------------------------------------
 
-    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], list[tuple[str, str]]]) -> Rendered:
+    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], Replacements]) -> Rendered:
         """Render the template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
         path, engine, name = self.find(kind, state)
         try:
             template = self._load(path, engine)
-            text = render_legacy(template, legacy()) if engine == LEGACY else template.render(context)
+            text = render_legacy(template, legacy()) if isinstance(template, bytes) else template.render(context)
         except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
             log.error("template %s failed: %s", name, exc)
             raise TemplateError(f"template {name} failed: {exc}") from exc
@@ -151,7 +160,7 @@ class Renderer:
         return template
 
 
-def render_legacy(data: bytes, replacements: list[tuple[str, object]]) -> str:
+def render_legacy(data: bytes, replacements: Replacements) -> str:
     """Replace ``@NAME@`` in the original's order; unknown names stay as written.
 
     The original replaced in the whole text each time, so a value holding
@@ -231,14 +240,16 @@ def host_data(record: dict) -> str:
     )
 
 
-def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool) -> list[tuple[str, str]]:
+def legacy_values(
+    host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool
+) -> list[tuple[str, object]]:
     """The original's replacements, in the original's order.
 
     ``@HOST_DATA@`` describes the stored record (the whole chain); ``@state@``
     is the current state only. Without a bootid, ``@bootid@`` stays as written.
     """
     record = legacy_host(host, bootid)
-    found = []
+    found: list[tuple[str, object]] = []
     if with_host_data:
         found.append(("HOST_DATA", host_data(record)))
     found += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
@@ -277,7 +288,9 @@ def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, si
     }
 
 
-def host_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> Rendered:
+def host_script(
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = ""
+) -> Rendered:
     """The iPXE script for the machine's current state."""
     state = states.current(chain)
     ctx = context(renderer, host, chain, bootid, site, poll_url)

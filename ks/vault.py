@@ -55,7 +55,8 @@ class Vault:
         except ValueError:
             raise ConfigError(
                 f"the key in {self._where()} is not a Fernet key (44 characters of URL-safe base64); "
-                'make one with python3 -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+                "make one with python3 -c "
+                '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             ) from None
 
 

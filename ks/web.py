@@ -76,7 +76,9 @@ def site() -> Site:
 
 
 @functools.lru_cache(maxsize=256)
-def _site(base_url: str, poll_interval: int, header: str, server_name: str | None, default_port: int, scheme: str) -> Site:
+def _site(
+    base_url: str, poll_interval: int, header: str, server_name: str | None, default_port: int, scheme: str
+) -> Site:
     # Every boot asks; a site has few distinct answers (one per address it is reached at).
     if base_url:
         return site_from_base_url(base_url, poll_interval)

@@ -30,7 +30,8 @@ LUA = """
 math.randomseed(os.time())
 request = function()
   local i = math.random(1, %(n)d)
-  local mac = string.format("52-54-02-%%02x-%%02x-%%02x", math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
+  local mac = string.format("52-54-02-%%02x-%%02x-%%02x",
+                            math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
   return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=")
 end
 """
@@ -159,7 +160,11 @@ def main() -> None:
         try:
             if not args.no_ceiling:
                 port = free_port()
-                servers["ceiling: Flask + 1 SQLite write"] = (ceiling(port, args.workers, args.threads, workdir), port, 10000)
+                servers["ceiling: Flask + 1 SQLite write"] = (
+                    ceiling(port, args.workers, args.threads, workdir),
+                    port,
+                    10000,
+                )
             for size in sizes:
                 root = workdir / f"site-{size}"
                 root.mkdir()

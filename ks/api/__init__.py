@@ -43,7 +43,9 @@ def authenticate():
     if scheme.lower() == "bearer" and token:
         found = services().db.write(lambda session: _verified(tokens.verify(session, token.strip())))
     if found is None:
-        response = error("a valid API token is required: Authorization: Bearer <token> (kiwispray token create NAME)", 401)
+        response = error(
+            "a valid API token is required: Authorization: Bearer <token> (kiwispray token create NAME)", 401
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiwispray"'
         return response
     g.token_name = found

@@ -36,16 +36,20 @@ def list_hosts():
     with services().db.read() as session:
         if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = [HostRecord.of(found)] if state is None or states.current(states.parse_chain(found.state)) == state else []
+            hosts = (
+                [HostRecord.of(found)]
+                if state is None or states.current(states.parse_chain(found.state)) == state
+                else []
+            )
         else:
             hosts = machines.list_hosts(session, state=state)
         page = hosts[offset : offset + limit]
         documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
-        found = host_power.power_states(page, services().settings)
+        power = host_power.power_states(page, services().settings)
         for document in documents:
-            document["power"] = found[document["id"]]
+            document["power"] = power[document["id"]]
     return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})
 
 
@@ -71,8 +75,13 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
     if "metadata" in document and not isinstance(document["metadata"], dict):
         raise BadRequest("metadata must be a JSON object")
     return HostChange.parse(
-        known_images, state=document.get("state"), hostname=document.get("hostname"),
-        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force, how_to_force='"force": true',
+        known_images,
+        state=document.get("state"),
+        hostname=document.get("hostname"),
+        metadata=document.get("metadata"),
+        bmc=document.get("bmc", UNCHANGED),
+        force=force,
+        how_to_force='"force": true',
     )
 
 

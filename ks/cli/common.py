@@ -82,11 +82,11 @@ class Site:
 
 
 class Failed(click.ClickException):
-    """A KIWIspray error as a one-line command failure, with the error's exit status."""
+    """A KIWIspray error (or a file system error: exit 1) as a one-line command failure, with its exit status."""
 
-    def __init__(self, error: KSError):
+    def __init__(self, error: KSError | OSError):
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code if isinstance(error, KSError) else 1
 
 
 class Command(click.Command):
@@ -125,8 +125,16 @@ class Group(click.Group):
 
 def _given_after(ctx: click.Context, param: click.Parameter, value):
     """A global option given after the subcommand: it wins over one given before."""
-    if value is not None:
-        ctx.find_object(Site).options[param.name] = value
+    if value is not None and param.name is not None:
+        site_of(ctx).options[param.name] = value
+
+
+def site_of(ctx: click.Context) -> Site:
+    """The site of the running command (``kiwispray``'s group puts it on the context)."""
+    site = ctx.find_object(Site)
+    if site is None:
+        raise RuntimeError("no Site on the click context: the command runs outside its group")
+    return site
 
 
 def root_after() -> click.Option:
@@ -165,7 +173,7 @@ def _refuse_server(ctx: click.Context, param: click.Parameter, value):
     if value is not None:
         while ctx.parent is not None and ctx.parent.parent is not None:
             ctx = ctx.parent
-        raise server_refused(ctx.info_name, "--server")
+        raise server_refused(ctx.info_name or "", "--server")
 
 
 def no_server_after() -> click.Option:
@@ -181,13 +189,13 @@ def accept_after(command: click.Command, *options) -> None:
         accept_after(sub, *options)
 
 
-def fail(exc: KSError) -> click.ClickException:
+def fail(exc: KSError | OSError) -> click.ClickException:
     """A KIWIspray error as a one-line command failure (what ``Group`` does for every command)."""
     return Failed(exc)
 
 
 def table(rows: list, header: list[str]) -> str:
     """Rows under a header, each column as wide as its widest cell, two spaces apart."""
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(header), *map(line, rows)])

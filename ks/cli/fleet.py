@@ -9,7 +9,7 @@ import click
 
 from ks import fleet, images, machines
 from ks.change import HostChange
-from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, table
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import KSError
 from ks.power import hosts as host_power
 from ks.record import HostRecord
@@ -101,7 +101,7 @@ class Far:
 
 def backend(ctx: click.Context):
     """Local unless --server was given (before or after the command)."""
-    site = ctx.find_object(Site)
+    site = site_of(ctx)
     if not site.options["server"]:
         return Local(site)
     return Far(Remote(site.options["server"], _token(site.options["token_file"])))

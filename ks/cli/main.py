@@ -46,7 +46,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
     """
     if server and ctx.invoked_subcommand not in REMOTE_COMMANDS:
         given = "--server" if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE else "KS_SERVER"
-        raise server_refused(ctx.invoked_subcommand, given)
+        raise server_refused(ctx.invoked_subcommand or "", given)
     ctx.obj = Site(root, server, token_file)
 
 
@@ -132,7 +132,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
                  "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
     if host in ("127.0.0.1", "localhost", "::1"):
-        log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
+        log.info(
+            "listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port
+        )
     if settings["X_ACCEL_REDIRECT"]:
         log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log, log_format)
@@ -216,7 +218,9 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     renderer = rendering.Renderer(site.root, config.shipped("templates"))
     try:
         with site.migrated_db().read() as session:
-            host = HostRecord.of(machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial))
+            host = HostRecord.of(
+                machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
+            )
             chain = states.parse_chain(state or host.state)
             if host.failed_at and not (state or post_install):
                 script = rendering.failed_script(renderer, host, chain, where, poll_url="")
@@ -250,7 +254,9 @@ def timeouts_check(site: Site):
     except KSError as exc:
         raise fail(exc) from None
     for host_id, state in flagged:
-        click.echo(f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)")
+        click.echo(
+            f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)"
+        )
 
 
 @cli.group("pxelinux", cls=Group)

@@ -21,7 +21,10 @@ def verify_setting(value: str) -> bool | str:
 
 def _options(settings: dict) -> dict:
     """The settings every BMC call takes."""
-    return {"verify": verify_setting(settings["BMC_VERIFY"]), "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"])}
+    return {
+        "verify": verify_setting(settings["BMC_VERIFY"]),
+        "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"]),
+    }
 
 
 def credentials(host, settings: dict) -> tuple[str, str, str]:
@@ -87,7 +90,7 @@ def power_states(hosts, settings: dict) -> dict[int, str | None]:
             except SecretKeyError:
                 found[host.id] = "unknown"
     states = power.status_many(bmcs, timeout=settings["POWER_STATUS_TIMEOUT"], **_options(settings))
-    found.update({h.id: s.state for h, s in zip(with_bmc, states)})
+    found.update({h.id: s.state for h, s in zip(with_bmc, states, strict=True)})
     return {h.id: found.get(h.id) for h in hosts}
 
 

@@ -125,7 +125,8 @@ class Lab:
         additions = [
             "port=0", "bind-interfaces", "log-dhcp", "user=root",
             "enable-ra", f"dhcp-range=::,constructor:{self.namespace.bridge},ra-only",
-            f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}", f"pid-file={w / 'dnsmasq.pid'}",
+            f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}",
+            f"pid-file={w / 'dnsmasq.pid'}",
             *self.dnsmasq_additions,
         ]  # fmt: skip
         example = (REPO / "dnsmasq.conf.example").read_text()
