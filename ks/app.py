@@ -1,11 +1,14 @@
 """The Flask application factory."""
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from ks import config, images
+from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
@@ -19,25 +22,37 @@ log = logging.getLogger(__name__)
 class Services:
     """What views need, built once per application."""
 
-    def __init__(self, settings: dict, db: Database | None = None):
+    def __init__(self, settings: Settings, db: Database | None = None, registrations: TokenBucket | None = None,
+                 metrics_dir: str | None = None):
         self.settings = settings
         self.db = db or open_database(settings)
-        self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
-        self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
+        self.renderer = Renderer(settings.root, config.shipped("templates"), settings.template_check_interval)
+        self.deploy_timeout = images.DeployTimeouts(settings.root, settings.deploy_timeout)
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
-        self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
+        self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
+        # Where the worker processes of `kiwispray serve` count (see ks.metrics); None: this process alone.
+        self.metrics_dir = metrics_dir
 
 
-def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
-    """Build the application: settings from defaults, environment, then ``test_config``."""
+def create_app(
+    settings: Settings | Mapping[str, Any] | None = None,
+    db: Database | None = None,
+    registrations: TokenBucket | None = None,
+    metrics_dir: str | None = None,
+) -> Flask:
+    """Build the application with ``settings``, or settings from defaults, environment, then these overrides.
+
+    ``registrations`` is a bucket shared by several processes, ``metrics_dir``
+    where they count (both made by ``kiwispray serve``).
+    """
     app = Flask(__name__)
-    settings = config.resolve(test_config)
-    app.config.from_mapping(settings)
+    if not isinstance(settings, Settings):
+        settings = config.resolve(settings)
     # Boot requests are small; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
-    app.extensions["kiwispray"] = Services(settings, db)
+    app.extensions["kiwispray"] = Services(settings, db, registrations, metrics_dir)
 
     # Imported here: ks.metrics must not be imported before ks.server has set up
     # the directory where worker processes count (see ks.metrics).

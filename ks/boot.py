@@ -48,7 +48,7 @@ def bootstrap():
         raise BadRequest("no MAC given (net0=...); boot through /bootstrap.ipxe, which sends them")
     poll = one("poll") == "1"
     where = site()
-    initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
+    initial = states.parse_chain(ks.settings.initial_chain)
     outcome = ks.db.write_direct(
         lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
                                  may_register=ks.registrations.take, address=request.remote_addr)
@@ -63,7 +63,7 @@ def bootstrap():
             )
             metrics.CONFLICTS.inc()
         # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
-        message = str(outcome.conflict) if ks.settings["PUBLIC_HOSTS"] else CONFLICT_MESSAGE
+        message = str(outcome.conflict) if ks.settings.public_hosts else CONFLICT_MESSAGE
         return text(render.plain_script(ks.renderer, "conflict", where, message=message, poll_url=url).text)
     host, chain = outcome.host, outcome.chain
     if host.failed:
@@ -133,7 +133,7 @@ def state():
     bootid = one("bootid")
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
-        if not ks.settings["PUBLIC_HOSTS"]:
+        if not ks.settings.public_hosts:
             booting.check_bootid(host, bootid)
         return text(states.current(states.parse_chain(host.state)) + "\n")
 
@@ -168,7 +168,7 @@ def update():
 @bp.get("/hosts")
 def hosts():
     """All hosts as the original's text table (no bootids, no MACs), if the site lists them publicly."""
-    if not services().settings["PUBLIC_HOSTS"]:
+    if not services().settings.public_hosts:
         raise Forbidden(
             "this server does not list its hosts (the listing shows every serial); "
             "`edit-host -l` on the server does, and `kiwispray serve --public-hosts` turns the listing on"
@@ -181,12 +181,12 @@ def hosts():
 def image_file(relpath: str):
     """Files of image directories: zero-copy, with Range, HEAD and conditional requests."""
     settings = services().settings
-    path = images.resolve_file(settings["ROOT"], relpath)
-    if settings["X_ACCEL_REDIRECT"]:
-        relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
-        return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
+    path = images.resolve_file(settings.root, relpath)
+    if settings.x_accel_redirect:
+        relative = path.relative_to(images.images_dir(settings.root).resolve())
+        return files.accel_redirect(settings.x_accel_redirect, relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
-    return files.send(request.environ, path, settings["SEND_TIMEOUT"], on_close=_download_recorder(relpath))
+    return files.send(request.environ, path, settings.send_timeout, on_close=_download_recorder(relpath))
 
 
 def _download_recorder(relpath: str):

@@ -77,7 +77,7 @@ def metrics():
     """Counters, latency and host gauges in Prometheus' text format (unauthenticated, no identifiers)."""
     ks = services()
     registry = CollectorRegistry()
-    directory = ks.settings.get("METRICS_DIR")
+    directory = ks.metrics_dir
     if directory:
         multiprocess.MultiProcessCollector(registry, path=directory)
     else:

@@ -25,6 +25,7 @@ from gunicorn.workers import base
 
 from ks import logs, timeouts
 from ks.app import create_app
+from ks.config import Settings
 from ks.db import Database
 from ks.ratelimit import TokenBucket
 from ks.web import SEND_TIMEOUT, STEP_ASIDE
@@ -44,9 +45,11 @@ ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "query": "q", "statu
 class Server(BaseApplication):
     """gunicorn configured from arguments instead of a config file or argv."""
 
-    def __init__(self, settings: dict, options: dict):
+    def __init__(self, settings: Settings, options: dict, registrations: TokenBucket, metrics_dir: str):
         self.settings = settings
         self.options = options
+        self.registrations = registrations
+        self.metrics_dir = metrics_dir
         super().__init__()
 
     def load_config(self):
@@ -57,8 +60,8 @@ class Server(BaseApplication):
     def load(self):
         # Runs in each worker, which builds its own application and timeout
         # checks: engines are never shared across fork.
-        app = create_app(self.settings)
-        interval = self.settings["TIMEOUT_CHECK_INTERVAL"]
+        app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir)
+        interval = self.settings.timeout_check_interval
         if interval:
             db = app.extensions["kiwispray"].db
             threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
@@ -123,8 +126,8 @@ class Worker(base.Worker):
     def init_process(self):
         # Set before the base class's init_process, which ends in run().
         settings = self.app.settings
-        self.running_limit = settings["RUNNING_REQUESTS"]
-        self.header_timeout = settings["HEADER_TIMEOUT"] or float("inf")
+        self.running_limit = settings.running_requests
+        self.header_timeout = settings.header_timeout or float("inf")
         self.running = 0
         self.waiting: collections.deque[Connection] = collections.deque()
         self.receiving: set[Connection] = set()  # connections whose headers are being received
@@ -429,7 +432,7 @@ def metrics_directory():
 
 
 def run(
-    settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
+    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
 ) -> None:
     """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits."""
     options = {
@@ -454,7 +457,7 @@ def run(
         "control_socket_disable": True,
     }
     # Made before the workers fork, so that they all draw from it.
-    registrations = TokenBucket(settings["REGISTRATIONS_PER_MINUTE"], shared=True)
+    registrations = TokenBucket(settings.registrations_per_minute, shared=True)
     with metrics_directory() as path:
         log.info("metrics of the worker processes are kept in %s until the server stops", path)
-        Server({**settings, "METRICS_DIR": path, "REGISTRATIONS": registrations}, options).run()
+        Server(settings, options, registrations, path).run()

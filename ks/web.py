@@ -10,6 +10,8 @@ from ks.errors import BadRequest, ConfigError
 from ks.render import Site
 from ks.values import check_metadata, is_decimal, load_json_object, single
 
+# Host ids are 64-bit integers in the database (ks.models.Id).
+MAX_ID = 2**63 - 1
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
 MAX_METADATA_PARAMETER = 64 * 1024
 # What ``kiwispray serve`` (ks.server) puts in the WSGI environment of each request;
@@ -53,7 +55,7 @@ def parse_id(value: str | None, name: str = "id") -> int:
     if not is_decimal(value):
         raise BadRequest(f"{name} must be a positive integer, not {value[:40]!r}")
     number = int(value)
-    if number < 1 or number > current_app.config["MAX_ID"]:
+    if number < 1 or number > MAX_ID:
         raise BadRequest(f"{name} {value[:40]} is out of range")
     return number
 
@@ -67,10 +69,10 @@ def parse_json_object(value: str, name: str = "metadata") -> dict:
 
 def site() -> Site:
     """Where machines reach us: the configured base URL, else the request's Host."""
-    settings = current_app.config
+    settings = services().settings
     environ = request.environ
     return _site(
-        settings["BASE_URL"], settings["POLL_INTERVAL"], environ.get("HTTP_HOST", ""), environ.get("SERVER_NAME"),
+        settings.base_url, settings.poll_interval, environ.get("HTTP_HOST", ""), environ.get("SERVER_NAME"),
         int(environ.get("SERVER_PORT") or 80), request.scheme,
     )
 

@@ -1,5 +1,6 @@
 """The admin API: tokens, hosts, history, configurations and PXE Pilot's deploy call."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -230,7 +231,8 @@ POWER_FAILURES = [
                          ids=[case[0] for case in POWER_FAILURES])
 def test_each_power_failure_answers_with_the_status_of_its_error(api, app, hosts, start_bmc, bmc, ref, document,
                                                                  status, words):
-    app.extensions["kiwispray"].settings["POWER_TIMEOUT"] = 1
+    services = app.extensions["kiwispray"]
+    services.settings = dataclasses.replace(services.settings, power_timeout=1.0)
     with silent_udp_port() as dead_port:
         if bmc == "dead":
             api.patch("/hosts/1", json={"bmc": {"address": f"ipmi://127.0.0.1:{dead_port}", "username": "admin"}})

@@ -88,7 +88,7 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
 @bp.patch("/hosts/<ref>")
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
-    change = parse_patch(body(), images.image_names(services().settings["ROOT"]))
+    change = parse_patch(body(), images.image_names(services().settings.root))
 
     def work(session):
         host = machines.resolve(session, ref)

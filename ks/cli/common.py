@@ -1,21 +1,46 @@
 """What every command shares: the global options, settings, the database, help listings, tables."""
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
 
 from ks import config, vault
+from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
 from ks.services import open_database
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 ROOT_HELP = "Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory)."
 SERVER_HELP = "Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER)."
 TOKEN_FILE_HELP = ("File holding the API token for --server [default: ~/.config/kiwispray/token]; "
                    "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
 DEFAULT_TOKEN_FILE = "~/.config/kiwispray/token"
+
+def setting_option(name: str, **extra: Any) -> Callable[[F], F]:
+    """The ``kiwispray serve`` option of setting ``name``: flag, help, variable and bounds as ks.config declares them.
+
+    Its value is None unless given, so that ``config.resolve`` layers it over the environment and the default.
+    """
+    d = config.declared(name)
+    if d.option is None:
+        raise ValueError(f"setting {name} is no option")
+    kind: Any = d.type
+    if d.type is int:
+        kind = click.IntRange(None if d.low is None else int(d.low), None if d.high is None else int(d.high))
+    elif d.type is float:
+        kind = click.FloatRange(d.low, d.high)
+    shown = f" [default: {d.default:g}]" if d.type in (int, float) else ""
+    help = f"{d.help.removesuffix('.')}{shown} (env {d.env})."
+    if d.type is bool:
+        return click.option(d.option, d.attr, is_flag=True, default=None, envvar=d.env, help=help, **extra)
+    return click.option(d.option, d.attr, type=kind, default=None, envvar=d.env, help=help, **extra)
+
 
 root_option = click.option(
     "--root", "root", envvar="KS_ROOT", type=click.Path(file_okay=False), default=None, help=ROOT_HELP
@@ -33,7 +58,7 @@ class Site:
         self.options = {"root": root, "server": server, "token_file": token_file}
 
     @cached_property
-    def settings(self) -> dict:
+    def settings(self) -> Settings:
         try:
             return config.resolve({"ROOT": self.options["root"]})
         except KSError as exc:
@@ -41,7 +66,7 @@ class Site:
 
     @property
     def root(self) -> str:
-        return self.settings["ROOT"]
+        return self.settings.root
 
     @cached_property
     def db(self) -> Database:
@@ -74,7 +99,7 @@ class Site:
 
     def _missing_database(self) -> Path | None:
         """The SQLite file of the site if it does not exist; None when it does or is no file."""
-        url = make_url(self.settings["DATABASE_URL"])
+        url = make_url(self.settings.database_url)
         if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
             return None
         path = Path(url.database)
