@@ -7,10 +7,11 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import config, images
+from ks import api, boot, config, images, metrics, pixiecore
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
+from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.render import Renderer
 from ks.services import open_database
@@ -30,8 +31,8 @@ class Services:
         self.deploy_timeout = images.DeployTimeouts(settings.root, settings.deploy_timeout)
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
         self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
-        # Where the worker processes of `kiwispray serve` count (see ks.metrics); None: this process alone.
-        self.metrics_dir = metrics_dir
+        # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.
+        self.metrics = Metrics(metrics_dir)
 
 
 def create_app(
@@ -53,10 +54,6 @@ def create_app(
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Services(settings, db, registrations, metrics_dir)
-
-    # Imported here: ks.metrics must not be imported before ks.server has set up
-    # the directory where worker processes count (see ks.metrics).
-    from ks import api, boot, metrics, pixiecore
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)

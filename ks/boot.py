@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request
 
-from ks import booting, events, files, images, machines, metrics, present, render, states
+from ks import booting, events, files, images, machines, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
@@ -61,7 +61,7 @@ def bootstrap():
             log.warning(
                 "conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids}
             )
-            metrics.CONFLICTS.inc()
+            ks.metrics.conflicts.inc()
         # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
         message = str(outcome.conflict) if ks.settings.public_hosts else CONFLICT_MESSAGE
         return text(render.plain_script(ks.renderer, "conflict", where, message=message, poll_url=url).text)
@@ -78,9 +78,9 @@ def bootstrap():
             extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
                    "registered": outcome.registered, "failed": host.failed},
         )
-        metrics.BOOTS.labels(state=state).inc()
+        ks.metrics.boots.labels(state=state).inc()
         if outcome.registered:
-            metrics.REGISTRATIONS.inc()
+            ks.metrics.registrations.inc()
     return text(script.text)
 
 
@@ -120,7 +120,7 @@ def finish():
             "finish host=%d state=%s now=%s", host.id, finished, host.state,
             extra={"event": "finish", "host_id": host.id, "state": finished, "chain": host.state},
         )
-        metrics.FINISHES.labels(state=finished).inc()
+        services().metrics.finishes.labels(state=finished).inc()
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")
 

@@ -9,7 +9,6 @@ import queue
 import random
 import selectors
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from ks import logs, timeouts
 from ks.app import create_app
 from ks.config import Settings
 from ks.db import Database
+from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.web import SEND_TIMEOUT, STEP_ASIDE
 
@@ -63,8 +63,9 @@ class Server(BaseApplication):
         app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir)
         interval = self.settings.timeout_check_interval
         if interval:
-            db = app.extensions["kiwispray"].db
-            threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
+            runtime = app.extensions["kiwispray"]
+            threading.Thread(target=check_timeouts, args=(runtime.db, runtime.metrics, interval), name="ks-timeouts",
+                             daemon=True).start()
         return app
 
 
@@ -396,10 +397,8 @@ class JsonLogger(Logger):
     log_format = logs.JSON
 
 
-def check_timeouts(db: Database, interval: float) -> None:
+def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
     """Flag overdue machines about every ``interval`` seconds, for as long as the worker lives."""
-    from ks import metrics  # in the worker: it must wait for the metrics directory
-
     while True:
         # Jitter: the workers of one server should not all check at the same moment.
         time.sleep(interval * random.uniform(0.8, 1.2))
@@ -409,19 +408,14 @@ def check_timeouts(db: Database, interval: float) -> None:
             log.exception("timeout check failed; trying again in %s s", interval)
             continue
         for _host_id, state in flagged:
-            metrics.TIMEOUTS.labels(state=state).inc()
+            metrics.timeouts.labels(state=state).inc()
 
 
 @contextlib.contextmanager
 def metrics_directory():
-    """A fresh directory where the workers keep their metrics; removed when the server stops."""
-    if "prometheus_client" in sys.modules:
-        # Its metrics would already count in memory, invisible to the other workers.
-        raise RuntimeError("prometheus_client was imported before the metrics directory was set up")
+    """A fresh directory where the workers keep their metrics (ks.metrics.Metrics); removed when the server stops."""
     path = tempfile.mkdtemp(prefix="kiwispray-metrics-")
     owner = os.getpid()
-    # prometheus_client reads this when a worker creates its metrics (ks.metrics).
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     try:
         yield path
     finally:
