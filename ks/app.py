@@ -7,32 +7,15 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import api, boot, config, images, metrics, pixiecore
+from ks import api, boot, config, metrics, pixiecore
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
-from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
-from ks.render import Renderer
-from ks.services import open_database
+from ks.runtime import Runtime
 from ks.web import text
 
 log = logging.getLogger(__name__)
-
-
-class Services:
-    """What views need, built once per application."""
-
-    def __init__(self, settings: Settings, db: Database | None = None, registrations: TokenBucket | None = None,
-                 metrics_dir: str | None = None):
-        self.settings = settings
-        self.db = db or open_database(settings)
-        self.renderer = Renderer(settings.root, config.shipped("templates"), settings.template_check_interval)
-        self.deploy_timeout = images.DeployTimeouts(settings.root, settings.deploy_timeout)
-        # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
-        self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
-        # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.
-        self.metrics = Metrics(metrics_dir)
 
 
 def create_app(
@@ -53,7 +36,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
-    app.extensions["kiwispray"] = Services(settings, db, registrations, metrics_dir)
+    app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir)
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)

@@ -181,13 +181,6 @@ class Boot:
     # An unknown machine turned away: too many registrations in the last minute.
     busy: bool = False
 
-    @property
-    def chain(self) -> states.Chain:
-        """The chain of the machine booted; only a Boot that found or registered one has it."""
-        if self.host is None:
-            raise ValueError("no host: the boot was turned away")
-        return self.host.chain
-
 
 def boot(
     tx: Transaction,

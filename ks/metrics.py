@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
 from ks import machines
-from ks.web import services
+from ks.web import runtime
 
 
 class Metrics:
@@ -108,7 +108,7 @@ class HostGauges:
 @bp.get("/metrics")
 def metrics():
     """Counters, latency and host gauges in Prometheus' text format (unauthenticated, no identifiers)."""
-    ks = services()
+    ks = runtime()
     registry = CollectorRegistry()
     registry.register(Counted(ks.metrics))
     registry.register(HostGauges(ks.db))
@@ -124,7 +124,7 @@ def _observe(response: Response) -> Response:
     started = g.pop("ks_started", None)
     if started is not None:
         rule = request.url_rule.rule if request.url_rule else "unmatched"
-        services().metrics.latency.labels(endpoint=rule).observe(time.perf_counter() - started)
+        runtime().metrics.latency.labels(endpoint=rule).observe(time.perf_counter() - started)
     return response
 
 

@@ -40,8 +40,8 @@ class TemplateError(KSError):
 
 
 @dataclass(frozen=True)
-class Site:
-    """Where machines reach this server, as the current request sees it."""
+class Origin:
+    """Where machines reach this server (its URL, address and port), as the current request sees it."""
 
     base_url: str
     server_ip: str
@@ -241,7 +241,7 @@ def host_data(record: dict) -> str:
 
 
 def legacy_values(
-    host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool
+    host: Host, state: str, origin: Origin, bootid: str | None, with_host_data: bool
 ) -> list[tuple[str, object]]:
     """The original's replacements, in the original's order.
 
@@ -252,24 +252,26 @@ def legacy_values(
     found: list[tuple[str, object]] = []
     if with_host_data:
         found.append(("HOST_DATA", host_data(record)))
-    found += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    found += [("HOST", host.id), ("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
     record["state"] = state
     found += [(key, values.legacy_text(value)) for key, value in record.items() if not (key == "bootid" and not bootid)]
     found += [(f"metadata.{key}", values.legacy_text(value)) for key, value in record["metadata"].items()]
     return found
 
 
-def urls(site: Site, host_id: int, bootid: str) -> dict:
+def urls(origin: Origin, host_id: int, bootid: str) -> dict:
     """The URLs a booted system calls back, with its bootid."""
     query = f"id={host_id}&bootid={bootid}"
     return {
-        "post_install_url": f"{site.base_url}/post-install?{query}",
-        "finish_url": f"{site.base_url}/finish?{query}",
-        "update_url": f"{site.base_url}/update?{query}",
+        "post_install_url": f"{origin.base_url}/post-install?{query}",
+        "finish_url": f"{origin.base_url}/finish?{query}",
+        "update_url": f"{origin.base_url}/update?{query}",
     }
 
 
-def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> dict:
+def context(
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = ""
+) -> dict:
     """Everything a Jinja2 template may use."""
     state = states.current(chain)
     image = images.load(renderer.root, state) if states.is_image(state) else None
@@ -278,47 +280,47 @@ def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, si
         "state": state,
         "chain": list(chain),
         "bootid": bootid,
-        "base_url": site.base_url,
-        "server_ip": site.server_ip,
-        "server_port": site.server_port,
+        "base_url": origin.base_url,
+        "server_ip": origin.server_ip,
+        "server_port": origin.server_port,
         "poll_url": poll_url,
-        "poll_interval": site.poll_interval,
-        "image": image.context(site.base_url) if image else None,
-        **urls(site, host.id, bootid),
+        "poll_interval": origin.poll_interval,
+        "image": image.context(origin.base_url) if image else None,
+        **urls(origin, host.id, bootid),
     }
 
 
 def host_script(
-    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = ""
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = ""
 ) -> Rendered:
     """The iPXE script for the machine's current state."""
     state = states.current(chain)
-    ctx = context(renderer, host, chain, bootid, site, poll_url)
-    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=True))
+    ctx = context(renderer, host, chain, bootid, origin, poll_url)
+    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=True))
 
 
-def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site) -> Rendered:
+def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin) -> Rendered:
     """The post-install script of the machine's current state."""
     state = states.current(chain)
-    ctx = context(renderer, host, chain, bootid, site)
+    ctx = context(renderer, host, chain, bootid, origin)
     return renderer.render(
-        "post_install", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=False)
+        "post_install", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=False)
     )
 
 
-def failed_script(renderer: Renderer, host: Host, chain: states.Chain, site: Site, poll_url: str) -> Rendered:
+def failed_script(renderer: Renderer, host: Host, chain: states.Chain, origin: Origin, poll_url: str) -> Rendered:
     """The script of a machine flagged failed: it says why and waits for a retry."""
-    return renderer.render("failed", None, context(renderer, host, chain, "", site, poll_url), list)
+    return renderer.render("failed", None, context(renderer, host, chain, "", origin, poll_url), list)
 
 
-def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered:
+def plain_script(renderer: Renderer, kind: str, origin: Origin, **extra) -> Rendered:
     """A script that belongs to no host: ``bootstrap.ipxe``, ``conflict``."""
     ctx = {
-        "base_url": site.base_url,
-        "server_ip": site.server_ip,
-        "server_port": site.server_port,
-        "poll_interval": site.poll_interval,
+        "base_url": origin.base_url,
+        "server_ip": origin.server_ip,
+        "server_port": origin.server_port,
+        "poll_interval": origin.poll_interval,
         **extra,
     }
-    legacy = [("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    legacy = [("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
     return renderer.render(kind, None, ctx, lambda: legacy)

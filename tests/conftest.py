@@ -49,8 +49,8 @@ def app(root, database_url):
 @pytest.fixture
 def public_hosts(app):
     """The original's public listing: GET /hosts lists hosts, /state answers without a bootid."""
-    services = app.extensions["kiwispray"]
-    services.settings = dataclasses.replace(services.settings, public_hosts=True)
+    runtime = app.extensions["kiwispray"]
+    runtime.settings = dataclasses.replace(runtime.settings, public_hosts=True)
 
 
 @pytest.fixture

@@ -231,8 +231,8 @@ POWER_FAILURES = [
                          ids=[case[0] for case in POWER_FAILURES])
 def test_each_power_failure_answers_with_the_status_of_its_error(api, app, hosts, start_bmc, bmc, ref, document,
                                                                  status, words):
-    services = app.extensions["kiwispray"]
-    services.settings = dataclasses.replace(services.settings, power_timeout=1.0)
+    runtime = app.extensions["kiwispray"]
+    runtime.settings = dataclasses.replace(runtime.settings, power_timeout=1.0)
     with silent_udp_port() as dead_port:
         if bmc == "dead":
             api.patch("/hosts/1", json={"bmc": {"address": f"ipmi://127.0.0.1:{dead_port}", "username": "admin"}})

@@ -2,7 +2,7 @@
 
 from ks import __version__, record
 from ks.api import answer, bp
-from ks.fleet import MAX_DEPLOY_HOSTS
+from ks.deploys import MAX_DEPLOY_HOSTS
 
 
 def _ref(name: str) -> dict:

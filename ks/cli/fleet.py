@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ks import fleet, images, machines
+from ks import deploys, images, machines
 from ks.change import HostChange
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import KSError
@@ -53,10 +53,10 @@ class Local:
         return {"host": host_id, "action": action, "power": reached}
 
     def configurations(self) -> list[dict]:
-        return fleet.configurations(self.site.root)
+        return deploys.configurations(self.site.root)
 
     def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
-        host_ids = fleet.deploy(self.db, self.site.root, config, refs, SOURCE)
+        host_ids = deploys.deploy(self.db, self.site.root, config, refs, SOURCE)
         if not reboot:
             return []
         failures = host_power.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)

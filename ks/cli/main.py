@@ -184,7 +184,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     from ks import machines, states
     from ks import render as rendering
     from ks.record import HostRecord
-    from ks.web import site_from_base_url
+    from ks.web import origin_from_base_url
 
     if sum(x is not None for x in (host_id, mac, serial)) != 1:
         raise click.UsageError("select the host with exactly one of -i, --mac, --serial")
@@ -193,7 +193,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
         base_url = PLACEHOLDER_URL
         click.echo(f"# base URL: {PLACEHOLDER_URL}, a placeholder: the server takes it from each request's Host "
                    "header; set KS_BASE_URL or pass --base-url to see the real one", err=True)
-    where = site_from_base_url(base_url, site.settings.poll_interval, strict=False)
+    where = origin_from_base_url(base_url, site.settings.poll_interval, strict=False)
     renderer = rendering.Renderer(site.root, config.shipped("templates"))
     try:
         with site.migrated_db().read() as session:
