@@ -36,7 +36,7 @@ FETCH = (
 
 
 def prepare() -> Path:
-    """Install what real boots need and build the test machine (both cached); the cache directory."""
+    """Build the test machine (cached); the cache directory. scripts/install-system-deps.sh installs what it needs."""
     done = subprocess.run(
         ["sh", str(REPO / "scripts" / "build-test-guest.sh")], stdout=subprocess.PIPE, text=True, check=True
     )
