@@ -205,6 +205,12 @@ def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, st
     )
 
 
+def api_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The admin API token given by ``KS_TOKEN`` (for ``--server``), if any; it wins over the token file."""
+    environ = os.environ if environ is None else environ
+    return environ.get("KS_TOKEN", "").strip() or None
+
+
 def shipped(name: str) -> Path:
     """Directory of shipped files (``templates`` or ``migrations``).
 

@@ -2,12 +2,11 @@
 ``--server URL``, on a remote server through its admin API (PXE Pilot's CLI habits)."""
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from ks import deploys, images, machines
+from ks import config, deploys, images, machines
 from ks.change import HostChange
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import KSError
@@ -108,8 +107,9 @@ def backend(ctx: click.Context):
 
 
 def _token(token_file: str | None) -> str:
-    if os.environ.get("KS_TOKEN"):
-        return os.environ["KS_TOKEN"].strip()
+    given = config.api_token()
+    if given:
+        return given
     path = Path(token_file or DEFAULT_TOKEN_FILE).expanduser()
     try:
         return path.read_text().strip()
