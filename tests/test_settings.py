@@ -79,3 +79,10 @@ def test_resolve_layers_defaults_environment_and_explicit_values(tmp_path):
 def test_bad_values_are_refused_with_their_name(tmp_path, overrides, environ, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         config.resolve({"ROOT": str(tmp_path), **overrides}, environ=environ)
+
+
+def test_the_global_root_option_comes_from_the_declaration():
+    declared = config.declared("ROOT")
+    option = next(p for p in cli.params if p.name == "root")
+    assert option.envvar == declared.env
+    assert option.help is not None and option.help.startswith(declared.help.removesuffix("."))

@@ -16,7 +16,8 @@ from ks.runtime import open_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ROOT_HELP = "Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory)."
+_ROOT = config.declared("ROOT")
+ROOT_HELP = f"{_ROOT.help.removesuffix('.')} (env {_ROOT.env}; default: the current directory)."
 SERVER_HELP = "Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER)."
 TOKEN_FILE_HELP = ("File holding the API token for --server [default: ~/.config/kiwispray/token]; "
                    "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
@@ -43,7 +44,7 @@ def setting_option(name: str, **extra: Any) -> Callable[[F], F]:
 
 
 root_option = click.option(
-    "--root", "root", envvar="KS_ROOT", type=click.Path(file_okay=False), default=None, help=ROOT_HELP
+    "--root", "root", envvar=_ROOT.env, type=click.Path(file_okay=False), default=None, help=ROOT_HELP
 )
 
 
@@ -165,7 +166,7 @@ def site_of(ctx: click.Context) -> Site:
 def root_after() -> click.Option:
     """``--root`` for a subcommand."""
     return click.Option(["--root", "root"], type=click.Path(file_okay=False), default=None, expose_value=False,
-                        callback=_given_after, help=ROOT_HELP.replace("env KS_ROOT", "also before the command"))
+                        callback=_given_after, help=ROOT_HELP.replace(f"env {_ROOT.env}", "also before the command"))
 
 
 def server_after() -> click.Option:
