@@ -1,47 +1,42 @@
 """The Flask application factory."""
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import config, images
+from ks import api, boot, config, metrics, pixiecore
+from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
-from ks.render import Renderer
-from ks.services import open_database
+from ks.runtime import Runtime
 from ks.web import text
 
 log = logging.getLogger(__name__)
 
 
-class Services:
-    """What views need, built once per application."""
+def create_app(
+    settings: Settings | Mapping[str, Any] | None = None,
+    db: Database | None = None,
+    registrations: TokenBucket | None = None,
+    metrics_dir: str | None = None,
+) -> Flask:
+    """Build the application with ``settings``, or settings from defaults, environment, then these overrides.
 
-    def __init__(self, settings: dict, db: Database | None = None):
-        self.settings = settings
-        self.db = db or open_database(settings)
-        self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
-        self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
-        # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
-        self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
-
-
-def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
-    """Build the application: settings from defaults, environment, then ``test_config``."""
+    ``registrations`` is a bucket shared by several processes, ``metrics_dir``
+    where they count (both made by ``kiwispray serve``).
+    """
     app = Flask(__name__)
-    settings = config.resolve(test_config)
-    app.config.from_mapping(settings)
+    if not isinstance(settings, Settings):
+        settings = config.resolve(settings)
     # Boot requests are small; a larger body is refused with 413 before it is read.
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
-    app.extensions["kiwispray"] = Services(settings, db)
-
-    # Imported here: ks.metrics must not be imported before ks.server has set up
-    # the directory where worker processes count (see ks.metrics).
-    from ks import api, boot, metrics, pixiecore
+    app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir)
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
@@ -64,7 +59,7 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if request.path.startswith(api.bp.url_prefix + "/"):
+        if request.path.startswith(f"{api.bp.url_prefix}/"):
             return api.error(exc.description or exc.name, exc.code or 500)
         response = exc.get_response()
         response.set_data(f"{exc.code} {exc.name}: {exc.description}\n")

@@ -9,12 +9,12 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request
 
-from ks import booting, events, files, images, machines, metrics, present, render, states
+from ks import booting, events, files, images, machines, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
 from ks.record import HostRecord
-from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
+from ks.web import one, origin, parse_id, parse_json_object, runtime, step_aside, text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
@@ -28,7 +28,7 @@ FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
 @bp.get("/bootstrap.ipxe")
 def bootstrap_ipxe():
     """The chain script that collects a machine's identity."""
-    return text(render.plain_script(services().renderer, "bootstrap.ipxe", site()).text)
+    return text(render.plain_script(runtime().renderer, "bootstrap.ipxe", origin()).text)
 
 
 def poll_url(base_url: str, ident: Identity) -> str:
@@ -42,13 +42,13 @@ def poll_url(base_url: str, ident: Identity) -> str:
 @bp.get("/bootstrap")
 def bootstrap():
     """Identify or register the machine, rotate its bootid, answer its state's script."""
-    ks = services()
+    ks = runtime()
     ident = parse_boot_args(request.args.to_dict(flat=False))
     if not ident.macs:
         raise BadRequest("no MAC given (net0=...); boot through /bootstrap.ipxe, which sends them")
     poll = one("poll") == "1"
-    where = site()
-    initial = states.parse_chain(ks.settings["INITIAL_CHAIN"])
+    where = origin()
+    initial = states.parse_chain(ks.settings.initial_chain)
     outcome = ks.db.write_direct(
         lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
                                  may_register=ks.registrations.take, address=request.remote_addr)
@@ -58,12 +58,17 @@ def bootstrap():
         return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
     if outcome.conflict:
         if not poll:
-            log.warning("conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids})
-            metrics.CONFLICTS.inc()
+            log.warning(
+                "conflict: %s", outcome.conflict, extra={"event": "conflict", "host_ids": outcome.conflict.host_ids}
+            )
+            ks.metrics.conflicts.inc()
         # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
-        message = str(outcome.conflict) if ks.settings["PUBLIC_HOSTS"] else CONFLICT_MESSAGE
+        message = str(outcome.conflict) if ks.settings.public_hosts else CONFLICT_MESSAGE
         return text(render.plain_script(ks.renderer, "conflict", where, message=message, poll_url=url).text)
-    host, chain = outcome.host, outcome.chain
+    host = outcome.host
+    if host is None:  # neither busy nor a conflict: booting.boot found or registered the machine
+        raise RuntimeError("the boot path returned no host")
+    chain = host.chain
     if host.failed:
         script = render.failed_script(ks.renderer, host, chain, where, poll_url=url)
     else:
@@ -76,23 +81,25 @@ def bootstrap():
             extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
                    "registered": outcome.registered, "failed": host.failed},
         )
-        metrics.BOOTS.labels(state=state).inc()
+        ks.metrics.boots.labels(state=state).inc()
         if outcome.registered:
-            metrics.REGISTRATIONS.inc()
+            ks.metrics.registrations.inc()
     return text(script.text)
 
 
 @bp.get("/post-install")
 def post_install():
     """The post-install script of the machine's current state."""
-    ks = services()
+    ks = runtime()
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    where = site()
+    where = origin()
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
-        booting.check_bootid(host, bootid)
-        script = render.post_install_script(ks.renderer, HostRecord.of(host), states.parse_chain(host.state), bootid, where)
+        checked = booting.check_bootid(host, bootid)
+        script = render.post_install_script(
+            ks.renderer, HostRecord.of(host), states.parse_chain(host.state), checked, where
+        )
     # The bootid was checked above: the callback only adds its line to the history.
     chain = host.state
     ks.db.write(lambda session: events.record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain,
@@ -110,13 +117,13 @@ def finish():
     """Advance the machine's chain once for this boot."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    host, finished = services().db.write(lambda session: booting.finish(session, host_id, bootid))
+    host, finished = runtime().db.write(lambda session: booting.finish(session, host_id, bootid))
     if finished:
         log.info(
             "finish host=%d state=%s now=%s", host.id, finished, host.state,
             extra={"event": "finish", "host_id": host.id, "state": finished, "chain": host.state},
         )
-        metrics.FINISHES.labels(state=finished).inc()
+        runtime().metrics.finishes.labels(state=finished).inc()
         return text(f"host {host.id} finished its step; next state: {host.state}\n")
     return text(f"host {host.id} already finished this boot; state: {host.state}\n")
 
@@ -124,12 +131,12 @@ def finish():
 @bp.get("/state")
 def state():
     """The machine's current state, one line; needs its bootid unless the site lists hosts publicly."""
-    ks = services()
+    ks = runtime()
     host_id = parse_id(one("id"))
     bootid = one("bootid")
     with ks.db.read() as session:
         host = machines.get_host(session, host_id)
-        if not ks.settings["PUBLIC_HOSTS"]:
+        if not ks.settings.public_hosts:
             booting.check_bootid(host, bootid)
         return text(states.current(states.parse_chain(host.state)) + "\n")
 
@@ -156,7 +163,7 @@ def update():
         raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
-    host = services().db.write(lambda session: booting.apply_update(session, host_id, bootid, macs, documents))
+    host = runtime().db.write(lambda session: booting.apply_update(session, host_id, bootid, macs, documents))
     log.info("update host=%d macs=%d metadata=%d", host.id, len(macs), len(documents))
     return text(f"host {host.id} updated\n")
 
@@ -164,25 +171,25 @@ def update():
 @bp.get("/hosts")
 def hosts():
     """All hosts as the original's text table (no bootids, no MACs), if the site lists them publicly."""
-    if not services().settings["PUBLIC_HOSTS"]:
+    if not runtime().settings.public_hosts:
         raise Forbidden(
             "this server does not list its hosts (the listing shows every serial); "
             "`edit-host -l` on the server does, and `kiwispray serve --public-hosts` turns the listing on"
         )
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         return text(present.hosts_table(machines.list_hosts(session)))
 
 
 @bp.route("/images/<path:relpath>", methods=["GET", "HEAD"])
 def image_file(relpath: str):
     """Files of image directories: zero-copy, with Range, HEAD and conditional requests."""
-    settings = services().settings
-    path = images.resolve_file(settings["ROOT"], relpath)
-    if settings["X_ACCEL_REDIRECT"]:
-        relative = path.relative_to(images.images_dir(settings["ROOT"]).resolve())
-        return files.accel_redirect(settings["X_ACCEL_REDIRECT"], relative.as_posix())
+    settings = runtime().settings
+    path = images.resolve_file(settings.root, relpath)
+    if settings.x_accel_redirect:
+        relative = path.relative_to(images.images_dir(settings.root).resolve())
+        return files.accel_redirect(settings.x_accel_redirect, relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
-    return files.send(request.environ, path, settings["SEND_TIMEOUT"], on_close=_download_recorder(relpath))
+    return files.send(request.environ, path, settings.send_timeout, on_close=_download_recorder(relpath))
 
 
 def _download_recorder(relpath: str):
@@ -191,11 +198,13 @@ def _download_recorder(relpath: str):
     address = request.remote_addr
     if not name.endswith(".xz") or "/" in name or not address:
         return None
-    db = services().db
+    db = runtime().db
 
     def recorded(sent: int, size: int, seconds: float) -> None:
         try:
-            host_id = db.write(lambda session: booting.record_download(session, address, image, name, sent, size, seconds))
+            host_id = db.write(
+                lambda session: booting.record_download(session, address, image, name, sent, size, seconds)
+            )
         except Exception:  # the file is sent; a failed note about it must not fail the request
             log.exception("could not record the download of %s by %s", relpath, address)
             return

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, select, union, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from ks import states
 from ks.db import Transaction
@@ -29,7 +30,7 @@ from ks.record import COLUMNS, HostRecord
 from ks.values import check_metadata
 
 _hosts, _macs = Host.__table__, HostMac.__table__
-_HOST_ID = bindparam("host_id")
+_HOST_ID: BindParameter[int] = bindparam("host_id")
 
 
 def hash_bootid(bootid: str) -> str:
@@ -49,11 +50,22 @@ def new_bootid() -> str:
 _HOST = select(*(column for _, column in COLUMNS)).where(_hosts.c.id == _HOST_ID)
 _MACS = select(_macs.c.mac).where(_macs.c.host_id == _HOST_ID).order_by(_macs.c.position)
 # Every JSON column of a new host starts as an empty object (the driver's insert knows no Python defaults).
-_REGISTER = insert(_hosts).values({
-    **{column.name: literal_column("'{}'") for column in _hosts.c if isinstance(column.type, JSON)},
-    "hostname": literal_column("'not-set'"), "serial": bindparam("serial"), "uuid": bindparam("uuid"),
-    "state": bindparam("state"), "boot_finished": false(), "created_at": bindparam("now"), "updated_at": bindparam("now"),
-}).returning(_hosts.c.id)
+_REGISTER = (
+    insert(_hosts)
+    .values(
+        {
+            **{column.name: literal_column("'{}'") for column in _hosts.c if isinstance(column.type, JSON)},
+            "hostname": literal_column("'not-set'"),
+            "serial": bindparam("serial"),
+            "uuid": bindparam("uuid"),
+            "state": bindparam("state"),
+            "boot_finished": false(),
+            "created_at": bindparam("now"),
+            "updated_at": bindparam("now"),
+        }
+    )
+    .returning(_hosts.c.id)
+)
 _ADD_MAC = insert(_macs).values(mac=bindparam("mac"), host_id=_HOST_ID, position=bindparam("position"))
 _FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     serial=func.coalesce(_hosts.c.serial, bindparam("serial")), uuid=func.coalesce(_hosts.c.uuid, bindparam("uuid"))
@@ -91,7 +103,7 @@ def matching_host_ids(tx: Transaction, ident: Identity) -> list[int]:
     """Ids of all hosts that own any of the identifiers (one query, each lookup indexed)."""
     if not ident:
         return []
-    params = {f"mac{i}": mac for i, mac in enumerate(ident.macs)}
+    params: dict[str, str | None] = {f"mac{i}": mac for i, mac in enumerate(ident.macs)}
     params.update(serial=ident.serial, uuid=ident.uuid)
     return [host_id for (host_id,) in tx.execute(_host_ids_by_identifiers(len(ident.macs)), params).fetchall()]
 
@@ -143,7 +155,9 @@ def learn(tx: Transaction, host: HostRecord, ident: Identity, source: str) -> Ho
     new_macs = [mac for mac in ident.macs if mac not in host.macs]
     left_out = new_macs[max(0, MAX_MACS - len(host.macs)):]
     new_macs = new_macs[: len(new_macs) - len(left_out)]
-    fill = {attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)}
+    fill = {
+        attr: getattr(ident, attr) for attr in ("serial", "uuid") if getattr(ident, attr) and not getattr(host, attr)
+    }
     if not new_macs and not fill:
         return host  # nothing new, or only MACs beyond the limit: no write on every boot for them
     for position, mac in enumerate(new_macs, start=len(host.macs)):
@@ -166,10 +180,6 @@ class Boot:
     registered: bool = False
     # An unknown machine turned away: too many registrations in the last minute.
     busy: bool = False
-
-    @property
-    def chain(self) -> states.Chain:
-        return self.host.chain
 
 
 def boot(
@@ -201,7 +211,7 @@ def boot(
                 record(tx, other, EventKind.CONFLICT, "bootstrap", detail=str(conflict))
         return Boot(host=None, conflict=conflict)
     registered = host is None
-    if registered:
+    if host is None:
         if may_register is not None and not may_register():
             return Boot(host=None, busy=True)
         host = register(tx, ident, initial_chain, "bootstrap")
@@ -221,12 +231,13 @@ def boot(
     return Boot(host=host, bootid=bootid, registered=registered)
 
 
-def check_bootid(host: Host, bootid: str | None) -> None:
-    """Unauthorized unless ``bootid`` is the host's current one (constant-time)."""
+def check_bootid(host: Host, bootid: str | None) -> str:
+    """The bootid, checked: Unauthorized unless it is the host's current one (constant-time)."""
     if not bootid or host.bootid_hash is None:
         raise Unauthorized("a valid bootid is required; it changes on every boot")
     if not hmac.compare_digest(hash_bootid(bootid), host.bootid_hash):
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
+    return bootid
 
 
 def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, str | None]:

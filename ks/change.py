@@ -72,6 +72,8 @@ class HostChange:
         if self.macs is not None:
             machines.set_macs(session, host, list(self.macs), source)
         if self.bmc is not None:
+            if vault is None:
+                raise ValueError("a BMC change is applied with the site's vault (it encrypts the password)")
             machines.set_bmc(session, host, self.bmc or None, source, vault)
 
 

@@ -1,141 +1,214 @@
-"""Settings: defaults, ``KS_*`` environment variables and ``--root``.
+"""Settings: one typed, frozen ``Settings`` object, declared field by field.
 
-This is the only module that reads ``os.environ``. Everything else receives a
-plain mapping (Flask's ``app.config`` or the dict returned here).
+Each field declares its type, default, ``KS_*`` environment variable and help
+text (and, for the ones ``kiwispray serve`` takes as options, the option and its
+bounds). Values are layered defaults < environment < explicit values
+(``resolve``). This is the only module that reads ``os.environ``; everything
+else receives a ``Settings``. The README's settings table and ``kiwispray serve
+--help`` follow these declarations (tests/test_settings.py checks both).
 """
 
+import dataclasses
 import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ks.errors import ConfigError
 
-DEFAULTS = {
-    # Site root: images/, templates/ (overrides) and the SQLite database.
-    "ROOT": ".",
-    # SQLAlchemy URL; empty means sqlite:///<ROOT>/kiwispray.db.
-    "DATABASE_URL": "",
-    # Base URL put into scripts; empty means "from the request's Host header".
-    "BASE_URL": "",
-    # Chain given to machines seen for the first time.
-    "INITIAL_CHAIN": "new",
-    # Seconds between two polls of a machine waiting in `new` (or in a conflict).
-    "POLL_INTERVAL": 30,
-    # PXELINUX links (PXE Pilot's model); empty TFTP_ROOT turns them off.
-    "TFTP_ROOT": "",
-    # Where the per-state PXELINUX configurations live; relative to TFTP_ROOT unless absolute.
-    "PXELINUX_CONFIG_DIR": "pxelinux.configs",
-    # Seconds one BMC operation may take; listings wait at most POWER_STATUS_TIMEOUT for all BMCs.
-    "POWER_TIMEOUT": 10.0,
-    "POWER_STATUS_TIMEOUT": 3.0,
-    # Redfish over HTTPS: "true" checks BMC certificates against the system's CAs,
-    # "false" accepts any, a path names the CA file to trust.
-    "BMC_VERIFY": "true",
-    # Comma-separated IPv4 subnets swept for BMCs given by MAC that the neighbour table lacks.
-    "BMC_SUBNETS": "",
-    # Seconds an image may take from its first boot to /finish before the machine
-    # is flagged failed; images/<name>/kiwispray.toml may say otherwise; 0: no limit.
-    "DEPLOY_TIMEOUT": 3600,
-    # Seconds between two timeout checks in each server process; 0: only
-    # `kiwispray timeouts check` (from cron) flags machines.
-    "TIMEOUT_CHECK_INTERVAL": 30,
-    # Largest value accepted for id= (ids are 64-bit integers in the database).
-    "MAX_ID": 2**63 - 1,
-    # Seconds an image download may make no progress before the server drops it
-    # (a stalled client would otherwise hold a server thread); 0: never.
-    "SEND_TIMEOUT": 60,
-    # Requests each server process runs at once (0: as many as it has threads);
-    # image downloads and BMC calls do not count once they only wait on the network.
-    "RUNNING_REQUESTS": 2,
-    # Seconds a template lookup (which file serves a state) and a compiled template
-    # are trusted before the files are looked at again; 0: on every request.
-    "TEMPLATE_CHECK_INTERVAL": 1.0,
-    # With a front web server: the internal location that serves images/ (nginx's
-    # X-Accel-Redirect); empty: this server sends image files itself.
-    "X_ACCEL_REDIRECT": "",
-    # Whether GET /hosts lists every host (id, hostname, state, serial) to anyone on
-    # the boot network and /state answers without the host's bootid, as the original did.
-    "PUBLIC_HOSTS": False,
-    # Unknown machines registered per minute by one server (bursts of as many);
-    # further ones get a script that asks again later, and nothing is stored. 0: no limit.
-    "REGISTRATIONS_PER_MINUTE": 120,
-    # Seconds a client may take to send a request's headers; 0: no limit. They
-    # are received without holding a server thread either way.
-    "HEADER_TIMEOUT": 10.0,
-    # The Fernet key that encrypts BMC passwords in the database; empty: the key
-    # file SECRET_KEY_FILE (empty: <ROOT>/kiwispray.key, created when first needed).
-    "SECRET_KEY": "",
-    "SECRET_KEY_FILE": "",
-}
 
-# Environment variable -> setting, with the type to convert to.
-ENV_VARS = {
-    "KS_ROOT": ("ROOT", str),
-    "KS_DATABASE_URL": ("DATABASE_URL", str),
-    "KS_BASE_URL": ("BASE_URL", str),
-    "KS_INITIAL_CHAIN": ("INITIAL_CHAIN", str),
-    "KS_POLL_INTERVAL": ("POLL_INTERVAL", int),
-    "KS_TFTP_ROOT": ("TFTP_ROOT", str),
-    "KS_POWER_TIMEOUT": ("POWER_TIMEOUT", float),
-    "KS_POWER_STATUS_TIMEOUT": ("POWER_STATUS_TIMEOUT", float),
-    "KS_BMC_VERIFY": ("BMC_VERIFY", str),
-    "KS_BMC_SUBNETS": ("BMC_SUBNETS", str),
-    "KS_PXELINUX_CONFIG_DIR": ("PXELINUX_CONFIG_DIR", str),
-    "KS_DEPLOY_TIMEOUT": ("DEPLOY_TIMEOUT", int),
-    "KS_TIMEOUT_CHECK_INTERVAL": ("TIMEOUT_CHECK_INTERVAL", float),
-    "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
-    "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
-    "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
-    "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
-    "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
-    "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
-    "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
-    "KS_SECRET_KEY": ("SECRET_KEY", str),
-    "KS_SECRET_KEY_FILE": ("SECRET_KEY_FILE", str),
-}
+def setting(default: Any, env: str, help: str, *, option: str | None = None, low: float | None = None,
+            high: float | None = None) -> Any:
+    """Declare one field of ``Settings``.
+
+    ``option`` is the ``kiwispray serve`` option that sets it (its help and
+    environment variable come from here); ``low``/``high`` bound a number,
+    wherever it comes from.
+    """
+    return field(default=default, metadata={"env": env, "help": help, "option": option, "low": low, "high": high})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A site's settings. Field ``x`` is setting ``X``, from ``KS_X``."""
+
+    root: str = setting(".", "KS_ROOT", "Site root holding images/, templates/ (overrides) and kiwispray.db.")
+    database_url: str = setting(
+        "", "KS_DATABASE_URL", "SQLAlchemy URL of the database; empty: sqlite:///<root>/kiwispray.db."
+    )
+    base_url: str = setting(
+        "", "KS_BASE_URL", "URL machines use to reach this server, e.g. http://10.0.0.1:5000; "
+        "default: taken from each request's Host header.", option="--base-url",
+    )
+    initial_chain: str = setting(
+        "new", "KS_INITIAL_CHAIN", "Chain for machines seen for the first time, e.g. 'inventory,new'.",
+        option="--initial-chain",
+    )
+    poll_interval: int = setting(
+        30, "KS_POLL_INTERVAL", "Seconds between polls of a machine waiting in 'new'.", option="--poll-interval",
+        low=1, high=3600,
+    )
+    tftp_root: str = setting(
+        "", "KS_TFTP_ROOT", "TFTP root whose pxelinux.cfg/01-<mac> links follow the hosts' states; empty: no links."
+    )
+    pxelinux_config_dir: str = setting(
+        "pxelinux.configs", "KS_PXELINUX_CONFIG_DIR",
+        "Where the per-state PXELINUX configurations live; relative to the TFTP root unless absolute.",
+    )
+    power_timeout: float = setting(10.0, "KS_POWER_TIMEOUT", "Seconds one BMC operation may take.", low=0)
+    power_status_timeout: float = setting(
+        3.0, "KS_POWER_STATUS_TIMEOUT", "Seconds a listing waits for all BMCs (queried in parallel).", low=0
+    )
+    bmc_verify: str = setting(
+        "true", "KS_BMC_VERIFY", "Redfish over HTTPS: 'true' checks BMC certificates against the system's CAs, "
+        "'false' accepts any, a path names the CA file to trust.",
+    )
+    bmc_subnets: str = setting(
+        "", "KS_BMC_SUBNETS", "Comma-separated IPv4 subnets swept for BMCs given by MAC that the neighbour table lacks."
+    )
+    deploy_timeout: int = setting(
+        3600, "KS_DEPLOY_TIMEOUT", "Seconds an image may take from its first boot to /finish before the machine "
+        "is flagged failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise.", option="--deploy-timeout",
+        low=0,
+    )
+    timeout_check_interval: float = setting(
+        30.0, "KS_TIMEOUT_CHECK_INTERVAL", "Seconds between two timeout checks in each server process; "
+        "0: only `kiwispray timeouts check` (from cron) flags machines.", low=0,
+    )
+    send_timeout: float = setting(
+        60.0, "KS_SEND_TIMEOUT", "Seconds an image download may make no progress before the server drops it; "
+        "0: never.", low=0,
+    )
+    running_requests: int = setting(
+        2, "KS_RUNNING_REQUESTS", "Requests each worker runs at once; more wait their turn. Image downloads and "
+        "BMC calls step aside once they only wait on the network. Few at once cost less CPU per boot; "
+        "0: as many as threads.", option="--running-requests", low=0, high=1024,
+    )
+    template_check_interval: float = setting(
+        1.0, "KS_TEMPLATE_CHECK_INTERVAL", "Seconds a template lookup and a compiled template are trusted before "
+        "the files are looked at again; 0: on every request.", low=0,
+    )
+    x_accel_redirect: str = setting(
+        "", "KS_X_ACCEL_REDIRECT", "Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' "
+        "and let nginx send the file from an internal location (see docs/nginx.conf.example).",
+        option="--x-accel-redirect",
+    )
+    public_hosts: bool = setting(
+        False, "KS_PUBLIC_HOSTS", "List every host (id, hostname, state, serial) at GET /hosts and answer /state "
+        "without the host's bootid, as the original did; off: both reveal nothing to the boot network.",
+        option="--public-hosts",
+    )
+    registrations_per_minute: int = setting(
+        120, "KS_REGISTRATIONS_PER_MINUTE", "Unknown machines this server registers per minute (bursts of as "
+        "many); further ones get a script that asks again later and nothing is stored; 0: no limit.",
+        option="--registrations-per-minute", low=0,
+    )
+    header_timeout: float = setting(
+        10.0, "KS_HEADER_TIMEOUT", "Seconds a client may take to send a request's headers before the connection "
+        "is closed (408); headers are received without holding a thread; 0: no limit.", option="--header-timeout",
+        low=0,
+    )
+    secret_key: str = setting(
+        "", "KS_SECRET_KEY", "The Fernet key that encrypts BMC passwords in the database; empty: the key file."
+    )
+    secret_key_file: str = setting(
+        "", "KS_SECRET_KEY_FILE", "The key file; empty: <root>/kiwispray.key, created when first needed."
+    )
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One setting as declared: its name (``X``), field, type, default, variable, help, option and bounds."""
+
+    name: str
+    attr: str
+    type: type
+    default: Any
+    env: str
+    help: str
+    option: str | None
+    low: float | None
+    high: float | None
+
+
+def declarations() -> list[Declaration]:
+    """Every setting, in the order of ``Settings``."""
+    hints = typing.get_type_hints(Settings)
+    return [
+        Declaration(f.name.upper(), f.name, hints[f.name], f.default, f.metadata["env"], f.metadata["help"],
+                    f.metadata["option"], f.metadata["low"], f.metadata["high"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def declared(name: str) -> Declaration:
+    """The declaration of setting ``name`` (``POLL_INTERVAL``)."""
+    for found in declarations():
+        if found.name == name:
+            return found
+    raise KeyError(name)
+
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
-def from_env(environ=None) -> dict:
-    """Return the settings given by ``KS_*`` environment variables."""
+def _parse(d: Declaration, text: str) -> Any:
+    """An environment variable's text as the setting's type."""
+    if d.type is bool:
+        value = _FLAGS.get(text.strip().lower())
+        if value is None:
+            raise ConfigError(f"{d.env}={text!r} is not a valid flag; use 1 or 0")
+        return value
+    try:
+        return d.type(text)
+    except ValueError:
+        raise ConfigError(f"{d.env}={text!r} is not a valid {d.type.__name__}") from None
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Name -> value of the settings given by ``KS_*`` environment variables (empty ones count as unset)."""
     environ = os.environ if environ is None else environ
-    settings = {}
-    for var, (key, kind) in ENV_VARS.items():
-        if environ.get(var, "") == "":
-            continue
-        if kind == "flag":
-            value = _FLAGS.get(environ[var].strip().lower())
-            if value is None:
-                raise ConfigError(f"{var}={environ[var]!r} is not a valid flag; use 1 or 0")
-            settings[key] = value
-            continue
-        try:
-            settings[key] = kind(environ[var])
-        except ValueError:
-            raise ConfigError(f"{var}={environ[var]!r} is not a valid {kind.__name__}") from None
-    return settings
+    return {d.name: _parse(d, environ[d.env]) for d in declarations() if environ.get(d.env, "") != ""}
 
 
-def resolve(overrides=None, environ=None) -> dict:
-    """Layer defaults, environment and explicit overrides; fill derived values."""
-    settings = dict(DEFAULTS)
-    settings.update(from_env(environ))
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    root = Path(settings["ROOT"]).expanduser().resolve()
+def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Layer defaults, environment and explicit ``overrides`` (by name; None: not given); check and fill in."""
+    by_name = {d.name: d for d in declarations()}
+    given = from_env(environ)
+    for name, value in (overrides or {}).items():
+        if name not in by_name:
+            raise ConfigError(f"{name} is not a setting")
+        if value is not None:
+            given[name] = value
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        d = by_name[name]
+        if d.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if d.low is not None and value < d.low or d.high is not None and value > d.high:
+            bounds = f"from {d.low:g} to {d.high:g}" if d.high is not None else f"{d.low:g} or more"
+            raise ConfigError(f"{name} must be {bounds}, not {value}")
+        values[d.attr] = value
+    settings = Settings(**values)
+    root = Path(settings.root).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError(f"site root {root} is not a directory; create it or pass --root")
-    settings["ROOT"] = str(root)
-    if not settings["DATABASE_URL"]:
-        settings["DATABASE_URL"] = f"sqlite:///{root / 'kiwispray.db'}"
-    settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
-    if settings["RUNNING_REQUESTS"] < 0:
-        raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
-    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
-        if settings[key] < 0:
-            raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
-    if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):
-        raise ConfigError(f"X-Accel-Redirect prefix {settings['X_ACCEL_REDIRECT']!r} must be a path such as /_images")
-    return settings
+    if settings.x_accel_redirect and not settings.x_accel_redirect.startswith("/"):
+        raise ConfigError(f"X-Accel-Redirect prefix {settings.x_accel_redirect!r} must be a path such as /_images")
+    return dataclasses.replace(
+        settings,
+        root=str(root),
+        database_url=settings.database_url or f"sqlite:///{root / 'kiwispray.db'}",
+        base_url=settings.base_url.rstrip("/"),
+    )
+
+
+def api_token(environ: Mapping[str, str] | None = None) -> str | None:
+    """The admin API token given by ``KS_TOKEN`` (for ``--server``), if any; it wins over the token file."""
+    environ = os.environ if environ is None else environ
+    return environ.get("KS_TOKEN", "").strip() or None
 
 
 def shipped(name: str) -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Delete, Insert, Update, create_engine, event, inspect, make_url
 from sqlalchemy import exc as sa_exc
@@ -67,7 +67,7 @@ class Database:
 
     def __init__(self, url: str):
         self.url = url
-        self._write_lock = contextlib.nullcontext()
+        self._write_lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if url.startswith("sqlite"):
             path = make_url(url).database or ""  # empty for sqlite:// (in memory)
             file = path and path != ":memory:" and not path.startswith("file:")
@@ -88,10 +88,12 @@ class Database:
         # The boot path's statements, compiled once for the driver (named placeholders on SQLite).
         self._direct_dialect = sqlite_dialect(paramstyle="named") if self.is_sqlite else self.engine.dialect
         self._compiled: dict = {}
-        self._listeners: list[Callable[[set[int]], None]] = []
-        self._writer: tuple[int, object] | None = None
+        self._listeners: list[Callable[[set[int]], object]] = []
+        # The boot path's own SQLite connection, with the pid of the process that opened it.
+        self._writer: tuple[int, Any] | None = None
         # What a unit of work may fail with and be retried for, as SQLAlchemy or the driver raises it.
         dbapi = self.engine.dialect.dbapi
+        assert dbapi is not None, "an engine made by create_engine has its driver loaded"
         self._driver_integrity_error = dbapi.IntegrityError
         self._retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
 
@@ -171,7 +173,7 @@ class Database:
             return result
         raise AssertionError("unreachable")
 
-    def add_listener(self, listener: Callable[[set[int]], None]) -> None:
+    def add_listener(self, listener: Callable[[set[int]], object]) -> None:
         """Call ``listener(host_ids)`` after each commit that changed hosts."""
         self._listeners.append(listener)
 

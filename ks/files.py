@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from flask import Response
-from werkzeug.datastructures import EnvironHeaders
+from werkzeug.datastructures import EnvironHeaders, Headers
 from werkzeug.http import http_date, parse_date, parse_etags, parse_if_range_header, quote_etag
 from werkzeug.wsgi import wrap_file
 
@@ -74,8 +74,9 @@ def byte_range(header: str, size: int) -> tuple[int, int] | str | None:
         return "bad"
     if unit.strip().lower() != "bytes":
         return None
-    ranges = [_SPEC.fullmatch(spec.strip()) for spec in specs.split(",")]
-    if any(m is None or m.groups() == ("", "") for m in ranges):
+    matches = [_SPEC.fullmatch(spec.strip()) for spec in specs.split(",")]
+    ranges = [m for m in matches if m is not None and m.groups() != ("", "")]
+    if len(ranges) != len(matches):
         return "bad"
     if len(ranges) > 1:
         return "whole"
@@ -90,7 +91,7 @@ def byte_range(header: str, size: int) -> tuple[int, int] | str | None:
     return start, end - start + 1
 
 
-def answer(headers: Mapping[str, str], v: Validators) -> Answer:
+def answer(headers: Headers | Mapping[str, str], v: Validators) -> Answer:
     """What a GET or HEAD with these request headers gets for a file with validators ``v``."""
     if not_modified(headers, v):
         return Answer(304)
@@ -106,7 +107,7 @@ def answer(headers: Mapping[str, str], v: Validators) -> Answer:
     return Answer(206, *wanted)
 
 
-def not_modified(headers: Mapping[str, str], v: Validators) -> bool:
+def not_modified(headers: Headers | Mapping[str, str], v: Validators) -> bool:
     """If-None-Match decides when present (weak comparison), else If-Modified-Since."""
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None:
@@ -188,7 +189,9 @@ def send(environ: dict, path: Path, send_timeout: float | None = None,
             if on_close is not None and result.status == 200:
                 def done(sent: int, seconds: float) -> None:
                     on_close(sent, v.size, seconds)
-            body = wrap_file(environ, Window(file, result.length, done), READ_SIZE)
+            # PEP 3333's wsgi.file_wrapper takes any object with read() (and uses fileno());
+            # werkzeug's annotation asks for a whole IO[bytes], which a window of a file is not.
+            body = wrap_file(environ, Window(file, result.length, done), READ_SIZE)  # type: ignore[arg-type]
             return respond(result, v, path.name, body)
     except BaseException:
         file.close()
@@ -203,7 +206,9 @@ def respond(result: Answer, v: Validators, name: str, body=None) -> Response:
                "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
     if result.status == 416:
         headers["Content-Range"] = f"bytes */{v.size}"
-        return Response(f"416 Range Not Satisfiable: the file has {v.size} bytes\n", 416, headers, mimetype="text/plain")
+        return Response(
+            f"416 Range Not Satisfiable: the file has {v.size} bytes\n", 416, headers, mimetype="text/plain"
+        )
     if result.status == 304:
         return Response(status=304, headers=headers)
     headers["Content-Type"] = content_type(name)

@@ -28,7 +28,9 @@ def read(path: Path) -> list[dict]:
         raise BadRequest(f"{path} is not a readable JSON file: {exc}") from None
     if not isinstance(data, list):
         raise BadRequest(f"{path} must hold a JSON list of hosts, as the original KIWIspray wrote it")
-    records, seen_ids, seen_macs = [], set(), set()
+    records: list[dict] = []
+    seen_ids: set[int] = set()
+    seen_macs: set[str] = set()
     for index, raw in enumerate(data):
         try:
             record = _record(raw)

@@ -137,7 +137,13 @@ def set_bmc(session: Session, host: Host, bmc: dict | None, source: str, vault: 
     host.bmc_username = bmc.get("username")
     host.bmc_password = vault.encrypt(bmc["password"]) if bmc.get("password") else None
     host.updated_at = utcnow()
-    record(session, host.id, EventKind.EDIT, source, detail=f"bmc {host.bmc_address}" if host.bmc_address else "bmc removed")
+    record(
+        session,
+        host.id,
+        EventKind.EDIT,
+        source,
+        detail=f"bmc {host.bmc_address}" if host.bmc_address else "bmc removed",
+    )
 
 
 def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None:
@@ -145,7 +151,9 @@ def set_macs(session: Session, host: Host, macs: list[str], source: str) -> None
     wanted = list(macs)
     others = session.scalars(select(HostMac).where(HostMac.mac.in_(wanted), HostMac.host_id != host.id)).all()
     if others:
-        raise Conflict("MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others))
+        raise Conflict(
+            "MAC already belongs to another host: " + ", ".join(f"{o.mac} (host {o.host_id})" for o in others)
+        )
     host.macs.clear()
     session.flush()  # the old MACs go first: one of them may come back at another position
     host.macs = [HostMac(mac=m, position=i) for i, m in enumerate(wanted)]

@@ -46,7 +46,10 @@ def head() -> str:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(shipped("migrations")))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    found = ScriptDirectory.from_config(cfg).get_current_head()
+    if found is None:
+        raise RuntimeError(f"no migrations in {shipped('migrations')}")
+    return found
 
 
 def current(db: Database) -> str | None:

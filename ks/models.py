@@ -1,8 +1,22 @@
 """Database models (SQLAlchemy 2.0, typed). Schema changes go through migrations/."""
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -43,6 +57,9 @@ class UTCDateTime(TypeDecorator):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    # Every model maps one plain table (never a join or a subquery): the boot
+    # path and the history writer build INSERT and UPDATE statements on it.
+    __table__: ClassVar[Table]
 
 
 class Host(Base):

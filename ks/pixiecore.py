@@ -18,7 +18,7 @@ from flask import Blueprint, Response
 from ks import machines, states
 from ks.errors import KSError, NotFound
 from ks.identity import normalize_mac
-from ks.web import services, site
+from ks.web import origin, runtime
 
 bp = Blueprint("pixiecore", __name__, url_prefix="/pixiecore")
 
@@ -37,12 +37,12 @@ def refused(exc: KSError):
 def boot(mac: str):
     """Pixiecore's boot question for one MAC."""
     mac = normalize_mac(mac)
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         try:
             host = machines.find_by(session, mac=mac)
         except NotFound:
             host = None
         if host is not None and states.current(states.parse_chain(host.state)) == states.FINISHED:
             raise NotFound(f"host {host.id} is finished: it boots from its disk")
-    script = f"#!ipxe\nchain {site().base_url}/bootstrap.ipxe\n"
+    script = f"#!ipxe\nchain {origin().base_url}/bootstrap.ipxe\n"
     return _json({"ipxe-script": script})

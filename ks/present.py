@@ -58,7 +58,8 @@ def metadata_lines(meta: dict, depth: int, prefix: str = "", level: int = 1) -> 
             if depth > 2:
                 lines += metadata_lines(value, depth, path, level + 1)
         else:
-            lines.append("        %-21s '%-s'" % (path, "{...}" if isinstance(value, dict) else printable(value)))
+            shown = "{...}" if isinstance(value, dict) else printable(value)
+            lines.append(f"        {path:<21} '{shown}'")
     return lines
 
 
@@ -78,5 +79,9 @@ def event_dict(event: Event) -> dict:
 
 def event_line(event: Event) -> str:
     """A history line for people."""
-    change = f"{event.from_state or '-'} -> {event.to_state or '-'}" if event.to_state != event.from_state else (event.to_state or "-")
+    change = (
+        f"{event.from_state or '-'} -> {event.to_state or '-'}"
+        if event.to_state != event.from_state
+        else (event.to_state or "-")
+    )
     return f"{event.at:%Y-%m-%d %H:%M:%S} {event.kind:<8} {event.source:<9} {change:<28} {event.detail}"

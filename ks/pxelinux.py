@@ -10,12 +10,14 @@ configuration directory (or at another host link) are ever touched.
 
 import logging
 import os
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 
 from ks import states
+from ks.config import Settings
 from ks.db import Database
 from ks.models import Host, HostMac
 
@@ -85,7 +87,7 @@ class PxeLinux:
         resolved = os.path.normpath(self.link_dir / target)
         return Path(resolved).parent == Path(os.path.normpath(self.config_dir))
 
-    def apply(self, wanted: dict[str, str], remove: set[str] = frozenset()) -> list[Change]:
+    def apply(self, wanted: dict[str, str], remove: AbstractSet[str] = frozenset()) -> list[Change]:
         """Make the links so; returns what changed."""
         self.link_dir.mkdir(parents=True, exist_ok=True)
         changes = []
@@ -146,14 +148,14 @@ class PxeLinux:
         return self.apply(wanted, remove=set(self.current()))
 
 
-def from_settings(settings: dict) -> PxeLinux | None:
+def from_settings(settings: Settings) -> PxeLinux | None:
     """The PXELINUX links of a site, if ``TFTP_ROOT`` is configured."""
-    if not settings.get("TFTP_ROOT"):
+    if not settings.tftp_root:
         return None
-    return PxeLinux(settings["TFTP_ROOT"], settings.get("PXELINUX_CONFIG_DIR") or "pxelinux.configs")
+    return PxeLinux(settings.tftp_root, settings.pxelinux_config_dir)
 
 
-def attach(db: Database, settings: dict) -> PxeLinux | None:
+def attach(db: Database, settings: Settings) -> PxeLinux | None:
     """Keep the links up to date after every committed state or MAC change."""
     pxe = from_settings(settings)
     if pxe is not None:

@@ -7,6 +7,8 @@ processes, so that all of them draw from the same bucket (see ks.server).
 import multiprocessing
 import threading
 import time
+from contextlib import AbstractContextManager
+from typing import Any
 
 
 class TokenBucket:
@@ -15,6 +17,8 @@ class TokenBucket:
     def __init__(self, per_minute: int, clock=time.monotonic, shared: bool = False):
         self.per_minute = per_minute
         self.clock = clock
+        # A process-shared or a thread lock: both are context managers (their types are unrelated).
+        self._lock: AbstractContextManager[Any]
         if shared:  # inherited by processes forked from this one
             self._state = multiprocessing.RawArray("d", [per_minute, clock()])
             self._lock = multiprocessing.Lock()

@@ -8,8 +8,9 @@ migration, the model column and one field here.
 
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, inspect
+from sqlalchemy import JSON, ColumnElement, inspect
 
 from ks import states
 from ks.models import Host, UTCDateTime
@@ -59,7 +60,9 @@ class HostRecord:
         "state": {"type": "string", "description": "The current state: the first of the chain"},
         "chain": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     })
-    macs: tuple[str, ...] = shown({"type": "array", "items": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}})
+    macs: tuple[str, ...] = shown(
+        {"type": "array", "items": {"type": "string", "pattern": "^([0-9a-f]{2}:){5}[0-9a-f]{2}$"}}
+    )
     serial: str | None = shown(NULLABLE_STRING)
     uuid: str | None = shown(NULLABLE_STRING)
     meta: dict = shown({"type": "object"}, name="metadata")
@@ -137,14 +140,17 @@ def schema_properties() -> dict:
     return properties
 
 
-def _columns() -> list[tuple[str, object]]:
+def _columns() -> list[tuple[str, ColumnElement[Any]]]:
     """(record field, table column) for every record field that is a column of ``hosts``."""
     wanted = {f.name for f in fields(HostRecord)}
     return [(attr.key, attr.columns[0]) for attr in inspect(Host).column_attrs if attr.key in wanted]
 
 
 def _decoder(column):
-    """How a driver's value of ``column`` becomes the record's (SQLite returns JSON and times as text); None: as it is."""
+    """How a driver's value of ``column`` becomes the record's; None: as it is.
+
+    SQLite returns JSON and times as text.
+    """
     if isinstance(column.type, JSON):
         return lambda value: (load_stored_json(value) if isinstance(value, str) else value) or {}
     if isinstance(column.type, UTCDateTime):

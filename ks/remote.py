@@ -33,7 +33,9 @@ class Remote:
         try:
             document = response.json()
         except ValueError:
-            raise RemoteError(f"{self.base}{path} answered {response.status_code} without JSON; is it a KIWIspray server?") from None
+            raise RemoteError(
+                f"{self.base}{path} answered {response.status_code} without JSON; is it a KIWIspray server?"
+            ) from None
         if response.status_code >= 400:
             raise RemoteError(f"server: {document.get('error', response.reason)} ({response.status_code})", document)
         return document

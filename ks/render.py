@@ -15,7 +15,7 @@ is the original's file, so both are rendered the original's way; everything else
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,9 @@ import jinja2
 from ks import images, states, values
 from ks.errors import KSError
 from ks.record import HostRecord as Host
+
+# The original's ``@NAME@`` replacements, in its order: (name, value) pairs.
+Replacements = Sequence[tuple[str, object]]
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +40,8 @@ class TemplateError(KSError):
 
 
 @dataclass(frozen=True)
-class Site:
-    """Where machines reach this server, as the current request sees it."""
+class Origin:
+    """Where machines reach this server (its URL, address and port), as the current request sees it."""
 
     base_url: str
     server_ip: str
@@ -74,7 +77,9 @@ class Renderer:
     def candidates(self, kind: str, state: str | None = None) -> list[tuple[Path, str]]:
         """Where a template of ``kind`` ('host', 'post_install', or a builtin name) is looked for."""
         site, shipped = self.site_dir, self.shipped_dir
-        if kind == "host":
+        if kind in ("host", "post_install") and state is None:
+            raise ValueError(f"a {kind} template is looked up for a state")
+        if kind == "host" and state is not None:
             image_dir = images.images_dir(self.root) / state
             found = [
                 (image_dir / "host.ipxe", JINJA),
@@ -84,8 +89,12 @@ class Renderer:
             ]
             if not states.is_image(state):
                 return found + [(shipped / f"{state}.ipxe", JINJA)]
-            return found + [(site / "known_host.tmpl", LEGACY), (site / "kiwi.ipxe", JINJA), (shipped / "kiwi.ipxe", JINJA)]
-        if kind == "post_install":
+            return found + [
+                (site / "known_host.tmpl", LEGACY),
+                (site / "kiwi.ipxe", JINJA),
+                (shipped / "kiwi.ipxe", JINJA),
+            ]
+        if kind == "post_install" and state is not None:
             image_dir = images.images_dir(self.root) / state
             return [
                 (image_dir / "post_install.sh", JINJA),
@@ -122,12 +131,12 @@ class Renderer:
 
     # -- rendering --------------------------------------------------------------
 
-    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], list[tuple[str, str]]]) -> Rendered:
+    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], Replacements]) -> Rendered:
         """Render the template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
         path, engine, name = self.find(kind, state)
         try:
             template = self._load(path, engine)
-            text = render_legacy(template, legacy()) if engine == LEGACY else template.render(context)
+            text = render_legacy(template, legacy()) if isinstance(template, bytes) else template.render(context)
         except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
             log.error("template %s failed: %s", name, exc)
             raise TemplateError(f"template {name} failed: {exc}") from exc
@@ -151,7 +160,7 @@ class Renderer:
         return template
 
 
-def render_legacy(data: bytes, replacements: list[tuple[str, object]]) -> str:
+def render_legacy(data: bytes, replacements: Replacements) -> str:
     """Replace ``@NAME@`` in the original's order; unknown names stay as written.
 
     The original replaced in the whole text each time, so a value holding
@@ -231,34 +240,38 @@ def host_data(record: dict) -> str:
     )
 
 
-def legacy_values(host: Host, state: str, site: Site, bootid: str | None, with_host_data: bool) -> list[tuple[str, str]]:
+def legacy_values(
+    host: Host, state: str, origin: Origin, bootid: str | None, with_host_data: bool
+) -> list[tuple[str, object]]:
     """The original's replacements, in the original's order.
 
     ``@HOST_DATA@`` describes the stored record (the whole chain); ``@state@``
     is the current state only. Without a bootid, ``@bootid@`` stays as written.
     """
     record = legacy_host(host, bootid)
-    found = []
+    found: list[tuple[str, object]] = []
     if with_host_data:
         found.append(("HOST_DATA", host_data(record)))
-    found += [("HOST", host.id), ("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    found += [("HOST", host.id), ("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
     record["state"] = state
     found += [(key, values.legacy_text(value)) for key, value in record.items() if not (key == "bootid" and not bootid)]
     found += [(f"metadata.{key}", values.legacy_text(value)) for key, value in record["metadata"].items()]
     return found
 
 
-def urls(site: Site, host_id: int, bootid: str) -> dict:
+def urls(origin: Origin, host_id: int, bootid: str) -> dict:
     """The URLs a booted system calls back, with its bootid."""
     query = f"id={host_id}&bootid={bootid}"
     return {
-        "post_install_url": f"{site.base_url}/post-install?{query}",
-        "finish_url": f"{site.base_url}/finish?{query}",
-        "update_url": f"{site.base_url}/update?{query}",
+        "post_install_url": f"{origin.base_url}/post-install?{query}",
+        "finish_url": f"{origin.base_url}/finish?{query}",
+        "update_url": f"{origin.base_url}/update?{query}",
     }
 
 
-def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> dict:
+def context(
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = ""
+) -> dict:
     """Everything a Jinja2 template may use."""
     state = states.current(chain)
     image = images.load(renderer.root, state) if states.is_image(state) else None
@@ -267,45 +280,47 @@ def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, si
         "state": state,
         "chain": list(chain),
         "bootid": bootid,
-        "base_url": site.base_url,
-        "server_ip": site.server_ip,
-        "server_port": site.server_port,
+        "base_url": origin.base_url,
+        "server_ip": origin.server_ip,
+        "server_port": origin.server_port,
         "poll_url": poll_url,
-        "poll_interval": site.poll_interval,
-        "image": image.context(site.base_url) if image else None,
-        **urls(site, host.id, bootid),
+        "poll_interval": origin.poll_interval,
+        "image": image.context(origin.base_url) if image else None,
+        **urls(origin, host.id, bootid),
     }
 
 
-def host_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> Rendered:
+def host_script(
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = ""
+) -> Rendered:
     """The iPXE script for the machine's current state."""
     state = states.current(chain)
-    ctx = context(renderer, host, chain, bootid, site, poll_url)
-    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=True))
+    ctx = context(renderer, host, chain, bootid, origin, poll_url)
+    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=True))
 
 
-def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site) -> Rendered:
+def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin) -> Rendered:
     """The post-install script of the machine's current state."""
     state = states.current(chain)
-    ctx = context(renderer, host, chain, bootid, site)
+    ctx = context(renderer, host, chain, bootid, origin)
     return renderer.render(
-        "post_install", state, ctx, lambda: legacy_values(host, state, site, bootid, with_host_data=False)
+        "post_install", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=False)
     )
 
 
-def failed_script(renderer: Renderer, host: Host, chain: states.Chain, site: Site, poll_url: str) -> Rendered:
+def failed_script(renderer: Renderer, host: Host, chain: states.Chain, origin: Origin, poll_url: str) -> Rendered:
     """The script of a machine flagged failed: it says why and waits for a retry."""
-    return renderer.render("failed", None, context(renderer, host, chain, "", site, poll_url), list)
+    return renderer.render("failed", None, context(renderer, host, chain, "", origin, poll_url), list)
 
 
-def plain_script(renderer: Renderer, kind: str, site: Site, **extra) -> Rendered:
+def plain_script(renderer: Renderer, kind: str, origin: Origin, **extra) -> Rendered:
     """A script that belongs to no host: ``bootstrap.ipxe``, ``conflict``."""
     ctx = {
-        "base_url": site.base_url,
-        "server_ip": site.server_ip,
-        "server_port": site.server_port,
-        "poll_interval": site.poll_interval,
+        "base_url": origin.base_url,
+        "server_ip": origin.server_ip,
+        "server_port": origin.server_port,
+        "poll_interval": origin.poll_interval,
         **extra,
     }
-    legacy = [("SERVER_IP", site.server_ip), ("SERVER_PORT", site.server_port)]
+    legacy = [("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
     return renderer.render(kind, None, ctx, lambda: legacy)

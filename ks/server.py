@@ -9,7 +9,6 @@ import queue
 import random
 import selectors
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +24,9 @@ from gunicorn.workers import base
 
 from ks import logs, timeouts
 from ks.app import create_app
+from ks.config import Settings
 from ks.db import Database
+from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.web import SEND_TIMEOUT, STEP_ASIDE
 
@@ -44,9 +45,11 @@ ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "query": "q", "statu
 class Server(BaseApplication):
     """gunicorn configured from arguments instead of a config file or argv."""
 
-    def __init__(self, settings: dict, options: dict):
+    def __init__(self, settings: Settings, options: dict, registrations: TokenBucket, metrics_dir: str):
         self.settings = settings
         self.options = options
+        self.registrations = registrations
+        self.metrics_dir = metrics_dir
         super().__init__()
 
     def load_config(self):
@@ -57,11 +60,12 @@ class Server(BaseApplication):
     def load(self):
         # Runs in each worker, which builds its own application and timeout
         # checks: engines are never shared across fork.
-        app = create_app(self.settings)
-        interval = self.settings["TIMEOUT_CHECK_INTERVAL"]
+        app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir)
+        interval = self.settings.timeout_check_interval
         if interval:
-            db = app.extensions["kiwispray"].db
-            threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
+            runtime = app.extensions["kiwispray"]
+            threading.Thread(target=check_timeouts, args=(runtime.db, runtime.metrics, interval), name="ks-timeouts",
+                             daemon=True).start()
         return app
 
 
@@ -123,8 +127,8 @@ class Worker(base.Worker):
     def init_process(self):
         # Set before the base class's init_process, which ends in run().
         settings = self.app.settings
-        self.running_limit = settings["RUNNING_REQUESTS"]
-        self.header_timeout = settings["HEADER_TIMEOUT"] or float("inf")
+        self.running_limit = settings.running_requests
+        self.header_timeout = settings.header_timeout or float("inf")
         self.running = 0
         self.waiting: collections.deque[Connection] = collections.deque()
         self.receiving: set[Connection] = set()  # connections whose headers are being received
@@ -393,10 +397,8 @@ class JsonLogger(Logger):
     log_format = logs.JSON
 
 
-def check_timeouts(db: Database, interval: float) -> None:
+def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
     """Flag overdue machines about every ``interval`` seconds, for as long as the worker lives."""
-    from ks import metrics  # in the worker: it must wait for the metrics directory
-
     while True:
         # Jitter: the workers of one server should not all check at the same moment.
         time.sleep(interval * random.uniform(0.8, 1.2))
@@ -406,19 +408,14 @@ def check_timeouts(db: Database, interval: float) -> None:
             log.exception("timeout check failed; trying again in %s s", interval)
             continue
         for _host_id, state in flagged:
-            metrics.TIMEOUTS.labels(state=state).inc()
+            metrics.timeouts.labels(state=state).inc()
 
 
 @contextlib.contextmanager
 def metrics_directory():
-    """A fresh directory where the workers keep their metrics; removed when the server stops."""
-    if "prometheus_client" in sys.modules:
-        # Its metrics would already count in memory, invisible to the other workers.
-        raise RuntimeError("prometheus_client was imported before the metrics directory was set up")
+    """A fresh directory where the workers keep their metrics (ks.metrics.Metrics); removed when the server stops."""
     path = tempfile.mkdtemp(prefix="kiwispray-metrics-")
     owner = os.getpid()
-    # prometheus_client reads this when a worker creates its metrics (ks.metrics).
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     try:
         yield path
     finally:
@@ -429,7 +426,7 @@ def metrics_directory():
 
 
 def run(
-    settings: dict, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
+    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
 ) -> None:
     """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits."""
     options = {
@@ -454,7 +451,7 @@ def run(
         "control_socket_disable": True,
     }
     # Made before the workers fork, so that they all draw from it.
-    registrations = TokenBucket(settings["REGISTRATIONS_PER_MINUTE"], shared=True)
+    registrations = TokenBucket(settings.registrations_per_minute, shared=True)
     with metrics_directory() as path:
         log.info("metrics of the worker processes are kept in %s until the server stops", path)
-        Server({**settings, "METRICS_DIR": path, "REGISTRATIONS": registrations}, options).run()
+        Server(settings, options, registrations, path).run()

@@ -15,8 +15,9 @@ timeout is flagged and recorded once, however many check at the same time.
 
 import logging
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from ks import states
@@ -34,7 +35,15 @@ def retry(session: Session, host: Host, source: str) -> None:
     host.deadline_at = host.failed_at = None
     host.updated_at = utcnow()
     current = states.current(states.parse_chain(host.state))
-    record(session, host.id, EventKind.RETRY, source, host.state, host.state, f"failure cleared; the next boot starts '{current}' again")
+    record(
+        session,
+        host.id,
+        EventKind.RETRY,
+        source,
+        host.state,
+        host.state,
+        f"failure cleared; the next boot starts '{current}' again",
+    )
 
 
 def _overdue(now: datetime) -> tuple:
@@ -58,12 +67,13 @@ def flag_overdue(session: Session, now: datetime, source: str) -> list[tuple[int
     flagged = []
     rows = session.execute(select(Host.id, Host.state, Host.deadline_at).where(*_overdue(now)).order_by(Host.id)).all()
     for host_id, chain, deadline in rows:
-        changed = session.execute(
+        # An UPDATE's result is a cursor result: it has the count of rows it matched.
+        changed = cast(CursorResult[Any], session.execute(
             update(Host)
             .where(Host.id == host_id, *_overdue(now))
             .values(failed_at=now, deadline_at=None, updated_at=now)
             .execution_options(synchronize_session=False)
-        )
+        ))
         if changed.rowcount != 1:
             continue
         state = states.current(states.parse_chain(chain))

@@ -82,7 +82,9 @@ def check_metadata(document, name: str = "metadata") -> dict:
     _check_object(document, name, 1)
     size = len(json.dumps(document, separators=(",", ":")))
     if size > MAX_METADATA_BYTES:
-        raise BadRequest(f"{name} would be {size} bytes as JSON; a host's metadata may hold at most {MAX_METADATA_BYTES}")
+        raise BadRequest(
+            f"{name} would be {size} bytes as JSON; a host's metadata may hold at most {MAX_METADATA_BYTES}"
+        )
     return document
 
 
@@ -187,7 +189,9 @@ def printable(value) -> str:
     text = str(value)
     if text.isprintable() and not any(_unshowable(c) for c in text):
         return text
-    return "".join(c.encode("unicode_escape").decode("ascii") if _unshowable(c) or not c.isprintable() else c for c in text)
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if _unshowable(c) or not c.isprintable() else c for c in text
+    )
 
 
 def _unshowable(char: str) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from ks.config import Settings
 from ks.errors import BadRequest, ConfigError, SecretKeyError
 
 KEY_FILE = "kiwispray.key"
@@ -55,7 +56,8 @@ class Vault:
         except ValueError:
             raise ConfigError(
                 f"the key in {self._where()} is not a Fernet key (44 characters of URL-safe base64); "
-                'make one with python3 -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+                "make one with python3 -c "
+                '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             ) from None
 
 
@@ -80,7 +82,7 @@ def _vault(key: str, key_file: str) -> Vault:
     return Vault(key, Path(key_file))
 
 
-def of(settings: dict) -> Vault:
+def of(settings: Settings) -> Vault:
     """The vault of a site's settings."""
-    key_file = settings["SECRET_KEY_FILE"] or str(Path(settings["ROOT"]) / KEY_FILE)
-    return _vault(settings["SECRET_KEY"], key_file)
+    key_file = settings.secret_key_file or str(Path(settings.root) / KEY_FILE)
+    return _vault(settings.secret_key, key_file)

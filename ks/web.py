@@ -1,15 +1,21 @@
-"""Request helpers shared by blueprints: parameters, the site's URL, text answers."""
+"""Request helpers shared by blueprints: parameters, where machines reach the server (Origin), text answers."""
 
 import functools
 import ipaddress
 import re
+from typing import TYPE_CHECKING
 
 from flask import Response, current_app, request
 
 from ks.errors import BadRequest, ConfigError
-from ks.render import Site
+from ks.render import Origin
 from ks.values import check_metadata, is_decimal, load_json_object, single
 
+if TYPE_CHECKING:  # ks.runtime builds on the views' modules, which import this one
+    from ks.runtime import Runtime
+
+# Host ids are 64-bit integers in the database (ks.models.Id).
+MAX_ID = 2**63 - 1
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
 MAX_METADATA_PARAMETER = 64 * 1024
 # What ``kiwispray serve`` (ks.server) puts in the WSGI environment of each request;
@@ -20,8 +26,8 @@ STEP_ASIDE = "kiwispray.step_aside"
 SEND_TIMEOUT = "kiwispray.send_timeout"
 
 
-def services():
-    """The application's database, renderer and settings (see ks.app)."""
+def runtime() -> "Runtime":
+    """What the application's views reach: its settings, database, renderer, metrics (see ks.runtime)."""
     return current_app.extensions["kiwispray"]
 
 
@@ -53,7 +59,7 @@ def parse_id(value: str | None, name: str = "id") -> int:
     if not is_decimal(value):
         raise BadRequest(f"{name} must be a positive integer, not {value[:40]!r}")
     number = int(value)
-    if number < 1 or number > current_app.config["MAX_ID"]:
+    if number < 1 or number > MAX_ID:
         raise BadRequest(f"{name} {value[:40]} is out of range")
     return number
 
@@ -65,26 +71,28 @@ def parse_json_object(value: str, name: str = "metadata") -> dict:
     return check_metadata(load_json_object(value, name, ', e.g. {"rack": "4"}'), name)
 
 
-def site() -> Site:
+def origin() -> Origin:
     """Where machines reach us: the configured base URL, else the request's Host."""
-    settings = current_app.config
+    settings = runtime().settings
     environ = request.environ
-    return _site(
-        settings["BASE_URL"], settings["POLL_INTERVAL"], environ.get("HTTP_HOST", ""), environ.get("SERVER_NAME"),
+    return _origin(
+        settings.base_url, settings.poll_interval, environ.get("HTTP_HOST", ""), environ.get("SERVER_NAME"),
         int(environ.get("SERVER_PORT") or 80), request.scheme,
     )
 
 
 @functools.lru_cache(maxsize=256)
-def _site(base_url: str, poll_interval: int, header: str, server_name: str | None, default_port: int, scheme: str) -> Site:
-    # Every boot asks; a site has few distinct answers (one per address it is reached at).
+def _origin(
+    base_url: str, poll_interval: int, header: str, server_name: str | None, default_port: int, scheme: str
+) -> Origin:
+    # Every boot asks; a server has few distinct answers (one per address it is reached at).
     if base_url:
-        return site_from_base_url(base_url, poll_interval)
+        return origin_from_base_url(base_url, poll_interval)
     host, port = split_host(header, default_port) if header else (server_name, default_port)
     if host is None:
         raise BadRequest("the Host header is not a valid host name or address")
     shown = f"[{host}]" if ":" in host else host
-    return Site(f"{scheme}://{shown}:{port}", host, port, poll_interval)
+    return Origin(f"{scheme}://{shown}:{port}", host, port, poll_interval)
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
@@ -107,12 +115,12 @@ def split_host(value: str, default_port: int) -> tuple[str | None, int]:
     return host, port
 
 
-def site_from_base_url(base_url: str, poll_interval: int, strict: bool = True) -> Site:
-    """The Site for a configured base URL such as ``http://10.0.0.1:5000``."""
+def origin_from_base_url(base_url: str, poll_interval: int, strict: bool = True) -> Origin:
+    """The Origin for a configured base URL such as ``http://10.0.0.1:5000``."""
     scheme, _, rest = base_url.rstrip("/").rpartition("://")
     host, port = split_host(rest.split("/", 1)[0], 443 if scheme == "https" else 80)
     if host is None:
         if strict:
             raise ConfigError(f"base URL {base_url!r} has no valid host; write it like http://10.0.0.1:5000")
         host = rest.split("/", 1)[0].split(":", 1)[0]
-    return Site(base_url.rstrip("/"), host, port, poll_interval)
+    return Origin(base_url.rstrip("/"), host, port, poll_interval)

@@ -6,9 +6,13 @@ of known machines (default 10,000 and 100,000), beside a bare Flask + gunicorn
 app doing one raw SQLite write per request (the ceiling), all measured in the
 same run, and SQLite's plan for each statement of the boot path (every one must
 be a SEARCH through an index: a SCAN would grow with the number of machines).
+With ``--baseline DIR`` it also measures ``kiwispray serve`` of another checkout
+(PYTHONPATH=DIR, its own migrations and code) in the same rounds, so that a
+change is compared with the code before it on the same machine at the same time.
 Usage:
 
     python scripts/bench_bootstrap.py --machines 10000 --machines 100000 --duration 15 --repeat 3
+    python scripts/bench_bootstrap.py --machines 10000 --no-ceiling --baseline /tmp/ks-before
 """
 
 import argparse
@@ -30,35 +34,47 @@ LUA = """
 math.randomseed(os.time())
 request = function()
   local i = math.random(1, %(n)d)
-  local mac = string.format("52-54-02-%%02x-%%02x-%%02x", math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
+  local mac = string.format("52-54-02-%%02x-%%02x-%%02x",
+                            math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
   return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=")
 end
 """
 
 
-def mac(i: int) -> str:
-    return f"52:54:02:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+def revision(checkout: Path) -> str:
+    """The commit a checkout is at, for the record."""
+    done = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return done.stdout.strip()[:72] or "not a git checkout"
 
 
-def populate(root: Path, count: int, url: str | None = None) -> None:
-    """Register `count` finished machines directly in the database (fast bulk insert)."""
-    from sqlalchemy import insert
+# Run with PYTHONPATH naming the checkout whose schema (migrations, models) the database gets.
+POPULATE = """
+import sys
+from sqlalchemy import insert
+from ks import migrate
+from ks.db import Database
+from ks.models import Host, HostMac, utcnow
 
-    from ks import migrate
-    from ks.db import Database
-    from ks.models import Host, HostMac, utcnow
+root, count = sys.argv[1], int(sys.argv[2])
+mac = lambda i: f"52:54:02:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
+db = Database(f"sqlite:///{root}/kiwispray.db")
+migrate.upgrade(db)
+now = utcnow()
+with db.engine.begin() as conn:
+    for start in range(1, count + 1, 5000):
+        ids = range(start, min(start + 5000, count + 1))
+        conn.execute(insert(Host), [
+            {"id": i, "hostname": f"node{i}", "state": "finished", "meta": {}, "boot_finished": False,
+             "created_at": now, "updated_at": now} for i in ids])
+        conn.execute(insert(HostMac), [{"mac": mac(i), "host_id": i, "position": 0} for i in ids])
+db.dispose()
+"""
 
-    db = Database(url or f"sqlite:///{root / 'kiwispray.db'}")
-    migrate.upgrade(db)
-    now = utcnow()
-    with db.engine.begin() as conn:
-        for start in range(1, count + 1, 5000):
-            ids = range(start, min(start + 5000, count + 1))
-            conn.execute(insert(Host), [
-                {"id": i, "hostname": f"node{i}", "state": "finished", "meta": {}, "boot_finished": False,
-                 "created_at": now, "updated_at": now} for i in ids])
-            conn.execute(insert(HostMac), [{"mac": mac(i), "host_id": i, "position": 0} for i in ids])
-    db.dispose()
+
+def populate(root: Path, count: int, checkout: Path = REPO) -> None:
+    """Register `count` finished machines directly in the database (fast bulk insert), as ``checkout`` stores them."""
+    subprocess.run([sys.executable, "-c", POPULATE, str(root), str(count)], env={**ENV, "PYTHONPATH": str(checkout)},
+                   check=True)
 
 
 def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path) -> dict:
@@ -146,12 +162,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (kiwispray serve's default) [32]")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare Flask + SQLite ceiling")
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="also measure kiwispray serve of the checkout DIR (e.g. a worktree of an older commit)")
     args = parser.parse_args()
+    baseline = args.baseline.resolve() if args.baseline else None
+    if baseline is not None and not (baseline / "ks" / "__main__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no KIWIspray checkout there (ks/__main__.py is missing)")
     sizes = args.machines or [10000, 100000]
     wrk = ensure_tool("wrk")
     print(f"# {command_line()}")
     print(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, wrk -t2 -c{args.clients} "
           f"-d{args.duration}s, server: {args.workers} workers x {args.threads} threads")
+    print(f"# this checkout: {REPO} ({revision(REPO)})"
+          + (f"; baseline: {baseline} ({revision(baseline)})" if baseline else ""))
     # label -> (process, port, machines the load picks from)
     servers: dict[str, tuple[subprocess.Popen, int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="ks-bench-") as tmp:
@@ -159,7 +182,11 @@ def main() -> None:
         try:
             if not args.no_ceiling:
                 port = free_port()
-                servers["ceiling: Flask + 1 SQLite write"] = (ceiling(port, args.workers, args.threads, workdir), port, 10000)
+                servers["ceiling: Flask + 1 SQLite write"] = (
+                    ceiling(port, args.workers, args.threads, workdir),
+                    port,
+                    10000,
+                )
             for size in sizes:
                 root = workdir / f"site-{size}"
                 root.mkdir()
@@ -171,6 +198,14 @@ def main() -> None:
                 port = free_port()
                 proc = start_server(root, port, "--workers", str(args.workers), "--threads", str(args.threads))
                 servers[f"kiwispray /bootstrap, {size} hosts"] = (proc, port, size)
+                if baseline is not None:
+                    base_root = workdir / f"baseline-{size}"
+                    base_root.mkdir()
+                    populate(base_root, size, baseline)
+                    port = free_port()
+                    proc = start_server(base_root, port, "--workers", str(args.workers), "--threads",
+                                        str(args.threads), env={"PYTHONPATH": str(baseline)})
+                    servers[f"baseline /bootstrap, {size} hosts"] = (proc, port, size)
             for proc, port, machines in servers.values():
                 wait_for(port, proc)
                 run_wrk(wrk, port, machines, args.clients, 3, workdir)  # warm up
@@ -190,8 +225,13 @@ def main() -> None:
               + ", ".join(f"{size} hosts {r['rps'] / ceiling_result['rps']:.2f}" for size, r in kiwispray.items()))
     cores = os.cpu_count()
     print(f"# CPU-bound bounds on an idle {cores}-core machine (cores / server CPU per request, wrk not counted): "
-          + ", ".join(f"{label.split(',')[-1].strip() if 'hosts' in label else 'ceiling'} "
+          + ", ".join(f"{label.replace(' /bootstrap,', '') if 'hosts' in label else 'ceiling'} "
                       f"{cores * 1000 / r['cpu_ms']:.0f} req/s" for label, r in results.items()))
+    if baseline is not None:
+        print("# this checkout vs the baseline, requests/s and server CPU per request (best rounds): " + ", ".join(
+            f"{size} hosts {r['rps'] / results[f'baseline /bootstrap, {size} hosts']['rps']:.2f} and "
+            f"{r['cpu_ms'] / results[f'baseline /bootstrap, {size} hosts']['cpu_ms']:.2f}"
+            for size, r in kiwispray.items()))
     if len(sizes) > 1:
         first, last = kiwispray[sizes[0]]["rps"], kiwispray[sizes[-1]]["rps"]
         print(f"# {sizes[-1]} hosts vs {sizes[0]} hosts: {last / first:.2f} of the requests/s")

@@ -9,8 +9,8 @@
 # /var/cache/kiwispray-test/kiwi), keyed by a hash of the description, the
 # overlay, this script and the versions of kiwi and of the image's packages:
 # a rerun with the same inputs prints the cached tarball at once, a changed
-# input builds anew (12-25 min on 2 cores). Needs root; installs kiwi and
-# what it needs when missing.
+# input builds anew (12-25 min on 2 cores). Needs root, and kiwi with what it
+# needs: scripts/install-system-deps.sh installs them (this script installs nothing).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,9 +28,8 @@ for p in "${host_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    say "missing Debian packages: ${missing[*]}; install them with scripts/install-system-deps.sh"
+    exit 1
 fi
 
 # The Debian mirror this machine's apt uses (deb822 sources, then sources.list).

@@ -10,8 +10,10 @@
 #
 #   scripts/build-test-guest.sh            build into /var/cache/kiwispray-test/e2e (or $KS_E2E_CACHE)
 #
-# It also installs what the tests run the machine with (QEMU, iPXE, OVMF,
-# dnsmasq, PXELINUX), so that a bare Debian machine can run them.
+# It also checks that what the tests run the machine with (QEMU, iPXE, OVMF,
+# dnsmasq, PXELINUX) is there; scripts/install-system-deps.sh installs all of
+# it (this script installs nothing; it downloads and unpacks Debian's kernel and
+# busybox packages into its cache).
 #
 # Output in the cache directory:
 #   guest/vmlinuz  guest/initrd.gz           the test machine
@@ -36,7 +38,7 @@ kiwi=$cache/kiwi
 say() { echo "build-test-guest: $*" >&2; }
 
 # Commands (or files, given as absolute paths) and the Debian packages that
-# bring them; the packages of the missing ones are installed.
+# bring them; stops, naming the packages, if any is missing.
 need() {
 	missing=""
 	for pair in "$@"; do
@@ -47,9 +49,8 @@ need() {
 		missing="$missing ${pair#*:}"
 	done
 	[ -z "$missing" ] && return 0
-	say "installing$missing"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+	say "missing Debian packages:$missing; install them with scripts/install-system-deps.sh"
+	exit 1
 }
 
 # Download a package into $cache/debs and unpack it into $cache/debs/<package>.

@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Install what the tests need (Debian packages, the project with its test
-# extras) and run the whole suite: unit, request, CLI, real-server,
+# extras), run the static checks (ruff, mypy), build the test machine and the
+# KIWI image (cached), and run the whole suite: unit, request, CLI, real-server,
 # PostgreSQL, BMC-simulator and QEMU real-boot tests. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check ks tests scripts migrations
+python3 -m mypy ks
+# The test machine and the real KIWI image that tests/e2e boot; both cached,
+# so this takes seconds unless their inputs changed (the image: 12-25 min then).
+sh scripts/build-test-guest.sh >/dev/null
+bash scripts/build-kiwi-image.sh >/dev/null
 exec python3 -m pytest "$@"

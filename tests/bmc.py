@@ -39,7 +39,9 @@ USERNAME, PASSWORD = "admin", "secret"
 def require_sushy_tools() -> None:
     """Fail the test, saying how to get it, when sushy-tools (the ``test`` extra) is missing."""
     if importlib.util.find_spec("sushy_tools") is None:
-        pytest.fail("sushy-tools is missing: install the test extra (pip install -e '.[test]', as scripts/test.sh does)")
+        pytest.fail(
+            "sushy-tools is missing: install the test extra (pip install -e '.[test]', as scripts/test.sh does)"
+        )
 
 
 @contextlib.contextmanager
@@ -116,7 +118,7 @@ class Simulator:
         """Wait until the machine went through exactly the power states ``expected``."""
 
         def settled() -> bool:
-            self.power  # the Redfish fake applies a change that is due when it is read
+            _ = self.power  # the Redfish fake applies a change that is due when it is read
             return self.history == expected
 
         try:
@@ -166,7 +168,9 @@ esac
 """
 
     # Exits 0 when the address is free, so that it can also run inside another namespace.
-    BIND_CHECK = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((sys.argv[1], int(sys.argv[2])))"
+    BIND_CHECK = (
+        "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((sys.argv[1], int(sys.argv[2])))"
+    )
 
     def __init__(self, workdir: Path, power: bool = False, address: str = "127.0.0.1", port: int | None = None,
                  prefix: list[str] = (), chassis=None):

@@ -1,6 +1,7 @@
 """Shared fixtures: a site root per test, the app, its client and CLI runners."""
 
 import contextlib
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def app(root, database_url):
 @pytest.fixture
 def public_hosts(app):
     """The original's public listing: GET /hosts lists hosts, /state answers without a bootid."""
-    app.extensions["kiwispray"].settings["PUBLIC_HOSTS"] = True
+    runtime = app.extensions["kiwispray"]
+    runtime.settings = dataclasses.replace(runtime.settings, public_hosts=True)
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ def make_image(root: Path, name: str, product: str = "Image1") -> Path:
     (d / "pxeboot.kernel").write_bytes(b"kernel-" + name.encode())
     (d / "pxeboot.initrd.xz").write_bytes(b"initrd-" + name.encode())
     (d / f"{product}.xz").write_bytes(b"disk-" + name.encode())
-    (d / f"{product}.append").write_text("rd.kiwi.install.pxe rd.kiwi.install.image=http://example.com/image.xz console=ttyS0\n")
+    (d / f"{product}.append").write_text(
+        "rd.kiwi.install.pxe rd.kiwi.install.image=http://example.com/image.xz console=ttyS0\n"
+    )
     (d / f"{product}.kernel").symlink_to("pxeboot.kernel")
     return d
 
@@ -61,7 +63,11 @@ def cli_env(root: Path, extra: dict | None = None) -> dict:
 def run_edit_host(root: Path, *args, check=True, env: dict | None = None) -> subprocess.CompletedProcess:
     """``edit-host`` as a separate process."""
     return subprocess.run(
-        [sys.executable, "-m", "ks.cli.edit_host", *args], env=cli_env(root, env), capture_output=True, text=True, check=check
+        [sys.executable, "-m", "ks.cli.edit_host", *args],
+        env=cli_env(root, env),
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
@@ -145,7 +151,9 @@ def schema_errors(openapi: dict, method: str, path: str, status: int, body) -> l
     if content is None:
         return [] if body in (None, b"", "") else [f"{status} documents no body, got {body!r}"]
     document = _json_schema(openapi)
-    registry = Registry().with_resource("urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012))
+    registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012)
+    )
     schema = _json_schema(content["application/json"]["schema"])
     validator = Draft202012Validator(schema, registry=registry)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(body)]

@@ -1,5 +1,6 @@
 """The admin API: tokens, hosts, history, configurations and PXE Pilot's deploy call."""
 
+import dataclasses
 import logging
 
 import pytest
@@ -203,14 +204,23 @@ def test_power_without_bmc_is_a_clear_409(api, hosts):
     assert api.post("/hosts/1/power", json={"action": "explode"}).status_code == 400
     r = api.put("/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True})
     assert r.status_code == 409 and "deployed, but the reboot failed" in r.json["error"]
-    assert [f["host"] for f in r.json["reboot_failures"]] == [1] and "has no BMC" in r.json["reboot_failures"][0]["error"]
+    assert [f["host"] for f in r.json["reboot_failures"]] == [1] and "has no BMC" in r.json["reboot_failures"][0][
+        "error"
+    ]
     assert api.get("/hosts/1").json["state"] == "image1"
 
 
 POWER_FAILURES = [
     # (what, host 1's BMC, the host asked for, the body, the answer's status, words of its error)
     ("BMC that does not answer", "dead", "1", {"action": "on"}, 504, "no answer within 1 s"),
-    ("BMC that rejects the login", "wrong password", "1", {"action": "status"}, 502, "check the BMC username and password"),
+    (
+        "BMC that rejects the login",
+        "wrong password",
+        "1",
+        {"action": "status"},
+        502,
+        "check the BMC username and password",
+    ),
     ("unknown host", "dead", "99", {"action": "status"}, 404, "no host with id 99"),
     ("unknown action", "dead", "1", {"action": "explode"}, 400, 'send {"action": "status"'),
     ("host without BMC", None, "1", {"action": "status"}, 409, "has no BMC"),
@@ -221,7 +231,8 @@ POWER_FAILURES = [
                          ids=[case[0] for case in POWER_FAILURES])
 def test_each_power_failure_answers_with_the_status_of_its_error(api, app, hosts, start_bmc, bmc, ref, document,
                                                                  status, words):
-    app.extensions["kiwispray"].settings["POWER_TIMEOUT"] = 1
+    runtime = app.extensions["kiwispray"]
+    runtime.settings = dataclasses.replace(runtime.settings, power_timeout=1.0)
     with silent_udp_port() as dead_port:
         if bmc == "dead":
             api.patch("/hosts/1", json={"bmc": {"address": f"ipmi://127.0.0.1:{dead_port}", "username": "admin"}})

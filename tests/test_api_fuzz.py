@@ -24,7 +24,9 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def app(root, database_url):
     # Any BMC the fuzzer sets is pointed at a closed loopback port (below), so a
     # power call fails fast and no traffic leaves this machine.
-    app = create_app({"ROOT": str(root), "DATABASE_URL": database_url, "POWER_TIMEOUT": 0.3, "POWER_STATUS_TIMEOUT": 0.3})
+    app = create_app(
+        {"ROOT": str(root), "DATABASE_URL": database_url, "POWER_TIMEOUT": 0.3, "POWER_STATUS_TIMEOUT": 0.3}
+    )
     migrate.upgrade(app.extensions["kiwispray"].db)
     yield app
     app.extensions["kiwispray"].db.dispose()

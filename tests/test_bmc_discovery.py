@@ -139,7 +139,10 @@ def test_locate_sweeps_only_for_what_is_missing(table):
     assert discovery.locate([BMC_MAC], SUBNETS) == {BMC_MAC: "10.0.0.2"}
     assert table["sweeps"] == 0
     table["answers"] = {"52:54:00:00:00:09": "10.0.0.3"}
-    assert discovery.locate([BMC_MAC, "52:54:00:00:00:09"], SUBNETS) == {BMC_MAC: "10.0.0.2", "52:54:00:00:00:09": "10.0.0.3"}
+    assert discovery.locate([BMC_MAC, "52:54:00:00:00:09"], SUBNETS) == {
+        BMC_MAC: "10.0.0.2",
+        "52:54:00:00:00:09": "10.0.0.3",
+    }
     assert table["sweeps"] == 1
     # A MAC nobody answers for: no second sweep right after the first.
     assert discovery.locate(["52:54:00:00:00:0a"], SUBNETS) == {}
@@ -164,8 +167,13 @@ def test_listing_resolves_every_mac_with_one_sweep(table, start_bmc):
     table["answers"] = {BMC_MAC: "127.0.0.1"}
     mac_url = bmc.url.replace("127.0.0.1", "52-54-00-aa-bb-cc")
     results = power.status_many(
-        [(mac_url, bmc.username, bmc.password), ("ipmi://52-54-00-00-00-0a", "a", "b"), (bmc.url, bmc.username, bmc.password)],
-        timeout=3, subnets=SUBNETS,
+        [
+            (mac_url, bmc.username, bmc.password),
+            ("ipmi://52-54-00-00-00-0a", "a", "b"),
+            (bmc.url, bmc.username, bmc.password),
+        ],
+        timeout=3,
+        subnets=SUBNETS,
     )
     assert results[0] == results[2] == PowerStatus("on")
     assert results[1].state == "unknown" and "BMC 52:54:00:00:00:0a did not answer a sweep" in results[1].error
@@ -193,7 +201,9 @@ def test_api_and_cli_discovery_need_subnets(client, app, db, cli_runner, root, t
     boot(client, MAC2)
     token = db.write(lambda s: tokens.create(s, "t"))
     auth = {"Authorization": f"Bearer {token}"}
-    client.patch("/api/v1/hosts/1", json={"bmc": {"address": "ipmi://52-54-00-aa-bb-cc", "username": "admin"}}, headers=auth)
+    client.patch(
+        "/api/v1/hosts/1", json={"bmc": {"address": "ipmi://52-54-00-aa-bb-cc", "username": "admin"}}, headers=auth
+    )
     client.patch("/api/v1/hosts/2", json={"bmc": {"address": "ipmi://10.0.0.5"}}, headers=auth)
     r = client.patch("/api/v1/discovery", headers=auth)
     assert r.status_code == 409 and "set KS_BMC_SUBNETS" in r.json["error"]
@@ -205,7 +215,9 @@ def test_api_and_cli_discovery_need_subnets(client, app, db, cli_runner, root, t
     assert r.exit_code == 1 and "no BMC subnets to sweep; set KS_BMC_SUBNETS" in r.output
     r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover"], env={"KS_BMC_SUBNETS": "10.0.0.0/16"})
     assert r.exit_code == 1 and "10.0.0.0/16 is larger than /22" in r.output
-    r = cli_runner.invoke(cli, ["--root", str(root), "bmc", "discover", "--json"], env={"KS_BMC_SUBNETS": "10.0.0.0/29"})
+    r = cli_runner.invoke(
+        cli, ["--root", str(root), "bmc", "discover", "--json"], env={"KS_BMC_SUBNETS": "10.0.0.0/29"}
+    )
     assert r.exit_code == 0 and json.loads(r.output)["bmcs"][0]["ip"] == "10.0.0.2"
     assert table["sweeps"] == 1
 

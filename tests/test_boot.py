@@ -215,7 +215,10 @@ def test_discover_initial_chain_and_update(root, db, database_url):
     assert host(db, 1).state == "discover,new"
     r = client.post(
         f"/update?id=1&bootid={bootid}",
-        data={"mac": ["52:54:00:00:00:09", "52-54-00-00-00-0A"], "metadata": ['{"ipmi_addr": "10.0.0.9"}', '{"dmi": {"sys_vendor": "QEMU"}}']},
+        data={
+            "mac": ["52:54:00:00:00:09", "52-54-00-00-00-0A"],
+            "metadata": ['{"ipmi_addr": "10.0.0.9"}', '{"dmi": {"sys_vendor": "QEMU"}}'],
+        },
     )
     assert r.status_code == 200, r.text
     h = host(db, 1)

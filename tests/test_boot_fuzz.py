@@ -123,7 +123,7 @@ def test_update_never_fails_and_what_it_accepts_stays_data(fuzz_client, note, ke
     safe = {k: "x" for k in documents}
     assert fuzz_client.post(f"/update?id={benign[0]}&bootid={benign[1]}",
                             data={"metadata": json.dumps(safe)}).status_code == 200
-    for script, benign_script in zip(machines.scripts(victim[3]), machines.scripts(benign[3])):
+    for script, benign_script in zip(machines.scripts(victim[3]), machines.scripts(benign[3]), strict=True):
         assert shape(script) == shape(benign_script), (script, benign_script)
 
 
@@ -140,9 +140,12 @@ def test_bootstrap_never_fails_and_what_it_accepts_stays_data(fuzz_client, seria
     assert shape(booted[2]) == shape(benign[2])
 
 
-@given(path=st.sampled_from(["/post-install", "/finish", "/state", "/update", "/bootstrap", "/hosts"]),
-       host_id=st.one_of(st.integers(-2, 5).map(str), url_safe), bootid=st.one_of(url_safe, st.sampled_from(["own", "other"])),
-       repeat=st.booleans())
+@given(
+    path=st.sampled_from(["/post-install", "/finish", "/state", "/update", "/bootstrap", "/hosts"]),
+    host_id=st.one_of(st.integers(-2, 5).map(str), url_safe),
+    bootid=st.one_of(url_safe, st.sampled_from(["own", "other"])),
+    repeat=st.booleans(),
+)
 @FUZZ
 def test_no_answer_but_the_machines_own_carries_a_bootid(fuzz_client, path, host_id, bootid, repeat):
     machines = Machines(fuzz_client)

@@ -21,7 +21,10 @@ def test_list_in_the_original_format(cli_runner, root, hosts):
 
 
 def test_list_columns_stay_aligned_with_long_values(cli_runner, root, hosts):
-    assert eh(cli_runner, root, "-i", "1", "-s", "wipe,image1,wipe,image1", "-n", "a-rather-long-host-name-01").exit_code == 0
+    assert (
+        eh(cli_runner, root, "-i", "1", "-s", "wipe,image1,wipe,image1", "-n", "a-rather-long-host-name-01").exit_code
+        == 0
+    )
     r = eh(cli_runner, root, "-l")
     assert r.exit_code == 0
     assert r.output == (
@@ -32,7 +35,18 @@ def test_list_columns_stay_aligned_with_long_values(cli_runner, root, hosts):
 
 
 def test_set_chain_metadata_and_name(cli_runner, root, hosts):
-    r = eh(cli_runner, root, "-i", "1", "-s", "wipe,image1", "-n", "node01", "-m", '{"location": "rack 4", "bmc": {"ip": "10.0.0.9"}}')
+    r = eh(
+        cli_runner,
+        root,
+        "-i",
+        "1",
+        "-s",
+        "wipe,image1",
+        "-n",
+        "node01",
+        "-m",
+        '{"location": "rack 4", "bmc": {"ip": "10.0.0.9"}}',
+    )
     assert r.exit_code == 0, r.output
     assert "   1 node01               wipe,image1 SER1" in r.output
     r = eh(cli_runner, root, "-ll", "-i", "1")
@@ -179,7 +193,7 @@ def test_import_legacy_keeps_ids_and_bootids(cli_runner, tmp_path, client, publi
         ('[{"id": 1, "macs": "zz"}]', "is not a MAC address"),
         ('[{"id": 1}, {"id": 1}]', "appears twice"),
         ('[{"id": 1, "state": "a,,b"}]', "empty state name"),
-        ('[{"id": 1, "macs": "%s"}]' % " ".join(f"52:54:00:00:00:{i:02x}" for i in range(1, 18)), "at most 16 MAC"),
+        (json.dumps([{"id": 1, "macs": " ".join(f"52:54:00:00:00:{i:02x}" for i in range(1, 18))}]), "at most 16 MAC"),
     ],
 )
 def test_import_legacy_refuses_bad_files_whole(cli_runner, tmp_path, content, message):

@@ -215,11 +215,19 @@ def test_x_accel_redirect_names_the_checked_file(accel_client, root):
     assert (r.status_code, r.data) == (200, b"")
     assert r.headers["X-Accel-Redirect"] == "/_images/image1/pxeboot.kernel"
     # A link inside the image is resolved here, so nginx never follows one.
-    assert fetch(accel_client, "/images/image1/Image1.kernel").headers["X-Accel-Redirect"] == "/_images/image1/pxeboot.kernel"
-    assert fetch(accel_client, "/images/image1/odd%20name%3F.iso").headers["X-Accel-Redirect"] == "/_images/image1/odd%20name%3F.iso"
+    assert (
+        fetch(accel_client, "/images/image1/Image1.kernel").headers["X-Accel-Redirect"]
+        == "/_images/image1/pxeboot.kernel"
+    )
+    assert (
+        fetch(accel_client, "/images/image1/odd%20name%3F.iso").headers["X-Accel-Redirect"]
+        == "/_images/image1/odd%20name%3F.iso"
+    )
 
 
-@pytest.mark.parametrize("path", ["/images/../kiwispray.db", "/images/image1/missing", "/images//etc/passwd", "/images/image1"])
+@pytest.mark.parametrize(
+    "path", ["/images/../kiwispray.db", "/images/image1/missing", "/images//etc/passwd", "/images/image1"]
+)
 def test_x_accel_redirect_keeps_the_path_rules(accel_client, path):
     r = fetch(accel_client, path)
     assert r.status_code == 404 and "X-Accel-Redirect" not in r.headers

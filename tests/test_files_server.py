@@ -93,7 +93,12 @@ def check_file_semantics(port: int) -> None:
     assert (changed.status, changed.body) == (200, KERNEL)
     text = raw(port, "/images/image1/Image1.append")
     assert text.status == 200 and text.headers["content-type"].startswith("text/plain")
-    for path in ("/images/../kiwispray.db", "/images/image1/../../kiwispray.db", "/images/image1/missing", "/images/image1"):
+    for path in (
+        "/images/../kiwispray.db",
+        "/images/image1/../../kiwispray.db",
+        "/images/image1/missing",
+        "/images/image1",
+    ):
         assert raw(port, path).status in (400, 404), path
 
 
@@ -207,7 +212,10 @@ def test_a_download_limits_its_stalls_through_the_servers_environ_call(client, b
     reply.close()
     assert reply.status_code == 200 and calls == [60]
     calls.clear()
-    assert client.head("/images/image1/big.raw", environ_overrides={"kiwispray.send_timeout": calls.append}).status_code == 200
+    assert (
+        client.head("/images/image1/big.raw", environ_overrides={"kiwispray.send_timeout": calls.append}).status_code
+        == 200
+    )
     assert calls == []
 
 
@@ -235,8 +243,11 @@ http {{
 def nginx_config(tmp: Path, nginx_port: int, upstream_port: int, images: Path) -> Path:
     """docs/nginx.conf.example with its CHANGE lines filled in, inside a minimal main config."""
     example = (REPO / "docs" / "nginx.conf.example").read_text()
-    for old, new in (("127.0.0.1:5001", f"127.0.0.1:{upstream_port}"), ("listen 5000;", f"listen 127.0.0.1:{nginx_port};"),
-                     ("/srv/kiwispray/images/", f"{images.resolve()}/")):
+    for old, new in (
+        ("127.0.0.1:5001", f"127.0.0.1:{upstream_port}"),
+        ("listen 5000;", f"listen 127.0.0.1:{nginx_port};"),
+        ("/srv/kiwispray/images/", f"{images.resolve()}/"),
+    ):
         assert old in example
         example = example.replace(old, new)
     (tmp / "kiwispray.conf").write_text(example)

@@ -92,7 +92,10 @@ def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path)
             "image1", "wipe", "new", "finished"]
 
         r = remote("config", "deploy", "nope", "1")
-        assert r.returncode == 1 and r.stderr.strip() == "Error: server: configuration 'nope' not found; `config list` shows them (404)"
+        assert (
+            r.returncode == 1
+            and r.stderr.strip() == "Error: server: configuration 'nope' not found; `config list` shows them (404)"
+        )
         r = remote("host", "reboot", "2")
         assert r.returncode == 1 and "host 2 has no BMC" in r.stderr and r.stderr.count("\n") == 1
         r = remote("host", "list", token_value="ks_wrong")

@@ -96,7 +96,7 @@ class Machine:
     def host(self) -> Host:
         with self.db.read() as session:
             host = machines.get_host(session, self.id)
-            host.mac_list  # loaded while the session is open
+            _ = host.mac_list  # loaded while the session is open
             return host
 
     def bootid_works(self, bootid: str | None = None) -> bool:
@@ -125,7 +125,12 @@ TAKEOVER = {
     "braced uuid, foreign MAC": lambda m, f: {"net0": f, "uuid": "{" + m.uuid + "}"},
     "serial, foreign dhcp_mac": lambda m, f: {"dhcp_mac": f, "serial": m.serial},
     "serial, foreign MAC in net7": lambda m, f: {"net0": "", "net7": f, "serial": m.serial},
-    "serial, several foreign MACs": lambda m, f: {"net0": f, "net1": f[:-1] + "e", "net2": f[:-1] + "f", "serial": m.serial},
+    "serial, several foreign MACs": lambda m, f: {
+        "net0": f,
+        "net1": f[:-1] + "e",
+        "net2": f[:-1] + "f",
+        "serial": m.serial,
+    },
     "serial, poll": lambda m, f: {"net0": f, "serial": m.serial, "poll": "1"},
 }
 

@@ -120,8 +120,8 @@ def deep(levels: int) -> str:
 REFUSED_UPDATES = (
     [pytest.param({"metadata": json.dumps({"hostname": v})}, 400, id=f"value-{v!r}") for v in SHELL_AND_IPXE]
     + [pytest.param({"metadata": json.dumps({v: "x"})}, 400, id=f"key-{v!r}") for v in ["$(id)", "a b<", "k\n", ""]]
-    + [pytest.param({"metadata": '{"a": "x%sy"}' % e}, 400, id=f"escape-{e}") for e in JSON_ESCAPES]
-    + [pytest.param({"metadata": '{"%s": 1}' % e}, 400, id=f"key-escape-{e}") for e in JSON_ESCAPES[:4]]
+    + [pytest.param({"metadata": '{"a": "x' + e + 'y"}'}, 400, id=f"escape-{e}") for e in JSON_ESCAPES]
+    + [pytest.param({"metadata": '{"' + e + '": 1}'}, 400, id=f"key-escape-{e}") for e in JSON_ESCAPES[:4]]
     + [
         pytest.param({"metadata": deep(9)}, 400, id="depth-9"),
         pytest.param({"metadata": deep(950)}, 400, id="depth-950"),
@@ -348,8 +348,15 @@ def test_stored_values_never_crash_a_render_or_listing_nor_reach_a_script_raw(ro
     for args in (["render", "-i", str(host_id)], ["render", "-i", str(host_id), "--post-install"]):
         done = kiwispray(root, *args)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    for args in (["-l"], ["-ll"], ["-lll"], ["--json"], ["-i", str(host_id), "-lll"], ["-i", str(host_id), "-s", "image1"],
-                 ["-i", str(host_id), "--history"]):
+    for args in (
+        ["-l"],
+        ["-ll"],
+        ["-lll"],
+        ["--json"],
+        ["-i", str(host_id), "-lll"],
+        ["-i", str(host_id), "-s", "image1"],
+        ["-i", str(host_id), "--history"],
+    ):
         done = run_edit_host(root, *args, check=False)
         assert done.returncode == 0 and "Traceback" not in done.stderr, (args, done.stderr)
     assert snapshot(root, host_id)[1] == "image1"

@@ -8,13 +8,31 @@ from ks.identity import Identity, is_placeholder, normalize_mac, normalize_seria
 
 @pytest.mark.parametrize(
     "raw",
-    ["52-54-00-AB-cd-EF", "52:54:00:ab:cd:ef", "5254.00ab.cdef", "525400abcdef", " 52-54-00-ab-cd-ef ", "net0$52-54-00-ab-cd-ef"],
+    [
+        "52-54-00-AB-cd-EF",
+        "52:54:00:ab:cd:ef",
+        "5254.00ab.cdef",
+        "525400abcdef",
+        " 52-54-00-ab-cd-ef ",
+        "net0$52-54-00-ab-cd-ef",
+    ],
 )
 def test_mac_spellings_share_one_normal_form(raw):
     assert normalize_mac(raw) == "52:54:00:ab:cd:ef"
 
 
-@pytest.mark.parametrize("raw", ["", "52-54-00", "zz-54-00-ab-cd-ef", "00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff", "a" * 5000, "52-54-00-ab-cd-ef\x00"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "52-54-00",
+        "zz-54-00-ab-cd-ef",
+        "00:00:00:00:00:00",
+        "ff:ff:ff:ff:ff:ff",
+        "a" * 5000,
+        "52-54-00-ab-cd-ef\x00",
+    ],
+)
 def test_bad_macs(raw):
     with pytest.raises(BadRequest):
         normalize_mac(raw)
@@ -38,7 +56,9 @@ def test_real_values_are_identity():
     assert normalize_uuid("00000000-0000-0000-0000-000000000000") is None
 
 
-@pytest.mark.parametrize("serial", ["abc\nshell", "abc && shell", "a;b", "x${net0/mac}", "a`id`", "a|b", "a\x00b", "a\rb"])
+@pytest.mark.parametrize(
+    "serial", ["abc\nshell", "abc && shell", "a;b", "x${net0/mac}", "a`id`", "a|b", "a\x00b", "a\rb"]
+)
 def test_serial_that_could_inject_script_text_is_refused(serial):
     with pytest.raises(BadRequest):
         normalize_serial(serial)

@@ -40,7 +40,9 @@ def legacy_client(tmp_path):
     def setup(session):
         host = machines.get_host(session, first)
         machines.set_hostname(session, host, "node01", "cli")
-        machines.set_metadata(session, host, {"location": "rack 4", "hostname": "node01.example", "image_name": "img.xz"}, "cli")
+        machines.set_metadata(
+            session, host, {"location": "rack 4", "hostname": "node01.example", "image_name": "img.xz"}, "cli"
+        )
         machines.set_state(session, host, states.parse_chain("wipe,image1"), "cli")
         machines.set_state(session, machines.get_host(session, second), states.parse_chain("wipe"), "cli")
 
@@ -72,7 +74,8 @@ def test_host_tmpl_renders_as_the_original(legacy_client):
         'echo * state: "wipe,image1"\n'
         f'echo * uuid: "{UUID}"\n'
         "\n"
-        f"kernel ${{HTTP_STATE}}/pxeboot.kernel rd.kiwi.install.pxe razorurl=${{HTTP_BASE}}/post-install?id=1&bootid={bootid} rack=@metadata.rack@ @UNKNOWN@\n"
+        "kernel ${HTTP_STATE}/pxeboot.kernel rd.kiwi.install.pxe "
+        f"razorurl=${{HTTP_BASE}}/post-install?id=1&bootid={bootid} rack=@metadata.rack@ @UNKNOWN@\n"
         "initrd ${HTTP_STATE}/pxeboot.initrd.xz\n"
         "boot\n"
     )
@@ -107,7 +110,8 @@ def test_site_templates_and_known_host_fallback(legacy_client):
         "set HTTP_BASE http://10.0.0.1:5000\n"
         "set HTTP_STATE ${HTTP_BASE}/images/image1\n"
         "set IMAGE_NAME img.xz\n"
-        f"kernel ${{HTTP_STATE}}/pxeboot.kernel rd.kiwi.install.image=${{HTTP_STATE}}/${{IMAGE_NAME}} razorurl=${{HTTP_BASE}}/post-install?id=1&bootid={bootid}\n"
+        "kernel ${HTTP_STATE}/pxeboot.kernel rd.kiwi.install.image=${HTTP_STATE}/${IMAGE_NAME} "
+        f"razorurl=${{HTTP_BASE}}/post-install?id=1&bootid={bootid}\n"
         "initrd ${HTTP_STATE}/pxeboot.initrd.xz\n"
         "boot\n"
     )
@@ -123,9 +127,13 @@ def test_site_templates_and_known_host_fallback(legacy_client):
 
 def test_original_bootstrap_ipxe_in_site_templates_is_rendered_the_original_way(legacy_client, tmp_path):
     site = tmp_path / "site" / "templates" / "bootstrap.ipxe"
-    site.write_text("#!ipxe\nchain http://@SERVER_IP@:@SERVER_PORT@/bootstrap?net0=${net0/mac:hexhyp}&dhcp_mac=net0$${net0/mac:hexhyp} || goto error\n")
+    site.write_text(
+        "#!ipxe\nchain http://@SERVER_IP@:@SERVER_PORT@/bootstrap?net0=${net0/mac:hexhyp}"
+        "&dhcp_mac=net0$${net0/mac:hexhyp} || goto error\n"
+    )
     assert get(legacy_client, "/bootstrap.ipxe") == (
-        "#!ipxe\nchain http://10.0.0.1:5000/bootstrap?net0=${net0/mac:hexhyp}&dhcp_mac=net0$${net0/mac:hexhyp} || goto error\n"
+        "#!ipxe\nchain http://10.0.0.1:5000/bootstrap?net0=${net0/mac:hexhyp}"
+        "&dhcp_mac=net0$${net0/mac:hexhyp} || goto error\n"
     )
     # ...and its dhcp_mac form (net0$aa-bb-…) is understood.
     assert get(legacy_client, "/bootstrap?net0=&dhcp_mac=net0$52-54-00-AB-CD-03").startswith("#!ipxe")

@@ -24,7 +24,16 @@ def test_a_json_line_has_the_standard_fields_and_the_structured_ones():
 
 
 def test_an_access_line_gets_the_request_fields():
-    atoms = {"h": "127.0.0.1", "m": "GET", "U": "/finish", "q": "id=1&bootid=-", "s": "200", "B": 12, "M": 3, "a": "curl"}
+    atoms = {
+        "h": "127.0.0.1",
+        "m": "GET",
+        "U": "/finish",
+        "q": "id=1&bootid=-",
+        "s": "200",
+        "B": 12,
+        "M": 3,
+        "a": "curl",
+    }
     line = record("gunicorn.access", "%(m)s %(U)s", atoms)
     assert server.AccessFields().filter(line)
     doc = json.loads(logs.JsonFormatter().format(line))
@@ -48,7 +57,9 @@ def test_bootids_are_hidden():
     assert logs.hide_bootids("/post-install?bootid=ab&id=2") == "/post-install?bootid=-&id=2"
 
 
-@pytest.mark.parametrize("name", ["boot%69d", "boot%49d", "BOOTID", "Boot%49D", "%62ootid", "%62%6f%6f%74%69%64", "boot%2569d"])
+@pytest.mark.parametrize(
+    "name", ["boot%69d", "boot%49d", "BOOTID", "Boot%49D", "%62ootid", "%62%6f%6f%74%69%64", "boot%2569d"]
+)
 def test_bootids_are_hidden_whatever_the_spelling_of_the_name(name):
     assert logs.hide_bootids(f"GET /finish?id=1&{name}=0123abcd HTTP/1.1") == f"GET /finish?id=1&{name}=- HTTP/1.1"
 

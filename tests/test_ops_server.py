@@ -67,7 +67,10 @@ def test_the_server_flags_a_machine_that_never_finishes_once_and_a_retry_puts_it
 def boots_counted_in(path: Path) -> float:
     """The boots one worker counted, read from its own file."""
     return sum(
-        s.value for metric in MultiProcessCollector.merge([str(path)]) if metric.name == "kiwispray_boots" for s in metric.samples
+        s.value
+        for metric in MultiProcessCollector.merge([str(path)])
+        if metric.name == "kiwispray_boots"
+        for s in metric.samples
         if s.name == "kiwispray_boots_total"
     )
 

@@ -95,7 +95,9 @@ def test_api_power_and_deploy_reboot_on_redfish(root, start_bmc, tmp_path):
     assert r.json == {"host": 1, "action": "status", "power": "on"}
     listing = client.get("/api/v1/hosts?power=1", headers=auth).json["hosts"]
     assert [h["power"] for h in listing] == ["on", None]
-    r = client.put("/api/v1/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True}, headers=auth)
+    r = client.put(
+        "/api/v1/configurations/image1/deploy", json={"hosts": [{"name": "1"}], "reboot": True}, headers=auth
+    )
     assert r.status_code == 204, r.data
     bmc.wait_history([False, True])
     assert client.patch("/api/v1/hosts/1/reboot", headers=auth).status_code == 204

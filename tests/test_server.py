@@ -103,7 +103,8 @@ def test_raw_traversal_requests_are_refused(server, target):
         b"GET /bootstrap?net0=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /finish?id=1\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /finish?id=%00 HTTP/1.0\r\n\r\n",
-        b"POST /update?id=1&bootid=x HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\nmetadata=%",
+        b"POST /update?id=1&bootid=x HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 10\r\n\r\nmetadata=%",
         b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: a b\r\n\r\n",
         b"NONSENSE\r\n\r\n",
     ],
@@ -123,7 +124,10 @@ def test_undecodable_serial_is_kept_as_harmless_text(server):
 
 def test_pipelined_requests_are_all_answered(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
-        s.sendall(b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\n\r\n" * 2
+            + b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         answer = b""
         while data := s.recv(65536):
             answer += data

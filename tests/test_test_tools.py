@@ -32,7 +32,7 @@ def pins() -> dict[str, str]:
 
 
 def test_the_test_tools_are_pinned():
-    assert {"pytest", "pytest-timeout", "schemathesis", "hypothesis", "ruff"} <= set(pins())
+    assert {"pytest", "pytest-timeout", "schemathesis", "hypothesis", "ruff", "mypy"} <= set(pins())
 
 
 def installed(name: str) -> str | None:

@@ -80,7 +80,11 @@ def test_a_machine_that_never_finishes_is_flagged_and_a_retry_puts_it_back(clien
     assert data["chain"] == ["wipe", "image1"]
     history = run(edit_host, "-i", "1", "--history")
     timeout_line = history.output.splitlines()[-1]
-    assert " timeout " in timeout_line and "no /finish from 'wipe'" in timeout_line and "edit-host -i 1 --retry" in timeout_line
+    assert (
+        " timeout " in timeout_line
+        and "no /finish from 'wipe'" in timeout_line
+        and "edit-host -i 1 --retry" in timeout_line
+    )
 
     # Booting again, the machine is told why and waits; its polls change nothing.
     r = boot(client, MAC1, serial="SER1")
@@ -179,7 +183,9 @@ def test_two_checks_at_once_flag_a_machine_once(client, db):
     second: list = []
     with Session(db.engine) as first, first.begin():
         assert timeouts.flag_overdue(first, now, "server") == [(1, "image1")]
-        other = threading.Thread(target=lambda: second.append(db.write(lambda s: timeouts.flag_overdue(s, now, "server"))))
+        other = threading.Thread(
+            target=lambda: second.append(db.write(lambda s: timeouts.flag_overdue(s, now, "server")))
+        )
         other.start()
         time.sleep(0.3)  # the other check is now waiting for our row (PostgreSQL) or write lock (SQLite)
         assert other.is_alive()

@@ -9,7 +9,7 @@ from werkzeug.exceptions import HTTPException
 from ks import tokens
 from ks.errors import BadRequest, KSError
 from ks.values import load_json_object
-from ks.web import services
+from ks.web import runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -41,9 +41,11 @@ def authenticate():
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     found = None
     if scheme.lower() == "bearer" and token:
-        found = services().db.write(lambda session: _verified(tokens.verify(session, token.strip())))
+        found = runtime().db.write(lambda session: _verified(tokens.verify(session, token.strip())))
     if found is None:
-        response = error("a valid API token is required: Authorization: Bearer <token> (kiwispray token create NAME)", 401)
+        response = error(
+            "a valid API token is required: Authorization: Bearer <token> (kiwispray token create NAME)", 401
+        )
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiwispray"'
         return response
     g.token_name = found

@@ -1,18 +1,18 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
-from ks import fleet, images
+from ks import deploys, images
 from ks.api import SOURCE, answer, body, bp
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
 from ks.errors import BadRequest, NotFound
-from ks.web import services
+from ks.web import runtime
 
 DEPLOY_FIELDS = {"hosts", "reboot"}
 
 
 def configuration_names() -> list[dict]:
     """The site's configurations."""
-    return fleet.configurations(services().settings["ROOT"])
+    return deploys.configurations(runtime().settings.root)
 
 
 @bp.get("/configurations")
@@ -26,7 +26,7 @@ def get_configuration(name: str):
     """One configuration, with the files of an image."""
     for config in configuration_names():
         if config["name"] == name:
-            image = images.load(services().settings["ROOT"], name) if config["kind"] == "image" else None
+            image = images.load(runtime().settings.root, name) if config["kind"] == "image" else None
             files = image.files if image else []
             return answer({**config, "files": files})
     raise NotFound(f"configuration {name[:64]!r} not found")
@@ -51,7 +51,7 @@ def deploy(name: str):
     """Give every listed host this configuration; all or nothing. 204 like PXE Pilot."""
     entries, reboot = parse_deploy(body())
     refs = [entry_ref(entry) for entry in entries]
-    host_ids = fleet.deploy(services().db, services().settings["ROOT"], name, refs, SOURCE)
+    host_ids = deploys.deploy(runtime().db, runtime().settings.root, name, refs, SOURCE)
     if reboot:
         failures = reboot_hosts(host_ids)
         if failures:

@@ -10,7 +10,7 @@ from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.values import is_decimal
-from ks.web import services, step_aside
+from ks.web import runtime, step_aside
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
 MAX_LIMIT = 10_000
@@ -33,26 +33,30 @@ def list_hosts():
     state = request.args.get("state")
     if state is not None:
         states.parse_chain(state)
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = [HostRecord.of(found)] if state is None or states.current(states.parse_chain(found.state)) == state else []
+            hosts = (
+                [HostRecord.of(found)]
+                if state is None or states.current(states.parse_chain(found.state)) == state
+                else []
+            )
         else:
             hosts = machines.list_hosts(session, state=state)
         page = hosts[offset : offset + limit]
         documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
-        found = host_power.power_states(page, services().settings)
+        power = host_power.power_states(page, runtime().settings)
         for document in documents:
-            document["power"] = found[document["id"]]
+            document["power"] = power[document["id"]]
     return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})
 
 
 @bp.get("/hosts/<ref>")
 def get_host(ref: str):
     """One host by id, MAC or unique hostname."""
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         return answer(HostRecord.of(machines.resolve(session, ref)).document())
 
 
@@ -71,36 +75,41 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
     if "metadata" in document and not isinstance(document["metadata"], dict):
         raise BadRequest("metadata must be a JSON object")
     return HostChange.parse(
-        known_images, state=document.get("state"), hostname=document.get("hostname"),
-        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force, how_to_force='"force": true',
+        known_images,
+        state=document.get("state"),
+        hostname=document.get("hostname"),
+        metadata=document.get("metadata"),
+        bmc=document.get("bmc", UNCHANGED),
+        force=force,
+        how_to_force='"force": true',
     )
 
 
 @bp.patch("/hosts/<ref>")
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
-    change = parse_patch(body(), images.image_names(services().settings["ROOT"]))
+    change = parse_patch(body(), images.image_names(runtime().settings.root))
 
     def work(session):
         host = machines.resolve(session, ref)
-        change.apply(session, host, SOURCE, vault.of(services().settings))
+        change.apply(session, host, SOURCE, vault.of(runtime().settings))
         session.flush()
         return HostRecord.of(host).document()
 
-    return answer(services().db.write(work))
+    return answer(runtime().db.write(work))
 
 
 @bp.delete("/hosts/<ref>")
 def delete_host(ref: str):
     """Delete a host; its id is never reused."""
-    services().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
+    runtime().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
     return "", 204
 
 
 @bp.get("/hosts/<ref>/history")
 def host_history(ref: str):
     """The host's events, oldest first."""
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         host = machines.resolve(session, ref)
         return answer({"host": host.id, "events": [present.event_dict(e) for e in machines.history(session, host.id)]})
 

@@ -2,7 +2,7 @@
 
 from ks import __version__, record
 from ks.api import answer, bp
-from ks.fleet import MAX_DEPLOY_HOSTS
+from ks.deploys import MAX_DEPLOY_HOSTS
 
 
 def _ref(name: str) -> dict:
@@ -46,10 +46,14 @@ SCHEMAS = {
         "properties": {
             "error": {"type": "string"},
             "status": {"type": "integer"},
-            "reboot_failures": {"type": "array", "items": {
-                "type": "object", "required": ["host", "error"],
-                "properties": {"host": {"type": "integer"}, "error": {"type": "string"}},
-            }},
+            "reboot_failures": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["host", "error"],
+                    "properties": {"host": {"type": "integer"}, "error": {"type": "string"}},
+                },
+            },
         },
     },
     "HostList": {
@@ -68,15 +72,21 @@ SCHEMAS = {
         "properties": {
             "hostname": {"type": "string"},
             "metadata": {"type": "object"},
-            "state": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                      "description": "The new chain, e.g. 'wipe,image1'; replaces the whole chain"},
+            "state": {
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                "description": "The new chain, e.g. 'wipe,image1'; replaces the whole chain",
+            },
             "force": {"type": "boolean", "description": "Set image states without an image directory"},
             "bmc": {
                 "type": "object",
                 "nullable": True,
                 "required": ["address"],
                 "additionalProperties": False,
-                "properties": {"address": {"type": "string"}, "username": {"type": "string"}, "password": {"type": "string"}},
+                "properties": {
+                    "address": {"type": "string"},
+                    "username": {"type": "string"},
+                    "password": {"type": "string"},
+                },
             },
         },
     },
@@ -84,9 +94,14 @@ SCHEMAS = {
         "type": "object",
         "required": ["id", "host_id", "at", "kind", "from", "to", "source", "detail"],
         "properties": {
-            "id": {"type": "integer"}, "host_id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-            "kind": {"type": "string"}, "from": NULLABLE_STRING, "to": NULLABLE_STRING,
-            "source": {"type": "string"}, "detail": {"type": "string"},
+            "id": {"type": "integer"},
+            "host_id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {"type": "string"},
+            "from": NULLABLE_STRING,
+            "to": NULLABLE_STRING,
+            "source": {"type": "string"},
+            "detail": {"type": "string"},
         },
     },
     "History": {
@@ -122,8 +137,11 @@ SCHEMAS = {
                     "minProperties": 1,
                     "maxProperties": 1,
                     "additionalProperties": False,
-                    "properties": {"name": {"type": "string"}, "macAddress": {"type": "string"},
-                                   "mac_address": {"type": "string"}},
+                    "properties": {
+                        "name": {"type": "string"},
+                        "macAddress": {"type": "string"},
+                        "mac_address": {"type": "string"},
+                    },
                 },
             },
             "reboot": {"type": "boolean", "description": "Power-cycle the hosts after the change"},
@@ -140,19 +158,29 @@ SCHEMAS = {
         "required": ["subnets", "bmcs"],
         "properties": {
             "subnets": {"type": "array", "items": {"type": "string"}, "description": "KS_BMC_SUBNETS"},
-            "bmcs": {"type": "array", "items": {
-                "type": "object",
-                "required": ["host", "hostname", "mac", "ip"],
-                "properties": {"host": {"type": "integer"}, "hostname": {"type": "string"},
-                               "mac": {"type": "string"}, "ip": {**NULLABLE_STRING, "description": "null: not found"}},
-            }},
+            "bmcs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["host", "hostname", "mac", "ip"],
+                    "properties": {
+                        "host": {"type": "integer"},
+                        "hostname": {"type": "string"},
+                        "mac": {"type": "string"},
+                        "ip": {**NULLABLE_STRING, "description": "null: not found"},
+                    },
+                },
+            },
         },
     },
     "PowerResult": {
         "type": "object",
         "required": ["host", "action", "power"],
-        "properties": {"host": {"type": "integer"}, "action": {"type": "string"},
-                       "power": {"type": "string", "enum": ["on", "off", "unknown"]}},
+        "properties": {
+            "host": {"type": "integer"},
+            "action": {"type": "string"},
+            "power": {"type": "string", "enum": ["on", "off", "unknown"]},
+        },
     },
 }
 
@@ -164,8 +192,12 @@ PATHS = {
                 {"name": "state", "in": "query", "schema": {"type": "string"}, "description": "Current state"},
                 {"name": "mac", "in": "query", "schema": {"type": "string"}},
                 {"name": "serial", "in": "query", "schema": {"type": "string"}},
-                {"name": "power", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
-                 "description": "1: query every BMC (in parallel, short timeout)"},
+                {
+                    "name": "power",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["0", "1"]},
+                    "description": "1: query every BMC (in parallel, short timeout)",
+                },
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                 {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
             ],
@@ -174,17 +206,26 @@ PATHS = {
     },
     "/hosts/{ref}": {
         "parameters": [REF],
-        "get": {"summary": "Get a host", "responses": {"200": _json(_ref("Host"), "The host"), **_errors(401, 404, 409)}},
+        "get": {
+            "summary": "Get a host",
+            "responses": {"200": _json(_ref("Host"), "The host"), **_errors(401, 404, 409)},
+        },
         "patch": {
             "summary": "Change hostname, metadata, state chain or BMC (all or nothing)",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostPatch")}}},
             "responses": {"200": _json(_ref("Host"), "The changed host"), **_errors(400, 401, 404, 409)},
         },
-        "delete": {"summary": "Delete a host", "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)}},
+        "delete": {
+            "summary": "Delete a host",
+            "responses": {"204": {"description": "Deleted"}, **_errors(401, 404, 409)},
+        },
     },
     "/hosts/{ref}/history": {
         "parameters": [REF],
-        "get": {"summary": "A host's history", "responses": {"200": _json(_ref("History"), "Events"), **_errors(401, 404, 409)}},
+        "get": {
+            "summary": "A host's history",
+            "responses": {"200": _json(_ref("History"), "Events"), **_errors(401, 404, 409)},
+        },
     },
     "/hosts/{ref}/power": {
         "parameters": [REF],
@@ -196,23 +237,33 @@ PATHS = {
     },
     "/hosts/{ref}/reboot": {
         "parameters": [REF],
-        "patch": {"summary": "Power-cycle a host (PXE Pilot)",
-                  "responses": {"204": {"description": "Rebooted"}, **_errors(401, 404, 409)}},
+        "patch": {
+            "summary": "Power-cycle a host (PXE Pilot)",
+            "responses": {"204": {"description": "Rebooted"}, **_errors(401, 404, 409)},
+        },
     },
     "/discovery": {
-        "get": {"summary": "Where each BMC given by MAC is now (the server's neighbour table; no sweep)",
-                "responses": {"200": _json(_ref("Discovery"), "BMCs given by MAC"), **_errors(400, 401)}},
-        "patch": {"summary": "Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot)",
-                  "responses": {"204": {"description": "Swept"}, **_errors(400, 401, 409)}},
+        "get": {
+            "summary": "Where each BMC given by MAC is now (the server's neighbour table; no sweep)",
+            "responses": {"200": _json(_ref("Discovery"), "BMCs given by MAC"), **_errors(400, 401)},
+        },
+        "patch": {
+            "summary": "Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot)",
+            "responses": {"204": {"description": "Swept"}, **_errors(400, 401, 409)},
+        },
     },
     "/configurations": {
-        "get": {"summary": "Images and builtin states",
-                "responses": {"200": _json(_ref("Configurations"), "Configurations"), **_errors(401)}},
+        "get": {
+            "summary": "Images and builtin states",
+            "responses": {"200": _json(_ref("Configurations"), "Configurations"), **_errors(401)},
+        },
     },
     "/configurations/{name}": {
         "parameters": [CONFIG],
-        "get": {"summary": "One configuration",
-                "responses": {"200": _json(_ref("Configuration"), "The configuration"), **_errors(401, 404)}},
+        "get": {
+            "summary": "One configuration",
+            "responses": {"200": _json(_ref("Configuration"), "The configuration"), **_errors(401, 404)},
+        },
     },
     "/configurations/{name}/deploy": {
         "parameters": [CONFIG],
@@ -220,7 +271,8 @@ PATHS = {
             "summary": "Give hosts this configuration (PXE Pilot's deploy); nothing changes if one is unknown",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Deploy")}}},
             "responses": {
-                "204": {"description": "Deployed"}, **_errors(400, 401, 404),
+                "204": {"description": "Deployed"},
+                **_errors(400, 401, 404),
                 "409": _json(_ref("DeployRebootFailed"), "Deployed, but some hosts could not be power-cycled"),
             },
         },
@@ -229,16 +281,24 @@ PATHS = {
 
 DOCUMENT = {
     "openapi": "3.0.3",
-    "info": {"title": "KIWIspray admin API", "version": __version__,
-             "description": "Hosts, their state chains and power. Every route needs `Authorization: Bearer <token>` "
-                            "(`kiwispray token create NAME`)."},
+    "info": {
+        "title": "KIWIspray admin API",
+        "version": __version__,
+        "description": "Hosts, their state chains and power. Every route needs `Authorization: Bearer <token>` "
+        "(`kiwispray token create NAME`).",
+    },
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
     "paths": {
         **PATHS,
-        "/openapi.json": {"get": {"summary": "This document", "security": [],
-                                  "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}}}},
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {}}}},
+            }
+        },
     },
 }
 

@@ -4,11 +4,11 @@ from ks import machines, power
 from ks.api import SOURCE, answer, body, bp, error
 from ks.errors import BadRequest
 from ks.power import hosts as host_power
-from ks.web import services, step_aside
+from ks.web import runtime, step_aside
 
 
 def _host_id(ref: str) -> int:
-    with services().db.read() as session:
+    with runtime().db.read() as session:
         return machines.resolve(session, ref).id
 
 
@@ -23,7 +23,7 @@ def power_action(ref: str):
     if set(document) != {"action"} or action not in power.OPERATIONS:
         raise BadRequest('send {"action": "status" | "on" | "off" | "cycle"}')
     host_id = _host_id(ref)
-    ks = services()
+    ks = runtime()
     step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
     reached = host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
     return answer({"host": host_id, "action": action, "power": reached})
@@ -33,7 +33,7 @@ def power_action(ref: str):
 def host_reboot(ref: str):
     """Power-cycle the host (PXE Pilot): 204, or 409 if it did not work."""
     host_id = _host_id(ref)
-    ks = services()
+    ks = runtime()
     step_aside()
     failures = host_power.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
     if failures:
@@ -44,7 +44,7 @@ def host_reboot(ref: str):
 @bp.patch("/discovery")
 def discovery_sweep():
     """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
-    ks = services()
+    ks = runtime()
     step_aside()
     host_power.discover(ks.db, ks.settings, sweep=True)
     return "", 204
@@ -53,12 +53,12 @@ def discovery_sweep():
 @bp.get("/discovery")
 def discovery_table():
     """Where each BMC given by MAC is now, as the neighbour table says (no sweep)."""
-    ks = services()
+    ks = runtime()
     return answer(host_power.discover(ks.db, ks.settings, sweep=False))
 
 
 def reboot_hosts(host_ids: list[int]) -> list[tuple[int, str]]:
     """Power-cycle hosts after a deploy; the failures."""
-    ks = services()
+    ks = runtime()
     step_aside()
     return host_power.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)

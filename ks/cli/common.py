@@ -1,24 +1,50 @@
 """What every command shares: the global options, settings, the database, help listings, tables."""
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
 
 from ks import config, vault
+from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
-from ks.services import open_database
+from ks.runtime import open_database
 
-ROOT_HELP = "Site root holding images/, templates/ and kiwispray.db (env KS_ROOT; default: the current directory)."
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ROOT = config.declared("ROOT")
+ROOT_HELP = f"{_ROOT.help.removesuffix('.')} (env {_ROOT.env}; default: the current directory)."
 SERVER_HELP = "Drive the server at URL through its admin API ('host', 'config' and 'bmc' commands) (env KS_SERVER)."
 TOKEN_FILE_HELP = ("File holding the API token for --server [default: ~/.config/kiwispray/token]; "
                    "KS_TOKEN takes precedence (env KS_TOKEN_FILE).")
 DEFAULT_TOKEN_FILE = "~/.config/kiwispray/token"
 
+def setting_option(name: str, **extra: Any) -> Callable[[F], F]:
+    """The ``kiwispray serve`` option of setting ``name``: flag, help, variable and bounds as ks.config declares them.
+
+    Its value is None unless given, so that ``config.resolve`` layers it over the environment and the default.
+    """
+    d = config.declared(name)
+    if d.option is None:
+        raise ValueError(f"setting {name} is no option")
+    kind: Any = d.type
+    if d.type is int:
+        kind = click.IntRange(None if d.low is None else int(d.low), None if d.high is None else int(d.high))
+    elif d.type is float:
+        kind = click.FloatRange(d.low, d.high)
+    shown = f" [default: {d.default:g}]" if d.type in (int, float) else ""
+    help = f"{d.help.removesuffix('.')}{shown} (env {d.env})."
+    if d.type is bool:
+        return click.option(d.option, d.attr, is_flag=True, default=None, envvar=d.env, help=help, **extra)
+    return click.option(d.option, d.attr, type=kind, default=None, envvar=d.env, help=help, **extra)
+
+
 root_option = click.option(
-    "--root", "root", envvar="KS_ROOT", type=click.Path(file_okay=False), default=None, help=ROOT_HELP
+    "--root", "root", envvar=_ROOT.env, type=click.Path(file_okay=False), default=None, help=ROOT_HELP
 )
 
 
@@ -33,7 +59,7 @@ class Site:
         self.options = {"root": root, "server": server, "token_file": token_file}
 
     @cached_property
-    def settings(self) -> dict:
+    def settings(self) -> Settings:
         try:
             return config.resolve({"ROOT": self.options["root"]})
         except KSError as exc:
@@ -41,7 +67,7 @@ class Site:
 
     @property
     def root(self) -> str:
-        return self.settings["ROOT"]
+        return self.settings.root
 
     @cached_property
     def db(self) -> Database:
@@ -74,7 +100,7 @@ class Site:
 
     def _missing_database(self) -> Path | None:
         """The SQLite file of the site if it does not exist; None when it does or is no file."""
-        url = make_url(self.settings["DATABASE_URL"])
+        url = make_url(self.settings.database_url)
         if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
             return None
         path = Path(url.database)
@@ -82,11 +108,11 @@ class Site:
 
 
 class Failed(click.ClickException):
-    """A KIWIspray error as a one-line command failure, with the error's exit status."""
+    """A KIWIspray error (or a file system error: exit 1) as a one-line command failure, with its exit status."""
 
-    def __init__(self, error: KSError):
+    def __init__(self, error: KSError | OSError):
         super().__init__(str(error))
-        self.exit_code = error.exit_code
+        self.exit_code = error.exit_code if isinstance(error, KSError) else 1
 
 
 class Command(click.Command):
@@ -125,14 +151,22 @@ class Group(click.Group):
 
 def _given_after(ctx: click.Context, param: click.Parameter, value):
     """A global option given after the subcommand: it wins over one given before."""
-    if value is not None:
-        ctx.find_object(Site).options[param.name] = value
+    if value is not None and param.name is not None:
+        site_of(ctx).options[param.name] = value
+
+
+def site_of(ctx: click.Context) -> Site:
+    """The site of the running command (``kiwispray``'s group puts it on the context)."""
+    site = ctx.find_object(Site)
+    if site is None:
+        raise RuntimeError("no Site on the click context: the command runs outside its group")
+    return site
 
 
 def root_after() -> click.Option:
     """``--root`` for a subcommand."""
     return click.Option(["--root", "root"], type=click.Path(file_okay=False), default=None, expose_value=False,
-                        callback=_given_after, help=ROOT_HELP.replace("env KS_ROOT", "also before the command"))
+                        callback=_given_after, help=ROOT_HELP.replace(f"env {_ROOT.env}", "also before the command"))
 
 
 def server_after() -> click.Option:
@@ -165,7 +199,7 @@ def _refuse_server(ctx: click.Context, param: click.Parameter, value):
     if value is not None:
         while ctx.parent is not None and ctx.parent.parent is not None:
             ctx = ctx.parent
-        raise server_refused(ctx.info_name, "--server")
+        raise server_refused(ctx.info_name or "", "--server")
 
 
 def no_server_after() -> click.Option:
@@ -181,13 +215,13 @@ def accept_after(command: click.Command, *options) -> None:
         accept_after(sub, *options)
 
 
-def fail(exc: KSError) -> click.ClickException:
+def fail(exc: KSError | OSError) -> click.ClickException:
     """A KIWIspray error as a one-line command failure (what ``Group`` does for every command)."""
     return Failed(exc)
 
 
 def table(rows: list, header: list[str]) -> str:
     """Rows under a header, each column as wide as its widest cell, two spaces apart."""
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
     return "\n".join([line(header), *map(line, rows)])

@@ -27,7 +27,9 @@ def _json_object(ctx, param, value):
 
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-i", "--id", "host_id", type=click.IntRange(min=1), help="Select the host with this id (also filters -l).")
+@click.option(
+    "-i", "--id", "host_id", type=click.IntRange(min=1), help="Select the host with this id (also filters -l)."
+)
 @click.option("--mac", help="Select the host owning this MAC address.")
 @click.option("--serial", help="Select the host with this DMI serial.")
 @click.option("-l", "--list", "verbosity", count=True,
@@ -39,9 +41,13 @@ def _json_object(ctx, param, value):
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
 @click.option("--retry", is_flag=True,
               help="Clear a failure (a provisioning timeout): the next boot starts the current state again.")
-@click.option("--bmc", metavar="URL", help="Set the host's BMC: ipmi://host[:port], redfish://host/redfish/v1/Systems/ID, "
-                                       "redfish+http://…; the host may be the BMC's MAC, ipmi://52-54-00-aa-bb-cc, "
-                                       "found in the neighbour table (KS_BMC_SUBNETS: swept) ('' removes it).")
+@click.option(
+    "--bmc",
+    metavar="URL",
+    help="Set the host's BMC: ipmi://host[:port], redfish://host/redfish/v1/Systems/ID, "
+    "redfish+http://…; the host may be the BMC's MAC, ipmi://52-54-00-aa-bb-cc, "
+    "found in the neighbour table (KS_BMC_SUBNETS: swept) ('' removes it).",
+)
 @click.option("--bmc-user", metavar="USER", help="BMC user name (with --bmc).")
 @click.option("--bmc-password", metavar="PASSWORD", envvar="KS_BMC_PASSWORD",
               help="BMC password (with --bmc); '-' reads it from stdin, and env KS_BMC_PASSWORD keeps it "
@@ -139,9 +145,9 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     for host in hosts:
         lines.append(present.table_row(host, line_format))
         if verbosity > 1:
-            lines.append("     MAC addrs: %-s" % present.legacy_macs(host))
+            lines.append(f"     MAC addrs: {present.legacy_macs(host)}")
             if host.bmc_address:
-                lines.append("     BMC:       %s  power: %s" % (host.bmc_address, power_states.get(host.id) or "unknown"))
+                lines.append(f"     BMC:       {host.bmc_address}  power: {power_states.get(host.id) or 'unknown'}")
         if (host_id is not None or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)
@@ -162,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

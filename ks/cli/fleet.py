@@ -2,14 +2,13 @@
 ``--server URL``, on a remote server through its admin API (PXE Pilot's CLI habits)."""
 
 import json
-import os
 from pathlib import Path
 
 import click
 
-from ks import fleet, images, machines
+from ks import config, deploys, images, machines
 from ks.change import HostChange
-from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, table
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import KSError
 from ks.power import hosts as host_power
 from ks.record import HostRecord
@@ -53,10 +52,10 @@ class Local:
         return {"host": host_id, "action": action, "power": reached}
 
     def configurations(self) -> list[dict]:
-        return fleet.configurations(self.site.root)
+        return deploys.configurations(self.site.root)
 
     def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
-        host_ids = fleet.deploy(self.db, self.site.root, config, refs, SOURCE)
+        host_ids = deploys.deploy(self.db, self.site.root, config, refs, SOURCE)
         if not reboot:
             return []
         failures = host_power.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
@@ -101,15 +100,16 @@ class Far:
 
 def backend(ctx: click.Context):
     """Local unless --server was given (before or after the command)."""
-    site = ctx.find_object(Site)
+    site = site_of(ctx)
     if not site.options["server"]:
         return Local(site)
     return Far(Remote(site.options["server"], _token(site.options["token_file"])))
 
 
 def _token(token_file: str | None) -> str:
-    if os.environ.get("KS_TOKEN"):
-        return os.environ["KS_TOKEN"].strip()
+    given = config.api_token()
+    if given:
+        return given
     path = Path(token_file or DEFAULT_TOKEN_FILE).expanduser()
     try:
         return path.read_text().strip()

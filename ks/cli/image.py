@@ -122,14 +122,16 @@ def check_command(site: Site, name: str):
         click.echo(f"{name}: {status.kind} image complete; it has no checksum file to verify")
     else:
         click.echo(
-            f"{name}: {result.file} matches ({result.algorithm} {result.actual}, {result.actual_size} bytes uncompressed)"
+            f"{name}: {result.file} matches "
+            f"({result.algorithm} {result.actual}, {result.actual_size} bytes uncompressed)"
         )
 
 
 def human_size(size: int) -> str:
     """1536 -> '1.5K': sizes as operators read them in `ls -lh`."""
+    scaled = float(size)
     for unit in ("B", "K", "M", "G"):
-        if size < 1024:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"
+        if scaled < 1024:
+            return f"{scaled:.0f}{unit}" if unit == "B" else f"{scaled:.1f}{unit}"
+        scaled /= 1024
+    return f"{scaled:.1f}T"

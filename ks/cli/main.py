@@ -21,6 +21,7 @@ from ks.cli.common import (
     root_option,
     server_after,
     server_refused,
+    setting_option,
     token_file_after,
 )
 from ks.cli.fleet import bmc_group, config_group, host_group
@@ -46,7 +47,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
     """
     if server and ctx.invoked_subcommand not in REMOTE_COMMANDS:
         given = "--server" if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE else "KS_SERVER"
-        raise server_refused(ctx.invoked_subcommand, given)
+        raise server_refused(ctx.invoked_subcommand or "", given)
     ctx.obj = Site(root, server, token_file)
 
 
@@ -58,43 +59,21 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="TCP port; dnsmasq's iPXE answer points at it (env KS_PORT).")
 @click.option("--discover", is_flag=True, envvar="KS_DISCOVER",
               help="Register unknown machines in 'discover,new' instead of 'new' (env KS_DISCOVER).")
-@click.option("--initial-chain", envvar="KS_INITIAL_CHAIN", default=None,
-              help="Chain for machines seen for the first time, e.g. 'inventory,new' (env KS_INITIAL_CHAIN).")
-@click.option("--base-url", envvar="KS_BASE_URL", default=None,
-              help="URL machines use to reach this server, e.g. http://10.0.0.1:5000; "
-                   "default: taken from each request's Host header (env KS_BASE_URL).")
-@click.option("--poll-interval", envvar="KS_POLL_INTERVAL", type=click.IntRange(1, 3600), default=None,
-              help="Seconds between polls of a machine waiting in 'new' [default: 30] (env KS_POLL_INTERVAL).")
+@setting_option("INITIAL_CHAIN")
+@setting_option("BASE_URL")
+@setting_option("POLL_INTERVAL")
 @click.option("--workers", default=2, envvar="KS_WORKERS", type=click.IntRange(1, 64), show_default=True,
               help="Worker processes (env KS_WORKERS).")
 @click.option("--threads", default=32, envvar="KS_THREADS", type=click.IntRange(1, 1024), show_default=True,
               help="Threads per worker; each serves one request at a time, and an image download holds "
                    "its thread until the last byte: workers x threads is how many machines can download "
                    "at once without delaying other requests (env KS_THREADS).")
-@click.option("--running-requests", envvar="KS_RUNNING_REQUESTS", type=click.IntRange(0, 1024), default=None,
-              help="Requests each worker runs at once; more wait their turn. Image downloads and BMC calls "
-                   "step aside once they only wait on the network. Few at once cost less CPU per boot; "
-                   "0: as many as threads [default: 2] (env KS_RUNNING_REQUESTS).")
-@click.option("--x-accel-redirect", "x_accel_redirect", envvar="KS_X_ACCEL_REDIRECT", default=None, metavar="PREFIX",
-              help="Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' and let nginx "
-                   "send the file from an internal location (see docs/nginx.conf.example) (env KS_X_ACCEL_REDIRECT).")
-@click.option("--deploy-timeout", envvar="KS_DEPLOY_TIMEOUT", type=click.IntRange(0), default=None,
-              help="Seconds an image may take from its first boot to /finish before the machine is flagged "
-                   "failed; 0: no limit; images/<name>/kiwispray.toml may say otherwise [default: 3600] "
-                   "(env KS_DEPLOY_TIMEOUT).")
-@click.option("--registrations-per-minute", envvar="KS_REGISTRATIONS_PER_MINUTE", type=click.IntRange(0),
-              default=None,
-              help="Unknown machines this server registers per minute (bursts of as many); further ones get a "
-                   "script that asks again later and nothing is stored; 0: no limit [default: 120] "
-                   "(env KS_REGISTRATIONS_PER_MINUTE).")
-@click.option("--header-timeout", envvar="KS_HEADER_TIMEOUT", type=click.FloatRange(0), default=None,
-              help="Seconds a client may take to send a request's headers before the connection is closed "
-                   "(408); headers are received without holding a thread; 0: no limit [default: 10] "
-                   "(env KS_HEADER_TIMEOUT).")
-@click.option("--public-hosts", is_flag=True, envvar="KS_PUBLIC_HOSTS", default=None,
-              help="List every host (id, hostname, state, serial) at GET /hosts and answer /state without the "
-                   "host's bootid, as the original did; off: both reveal nothing to the boot network "
-                   "(env KS_PUBLIC_HOSTS).")
+@setting_option("RUNNING_REQUESTS")
+@setting_option("X_ACCEL_REDIRECT", metavar="PREFIX")
+@setting_option("DEPLOY_TIMEOUT")
+@setting_option("REGISTRATIONS_PER_MINUTE")
+@setting_option("HEADER_TIMEOUT")
+@setting_option("PUBLIC_HOSTS")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
@@ -119,22 +98,24 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
              "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
              "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout}
         )
-        states.parse_chain(settings["INITIAL_CHAIN"])
-        site.settings.update(settings)
+        states.parse_chain(settings.initial_chain)
+        site.settings = settings
     except KSError as exc:
         raise fail(exc) from None
     site.migrated_db(create=True)
     logs.setup(log_format)
     log = logging.getLogger("ks.serve")
-    log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
-    log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
-    if settings["DEPLOY_TIMEOUT"]:
+    log.info("site root %s, database %s", settings.root, _safe_url(settings.database_url))
+    log.info("machines seen for the first time start in '%s'", settings.initial_chain)
+    if settings.deploy_timeout:
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
-                 "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
+                 "(checked every %g s)", settings.deploy_timeout, settings.timeout_check_interval)
     if host in ("127.0.0.1", "localhost", "::1"):
-        log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
-    if settings["X_ACCEL_REDIRECT"]:
-        log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
+        log.info(
+            "listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port
+        )
+    if settings.x_accel_redirect:
+        log.info("image files are sent by the front web server from %s/", settings.x_accel_redirect.rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log, log_format)
 
 
@@ -203,20 +184,22 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
     from ks import machines, states
     from ks import render as rendering
     from ks.record import HostRecord
-    from ks.web import site_from_base_url
+    from ks.web import origin_from_base_url
 
     if sum(x is not None for x in (host_id, mac, serial)) != 1:
         raise click.UsageError("select the host with exactly one of -i, --mac, --serial")
-    base_url = base_url or site.settings["BASE_URL"]
+    base_url = base_url or site.settings.base_url
     if not base_url:
         base_url = PLACEHOLDER_URL
         click.echo(f"# base URL: {PLACEHOLDER_URL}, a placeholder: the server takes it from each request's Host "
                    "header; set KS_BASE_URL or pass --base-url to see the real one", err=True)
-    where = site_from_base_url(base_url, site.settings["POLL_INTERVAL"], strict=False)
+    where = origin_from_base_url(base_url, site.settings.poll_interval, strict=False)
     renderer = rendering.Renderer(site.root, config.shipped("templates"))
     try:
         with site.migrated_db().read() as session:
-            host = HostRecord.of(machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial))
+            host = HostRecord.of(
+                machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
+            )
             chain = states.parse_chain(state or host.state)
             if host.failed_at and not (state or post_install):
                 script = rendering.failed_script(renderer, host, chain, where, poll_url="")
@@ -250,7 +233,9 @@ def timeouts_check(site: Site):
     except KSError as exc:
         raise fail(exc) from None
     for host_id, state in flagged:
-        click.echo(f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)")
+        click.echo(
+            f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)"
+        )
 
 
 @cli.group("pxelinux", cls=Group)

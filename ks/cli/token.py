@@ -48,7 +48,7 @@ def list_tokens(site: Site, as_json: bool):
     click.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} STATUS")
     for r in rows:
         status = "revoked" if r["revoked_at"] else "active"
-        click.echo(f"{r['name']:<24} {r['created_at'][:19]:<20} {(r['last_used_at'] or '-')[:19]:<20} {status}")
+        click.echo(f"{r['name']:<24} {str(r['created_at'])[:19]:<20} {(r['last_used_at'] or '-')[:19]:<20} {status}")
 
 
 @token.command("revoke")

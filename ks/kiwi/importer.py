@@ -136,16 +136,16 @@ def _arrange(directory: Path, verify: bool, progress: Progress) -> tuple[str, ch
     product = appends[0].removesuffix(".append")
     kernel, initrd = (_first(directory, names, product) for names in (PXE_KERNELS, PXE_INITRDS))
     xz, sums = directory / f"{product}.xz", checksum.find(directory, product)
-    wanted = [("pxeboot kernel", kernel), ("pxeboot initrd", initrd), (xz.name, xz.is_file())]
-    wanted += [(f"{product}.sha256 or .md5 (or pass --no-verify)", sums)] if verify else []
+    wanted = [("pxeboot kernel", kernel is not None), ("pxeboot initrd", initrd is not None), (xz.name, xz.is_file())]
+    wanted += [(f"{product}.sha256 or .md5 (or pass --no-verify)", sums is not None)] if verify else []
     missing = [label for label, found in wanted if not found]
-    if missing:
+    if missing or kernel is None or initrd is None:
         raise ImageError(f"the build lacks {', '.join(missing)}; is it a complete KIWI oem PXE build result?")
     for link, real in ((KERNEL, kernel), (INITRD, initrd)):
         if os.path.lexists(directory / link):
             (directory / link).unlink()
         os.symlink(real, directory / link)
-    if not verify:
+    if not verify or sums is None:
         return product, None
     result = checksum.verify(xz, checksum.parse(sums), progress)
     if not result.ok:

@@ -62,7 +62,8 @@ def extract_boot_files(iso: Path, directory: Path) -> tuple[str, list[str]]:
         loaders = _loaders(facade)
         if not loaders:
             raise ImageError(
-                f'{iso.name} has no boot/<arch>/loader/linux and initrd; is it a KIWI live ISO (type iso, flags="dmsquash")?'
+                f"{iso.name} has no boot/<arch>/loader/linux and initrd; "
+                'is it a KIWI live ISO (type iso, flags="dmsquash")?'
             )
         arch = PREFERRED_ARCH if PREFERRED_ARCH in loaders else min(loaders)
         folder, kernel, initrd = loaders[arch]

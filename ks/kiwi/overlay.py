@@ -50,9 +50,9 @@ while :; do
 done
 echo "kiwispray-callback: running the post-install script"
 sh "$script" || { echo "kiwispray-callback: the post-install script failed" >&2; exit 1; }
-mkdir -p "$(dirname %(done)s)" && touch %(done)s
+mkdir -p "$(dirname @DONE@)" && touch @DONE@
 echo "kiwispray-callback: done"
-""" % {"done": DONE}
+""".replace("@DONE@", DONE)
 
 _UNIT_TEXT = f"""\
 [Unit]

@@ -23,7 +23,7 @@ ISO_MAGIC = (0x8001, b"CD001")  # ISO 9660 primary volume descriptor, sector 16
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # tarfile's own "data" filter (PEP 706) backs up the checks below where Python has it;
 # Debian 12's Python 3.11.2 may not.
-TAR_FILTER = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+HAS_TAR_FILTER = hasattr(tarfile, "data_filter")
 TIMEOUT = (10, 60)  # seconds to connect, seconds between two reads
 
 
@@ -46,7 +46,8 @@ def fetch(url: str, directory: Path, progress: Progress = silent) -> Path:
             response.raise_for_status()
             if response.headers.get("Content-Type", "").startswith("text/html"):
                 raise ImageError(
-                    f"{shown} is an HTML page (a directory listing?); give the URL of the .install.tar, .tar.xz or .iso file"
+                    f"{shown} is an HTML page (a directory listing?); "
+                    "give the URL of the .install.tar, .tar.xz or .iso file"
                 )
             name = unquote(urlsplit(response.url).path.rstrip("/").rpartition("/")[2])
             target = directory / (name if SAFE_NAME.fullmatch(name) else "download")
@@ -92,7 +93,11 @@ def unpack(archive: Path, directory: Path, progress: Progress = silent) -> None:
             tarfile.open(fileobj=raw, mode="r|*") as tar,
             progress(f"Unpacking {archive.name}", archive.stat().st_size) as bar,
         ):
-            tar.extractall(directory, members=_checked(tar, raw, bar), **TAR_FILTER)
+            members = _checked(tar, raw, bar)
+            if HAS_TAR_FILTER:
+                tar.extractall(directory, members=members, filter="data")
+            else:
+                tar.extractall(directory, members=members)
     except tarfile.FilterError as exc:
         raise UnsafeArchive(f"refusing {archive.name}: {exc}") from None
     except (tarfile.TarError, EOFError) as exc:  # a full disk (OSError) is reported as itself

@@ -44,10 +44,14 @@ def parse_subnets(text: str) -> list[ipaddress.IPv4Network]:
         if subnet.version != 4:
             raise ConfigError(f"KS_BMC_SUBNETS: {item} is IPv6; only IPv4 subnets can be swept (ARP)")
         if subnet.prefixlen < MAX_PREFIX:
-            raise ConfigError(f"KS_BMC_SUBNETS: {item} is larger than /{MAX_PREFIX}; list the smaller subnets the BMCs are on")
+            raise ConfigError(
+                f"KS_BMC_SUBNETS: {item} is larger than /{MAX_PREFIX}; list the smaller subnets the BMCs are on"
+            )
         subnets.append(subnet)
     if sum(s.num_addresses for s in subnets) > MAX_ADDRESSES:
-        raise ConfigError(f"KS_BMC_SUBNETS covers more than {MAX_ADDRESSES} addresses; list only the subnets the BMCs are on")
+        raise ConfigError(
+            f"KS_BMC_SUBNETS covers more than {MAX_ADDRESSES} addresses; list only the subnets the BMCs are on"
+        )
     return subnets
 
 
@@ -68,7 +72,9 @@ def parse_neighbours(text: str) -> dict[str, str]:
 def neighbours() -> dict[str, str]:
     """The kernel's IPv4 neighbour table now (of this network namespace)."""
     try:
-        done = subprocess.run(["ip", "-4", "-json", "neigh", "show"], capture_output=True, text=True, timeout=5, check=True)
+        done = subprocess.run(
+            ["ip", "-4", "-json", "neigh", "show"], capture_output=True, text=True, timeout=5, check=True
+        )
     except FileNotFoundError:
         raise ConfigError("BMCs given by MAC are looked up with `ip` (Debian package iproute2); install it") from None
     except subprocess.SubprocessError as exc:

@@ -3,6 +3,7 @@
 from concurrent.futures import ThreadPoolExecutor
 
 from ks import events, machines, power, vault
+from ks.config import Settings
 from ks.db import Database
 from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
 from ks.events import EventKind
@@ -19,18 +20,21 @@ def verify_setting(value: str) -> bool | str:
     return str(value)
 
 
-def _options(settings: dict) -> dict:
+def _options(settings: Settings) -> dict:
     """The settings every BMC call takes."""
-    return {"verify": verify_setting(settings["BMC_VERIFY"]), "subnets": discovery.parse_subnets(settings["BMC_SUBNETS"])}
+    return {
+        "verify": verify_setting(settings.bmc_verify),
+        "subnets": discovery.parse_subnets(settings.bmc_subnets),
+    }
 
 
-def credentials(host, settings: dict) -> tuple[str, str, str]:
+def credentials(host, settings: Settings) -> tuple[str, str, str]:
     """The host's BMC address, username and (decrypted) password."""
     password = vault.of(settings).decrypt(host.bmc_password) if host.bmc_password else ""
     return host.bmc_address, host.bmc_username or "", password
 
 
-def power_host(db: Database, host_id: int, action: str, source: str, settings: dict) -> str:
+def power_host(db: Database, host_id: int, action: str, source: str, settings: Settings) -> str:
     """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
 
     The attempt is recorded in the host's history whether it worked or not.
@@ -43,7 +47,7 @@ def power_host(db: Database, host_id: int, action: str, source: str, settings: d
                else f"edit-host -i {host_id} --bmc URL")
         raise Conflict(f"host {host_id} has no BMC; set one with {how}")
     try:
-        result = power.run(*bmc, action, timeout=settings["POWER_TIMEOUT"], **_options(settings))
+        result = power.run(*bmc, action, timeout=settings.power_timeout, **_options(settings))
     except KSError as exc:
         _record(db, host_id, source, f"{action} failed: {exc}")
         raise
@@ -58,7 +62,7 @@ def _record(db: Database, host_id: int, source: str, detail: str) -> None:
     db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=detail))
 
 
-def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict) -> list[tuple[int, str]]:
+def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: Settings) -> list[tuple[int, str]]:
     """Power-cycle hosts in parallel; returns (host id, reason) for each that failed."""
 
     def one(host_id: int) -> tuple[int, str] | None:
@@ -72,7 +76,7 @@ def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: dict)
         return [failure for failure in pool.map(one, host_ids) if failure]
 
 
-def power_states(hosts, settings: dict) -> dict[int, str | None]:
+def power_states(hosts, settings: Settings) -> dict[int, str | None]:
     """Power state of each host with a BMC (None without), queried in parallel.
 
     A host whose password cannot be decrypted (a lost key) shows ``unknown``: one
@@ -86,18 +90,18 @@ def power_states(hosts, settings: dict) -> dict[int, str | None]:
                 with_bmc.append(host)
             except SecretKeyError:
                 found[host.id] = "unknown"
-    states = power.status_many(bmcs, timeout=settings["POWER_STATUS_TIMEOUT"], **_options(settings))
-    found.update({h.id: s.state for h, s in zip(with_bmc, states)})
+    states = power.status_many(bmcs, timeout=settings.power_status_timeout, **_options(settings))
+    found.update({h.id: s.state for h, s in zip(with_bmc, states, strict=True)})
     return {h.id: found.get(h.id) for h in hosts}
 
 
-def discover(db: Database, settings: dict, sweep: bool) -> dict:
+def discover(db: Database, settings: Settings, sweep: bool) -> dict:
     """Where the BMCs that hosts give by MAC are: ``{"subnets", "bmcs": [{host, hostname, mac, ip}]}``.
 
     With ``sweep``, KS_BMC_SUBNETS is swept first (PXE Pilot's discovery); without, the
     neighbour table is read as it is.
     """
-    subnets = discovery.parse_subnets(settings["BMC_SUBNETS"])
+    subnets = discovery.parse_subnets(settings.bmc_subnets)
     if sweep and not subnets:
         raise Conflict("no BMC subnets to sweep; set KS_BMC_SUBNETS on the server, e.g. KS_BMC_SUBNETS=10.0.0.0/24")
     with db.read() as session:

@@ -36,7 +36,7 @@ FETCH = (
 
 
 def prepare() -> Path:
-    """Install what real boots need and build the test machine (both cached); the cache directory."""
+    """Build the test machine (cached); the cache directory. scripts/install-system-deps.sh installs what it needs."""
     done = subprocess.run(
         ["sh", str(REPO / "scripts" / "build-test-guest.sh")], stdout=subprocess.PIPE, text=True, check=True
     )
@@ -125,7 +125,8 @@ class Lab:
         additions = [
             "port=0", "bind-interfaces", "log-dhcp", "user=root",
             "enable-ra", f"dhcp-range=::,constructor:{self.namespace.bridge},ra-only",
-            f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}", f"pid-file={w / 'dnsmasq.pid'}",
+            f"dhcp-leasefile={w / 'dnsmasq.leases'}", f"log-facility={self.dnsmasq_log}",
+            f"pid-file={w / 'dnsmasq.pid'}",
             *self.dnsmasq_additions,
         ]  # fmt: skip
         example = (REPO / "dnsmasq.conf.example").read_text()

@@ -73,7 +73,9 @@ def link(lab) -> str:
 def read_over_tftp(lab) -> list[str]:
     """The files dnsmasq sent over TFTP, relative to its root, in order."""
     prefix = f"sent {lab.tftp}/"
-    return [line.split(prefix, 1)[1].split(" to ")[0] for line in lab.dnsmasq_log.read_text().splitlines() if prefix in line]
+    return [
+        line.split(prefix, 1)[1].split(" to ")[0] for line in lab.dnsmasq_log.read_text().splitlines() if prefix in line
+    ]
 
 
 def distinct(names: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Operations on many hosts, shared by the admin API and the ``host``/``config`` commands."""
+"""Configurations and deploys (a configuration given to many hosts at once), for the admin API and the CLI."""
 
 from ks import images, machines, states
 from ks.change import HostChange

@@ -1,0 +1,34 @@
+"""What an application's views reach (``Runtime``) and the site's database with its listeners.
+
+Both the server and the commands open their database here (``open_database``),
+so a state change has the same consequences wherever it is made.
+"""
+
+from ks import config, images, pxelinux
+from ks.config import Settings
+from ks.db import Database
+from ks.metrics import Metrics
+from ks.ratelimit import TokenBucket
+from ks.render import Renderer
+
+
+def open_database(settings: Settings) -> Database:
+    """The site's database, with PXELINUX links kept up to date if configured."""
+    db = Database(settings.database_url)
+    pxelinux.attach(db, settings)
+    return db
+
+
+class Runtime:
+    """What views need, built once per application (``ks.app.create_app``); views reach it as ``ks.web.runtime()``."""
+
+    def __init__(self, settings: Settings, db: Database | None = None, registrations: TokenBucket | None = None,
+                 metrics_dir: str | None = None):
+        self.settings = settings
+        self.db = db or open_database(settings)
+        self.renderer = Renderer(settings.root, config.shipped("templates"), settings.template_check_interval)
+        self.deploy_timeout = images.DeployTimeouts(settings.root, settings.deploy_timeout)
+        # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
+        self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
+        # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.
+        self.metrics = Metrics(metrics_dir)
