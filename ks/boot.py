@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request
 
-from ks import booting, events, files, images, machines, metrics, present, render, states
+from ks import booting, events, files, images, machines, metrics, nocloud, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
@@ -103,6 +103,28 @@ def post_install():
         extra={"event": "post-install", "host_id": host.id, "state": state, "template": script.template},
     )
     return text(script.text)
+
+
+@bp.get("/nocloud/<host_id>/<bootid>/<name>")
+def nocloud_file(host_id: str, bootid: str, name: str):
+    """A file of the machine's cloud-init NoCloud seed, for its current boot only (see ks.nocloud)."""
+    ks = services()
+    number = parse_id(host_id)
+    with ks.db.read() as session:
+        host = machines.get_host(session, number)
+        booting.check_bootid(host, bootid)
+        record = HostRecord.of(host)
+        served = nocloud.serve(ks.renderer, record, host.bootid_hash, name, site())
+    if name == "user-data":  # once per boot, unless cloud-init is run again by hand
+        chain = record.state
+        ks.db.write(lambda session: events.record(session, record.id, EventKind.NOCLOUD, "nocloud", chain, chain,
+                                                    f"user-data from {served.template}"))
+    log.info(
+        "nocloud host=%d state=%s file=%s template=%s", record.id, record.current, name, served.template or "-",
+        extra={"event": "nocloud", "host_id": record.id, "state": record.current, "file": name,
+               "template": served.template},
+    )
+    return text(served.text)
 
 
 @bp.get("/finish")

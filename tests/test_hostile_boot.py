@@ -32,6 +32,8 @@ PRIVATE = {
     "host.tmpl": "#!ipxe\necho private host.tmpl @bootid@\n",
     "post_install.sh": "#!/bin/sh\necho private post_install.sh\n",
     "post_install.tmpl": "#!/bin/sh\necho private post_install.tmpl\n",
+    "user-data": "#cloud-config\n# private user-data\n",
+    "network-config": "# private network-config\n",
     "kiwispray.toml": "deploy_timeout = 60\n# private settings\n",
     ".kiwispray.json": '{"source": "/private/import/path"}\n',
     ".hidden": "private dotfile\n",

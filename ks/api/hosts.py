@@ -2,7 +2,7 @@
 
 from flask import request
 
-from ks import images, machines, present, states, vault
+from ks import images, machines, nocloud, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
@@ -10,7 +10,7 @@ from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.values import is_decimal
-from ks.web import services, step_aside
+from ks.web import services, site, step_aside, text
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
 MAX_LIMIT = 10_000
@@ -103,6 +103,15 @@ def host_history(ref: str):
     with services().db.read() as session:
         host = machines.resolve(session, ref)
         return answer({"host": host.id, "events": [present.event_dict(e) for e in machines.history(session, host.id)]})
+
+
+@bp.get("/hosts/<ref>/nocloud/<file>")
+def host_nocloud(ref: str, file: str):
+    """A file of the host's cloud-init NoCloud seed as its current boot reads it (text, not JSON)."""
+    with services().db.read() as session:
+        host = machines.resolve(session, ref)
+        served = nocloud.serve(services().renderer, HostRecord.of(host), host.bootid_hash, file, site())
+    return text(served.text)
 
 
 def entry_ref(entry) -> str:
