@@ -7,9 +7,9 @@ Checks run in a fixed order: the id (400/404), the bootid (401), the state (409)
 import logging
 from urllib.parse import urlencode
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
-from ks import booting, events, files, images, machines, metrics, nocloud, present, render, states
+from ks import booting, events, files, ignition, images, machines, metrics, nocloud, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
@@ -125,6 +125,26 @@ def nocloud_file(host_id: str, bootid: str, name: str):
                "template": served.template},
     )
     return text(served.text)
+
+
+@bp.get(f"/ignition/<host_id>/<bootid>/{images.IGNITION_FILE}")
+def ignition_config(host_id: str, bootid: str):
+    """The machine's Ignition config, for its current boot only (see ks.ignition)."""
+    ks = services()
+    number = parse_id(host_id)
+    with ks.db.read() as session:
+        host = machines.get_host(session, number)
+        booting.check_bootid(host, bootid)
+        record = HostRecord.of(host)
+        rendered = ignition.config(ks.renderer, record, site())
+    chain = record.state
+    ks.db.write(lambda session: events.record(session, record.id, EventKind.IGNITION, "ignition", chain, chain,
+                                                f"config from {rendered.template}"))
+    log.info(
+        "ignition host=%d state=%s template=%s", record.id, record.current, rendered.template,
+        extra={"event": "ignition", "host_id": record.id, "state": record.current, "template": rendered.template},
+    )
+    return Response(rendered.text, mimetype="application/json")
 
 
 @bp.get("/finish")

@@ -24,6 +24,7 @@ class EventKind(StrEnum):
     TIMEOUT = "timeout"
     POWER = "power"
     NOCLOUD = "nocloud"
+    IGNITION = "ignition"
 
 
 _COLUMNS = ("host_id", "at", "kind", "source", "from_state", "to_state", "detail")

@@ -38,8 +38,12 @@ IMAGE_URL = "@IMAGE_URL@"
 SETTINGS_FILE = "kiwispray.toml"
 # The installed system's cloud-init files that an image directory may hold as templates (see ks.nocloud).
 CLOUD_FILES = ("user-data", "vendor-data", "network-config")
+# The installed system's Ignition config template (see ks.ignition).
+IGNITION_FILE = "config.ign"
+# Templates of what the installed system reads on its first boot.
+FIRST_BOOT_FILES = (*CLOUD_FILES, IGNITION_FILE)
 # An operator's templates in an image directory (see ks.render).
-TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl", *CLOUD_FILES)
+TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl", *FIRST_BOOT_FILES)
 # Never served: templates show how a site installs its machines (and may hold
 # credentials), settings and dotfiles (.kiwispray.json: where an image came from) are
 # for this server. Everything else in an image directory is the image.

@@ -8,7 +8,7 @@ carries as attributes: what a log call passes in ``extra`` (boot decisions:
 request's fields (``ks.server`` sets them). Bootids never reach a log: the
 access log shows them as ``bootid=-``, in both formats, however the client
 spelled the parameter's name (``boot%69d=`` is ``bootid=`` to the application
-too), and the bootid segment of a NoCloud seed URL as ``/nocloud/<id>/-/``;
+too), and the bootid segment of a NoCloud seed or Ignition URL as ``/nocloud/<id>/-/``;
 the server's own messages, which may quote a raw request line, are
 redacted the same way and cut short.
 """
@@ -28,8 +28,9 @@ SECRET_PARAMS = frozenset({"bootid"})
 _PARAM = re.compile(r"(?<![^?&;\s\"'])([^=&;?/\s\"']+)=([^&;\s\"']*)")
 # /<segment>/<id>/<secret>, looked for at every '/' (a URL's host may come first).
 _PATH = re.compile(r"(?=/([^/\s?\"']+)/([^/\s?\"']+)/([^/\s?\"']+))")
-# Paths that carry a bootid as their third segment (ks.boot's NoCloud seed), by their decoded first segment.
-SECRET_PATHS = frozenset({"nocloud"})
+# Paths that carry a bootid as their third segment (ks.boot's NoCloud seed and Ignition config), by their
+# decoded first segment.
+SECRET_PATHS = frozenset({"nocloud", "ignition"})
 # Longest server message logged whole; a raw request line can be kilobytes of anything.
 MAX_MESSAGE = 512
 # Attributes every LogRecord has; anything else came in through ``extra`` or a filter (ks.server's access fields).

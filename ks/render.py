@@ -11,8 +11,9 @@ Lookup for a state ``X`` (first hit wins), see ``candidates``:
 Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstrap.ipxe``
 is the original's file, so both are rendered the original's way; everything else is Jinja2.
 
-The installed system's cloud-init files (``user-data``, ``vendor-data``,
-``network-config``, see ``ks.nocloud``) are Jinja2, looked up for a state ``X`` as
+What the installed system reads on its first boot — cloud-init's ``user-data``,
+``vendor-data``, ``network-config`` (see ``ks.nocloud``) and Ignition's
+``config.ign`` (``ks.ignition``) — is Jinja2, looked up for a state ``X`` as
 
     images/X/<file>   templates/<file>   shipped <file> (user-data only)
 """
@@ -100,7 +101,7 @@ class Renderer:
                 (site / "post_install.tmpl", LEGACY),
                 (shipped / "post_install.sh", JINJA),
             ]
-        if kind in images.CLOUD_FILES:
+        if kind in images.FIRST_BOOT_FILES:
             found = [(images.images_dir(self.root) / state / kind, JINJA), (site / kind, JINJA)]
             return found + [(shipped / kind, JINJA)] if kind == "user-data" else found
         if kind == "bootstrap.ipxe":
@@ -284,6 +285,7 @@ def urls(site: Site, host_id: int, bootid: str) -> dict:
         "update_url": f"{site.base_url}/update?{query}",
         # cloud-init appends the file names: the seed URL ends with '/' (see ks.nocloud).
         "nocloud_url": f"{site.base_url}/nocloud/{host_id}/{bootid}/",
+        "ignition_url": f"{site.base_url}/ignition/{host_id}/{bootid}/{images.IGNITION_FILE}",
     }
 
 
@@ -296,6 +298,13 @@ def nocloud_argument(renderer: Renderer, state: str, site: Site, host_id: int, b
     if not bootid or not states.is_image(state) or renderer.find_optional("user-data", state) is None:
         return ""
     return f"ds=nocloud-net;s={urls(site, host_id, bootid)['nocloud_url']}"
+
+
+def ignition_argument(renderer: Renderer, state: str, site: Site, host_id: int, bootid: str) -> str:
+    """``ignition.config.url=<URL>`` when image ``state`` has an Ignition template and the boot a bootid; else empty."""
+    if not bootid or not states.is_image(state) or renderer.find_optional(images.IGNITION_FILE, state) is None:
+        return ""
+    return f"ignition.config.url={urls(site, host_id, bootid)['ignition_url']}"
 
 
 def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, site: Site, poll_url: str = "") -> dict:
@@ -314,6 +323,7 @@ def context(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, si
         "poll_interval": site.poll_interval,
         "image": image.context(site.base_url) if image else None,
         "nocloud": nocloud_argument(renderer, state, site, host.id, bootid) if image else "",
+        "ignition": ignition_argument(renderer, state, site, host.id, bootid) if image else "",
         **urls(site, host.id, bootid),
     }
 

@@ -28,10 +28,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Packages whose code tests run but which are unpacked, never installed: installing
-# cloud-init would enable its services on this machine, KIWI's installer module is
-# for an installer's initrd. Each goes to $cache/<package>/ (the .deb's file tree).
+# cloud-init would enable its services on this machine, KIWI's installer module and
+# Ignition are for an initrd. Each goes to $cache/<package>/ (the .deb's file tree).
 cache=${KS_UNPACKED:-/var/cache/kiwispray-test/unpacked}
-for p in cloud-init kiwi-dracut-oem-dump; do
+for p in cloud-init kiwi-dracut-oem-dump ignition; do
     [ -f "$cache/$p/.unpacked" ] && continue
     echo "unpacking $p into $cache/$p" >&2
     [ -n "$updated" ] || { $SUDO apt-get update -qq; updated=1; }

@@ -1,6 +1,6 @@
 """Run Debian's cloud-init NoCloud datasource as an installed system's first boot would, print what it got.
 
-Not a test module: ``tests/test_nocloud_cloud_init.py`` runs it with Debian's
+Not a test module: ``tests/test_first_boot_real.py`` runs it with Debian's
 ``/usr/bin/python3`` and ``PYTHONPATH`` at the cloud-init package unpacked by
 ``scripts/install-system-deps.sh``. The kernel command line comes from
 ``DEBUG_PROC_CMDLINE`` (cloud-init's own switch); its state goes to WORKDIR.

@@ -34,6 +34,7 @@ PRIVATE = {
     "post_install.tmpl": "#!/bin/sh\necho private post_install.tmpl\n",
     "user-data": "#cloud-config\n# private user-data\n",
     "network-config": "# private network-config\n",
+    "config.ign": '{"private": "config.ign"}\n',
     "kiwispray.toml": "deploy_timeout = 60\n# private settings\n",
     ".kiwispray.json": '{"source": "/private/import/path"}\n',
     ".hidden": "private dotfile\n",

@@ -53,7 +53,7 @@ def test_bootids_are_hidden_whatever_the_spelling_of_the_name(name):
     assert logs.hide_bootids(f"GET /finish?id=1&{name}=0123abcd HTTP/1.1") == f"GET /finish?id=1&{name}=- HTTP/1.1"
 
 
-@pytest.mark.parametrize("segment", ["nocloud", "NoCloud", "%6eocloud", "%256eocloud", "no%63loud"])
+@pytest.mark.parametrize("segment", ["nocloud", "NoCloud", "%6eocloud", "%256eocloud", "no%63loud", "ignition"])
 @pytest.mark.parametrize("before", ["GET ", '"GET ', "s=http://10.0.0.1:5000", ""])
 def test_the_bootid_of_a_nocloud_seed_url_is_hidden(segment, before):
     line = f"{before}/{segment}/12/0123abcd/user-data HTTP/1.1"

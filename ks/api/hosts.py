@@ -1,8 +1,8 @@
 """Hosts: list, get, patch, delete, history."""
 
-from flask import request
+from flask import Response, request
 
-from ks import images, machines, nocloud, present, states, vault
+from ks import ignition, images, machines, nocloud, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
@@ -112,6 +112,15 @@ def host_nocloud(ref: str, file: str):
         host = machines.resolve(session, ref)
         served = nocloud.serve(services().renderer, HostRecord.of(host), host.bootid_hash, file, site())
     return text(served.text)
+
+
+@bp.get("/hosts/<ref>/ignition")
+def host_ignition(ref: str):
+    """The host's Ignition config as its current boot reads it."""
+    with services().db.read() as session:
+        host = machines.resolve(session, ref)
+        rendered = ignition.config(services().renderer, HostRecord.of(host), site())
+    return Response(rendered.text, mimetype="application/json")
 
 
 def entry_ref(entry) -> str:

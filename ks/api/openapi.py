@@ -199,6 +199,13 @@ PATHS = {
             },
         },
     },
+    "/hosts/{ref}/ignition": {
+        "parameters": [REF],
+        "get": {
+            "summary": "The host's Ignition config, as its current boot reads it",
+            "responses": {"200": _json({"type": "object"}, "The config"), **_errors(401, 404, 409)},
+        },
+    },
     "/hosts/{ref}/power": {
         "parameters": [REF],
         "post": {
