@@ -7,9 +7,9 @@ Checks run in a fixed order: the id (400/404), the bootid (401), the state (409)
 import logging
 from urllib.parse import urlencode
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
-from ks import booting, events, files, images, machines, present, render, states
+from ks import booting, events, files, ignition, images, machines, nocloud, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
@@ -110,6 +110,48 @@ def post_install():
         extra={"event": "post-install", "host_id": host.id, "state": state, "template": script.template},
     )
     return text(script.text)
+
+
+@bp.get("/nocloud/<host_id>/<bootid>/<name>")
+def nocloud_file(host_id: str, bootid: str, name: str):
+    """A file of the machine's cloud-init NoCloud seed, for its current boot only (see ks.nocloud)."""
+    ks = runtime()
+    number = parse_id(host_id)
+    with ks.db.read() as session:
+        host = machines.get_host(session, number)
+        booting.check_bootid(host, bootid)
+        record = HostRecord.of(host)
+        served = nocloud.serve(ks.renderer, record, host.bootid_hash, name, origin())
+    if name == "user-data":  # once per boot, unless cloud-init is run again by hand
+        chain = record.state
+        ks.db.write(lambda session: events.record(session, record.id, EventKind.NOCLOUD, "nocloud", chain, chain,
+                                                    f"user-data from {served.template}"))
+    log.info(
+        "nocloud host=%d state=%s file=%s template=%s", record.id, record.current, name, served.template or "-",
+        extra={"event": "nocloud", "host_id": record.id, "state": record.current, "file": name,
+               "template": served.template},
+    )
+    return text(served.text)
+
+
+@bp.get(f"/ignition/<host_id>/<bootid>/{images.IGNITION_FILE}")
+def ignition_config(host_id: str, bootid: str):
+    """The machine's Ignition config, for its current boot only (see ks.ignition)."""
+    ks = runtime()
+    number = parse_id(host_id)
+    with ks.db.read() as session:
+        host = machines.get_host(session, number)
+        booting.check_bootid(host, bootid)
+        record = HostRecord.of(host)
+        rendered = ignition.config(ks.renderer, record, origin())
+    chain = record.state
+    ks.db.write(lambda session: events.record(session, record.id, EventKind.IGNITION, "ignition", chain, chain,
+                                                f"config from {rendered.template}"))
+    log.info(
+        "ignition host=%d state=%s template=%s", record.id, record.current, rendered.template,
+        extra={"event": "ignition", "host_id": record.id, "state": record.current, "template": rendered.template},
+    )
+    return Response(rendered.text, mimetype="application/json")
 
 
 @bp.get("/finish")

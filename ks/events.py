@@ -23,6 +23,8 @@ class EventKind(StrEnum):
     RETRY = "retry"
     TIMEOUT = "timeout"
     POWER = "power"
+    NOCLOUD = "nocloud"
+    IGNITION = "ignition"
 
 
 _COLUMNS = ("host_id", "at", "kind", "source", "from_state", "to_state", "detail")

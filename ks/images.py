@@ -36,8 +36,14 @@ REPLACED_ARGS = ("rd.kiwi.install.image=",)
 IMAGE_URL = "@IMAGE_URL@"
 # Per-image settings, e.g. ``deploy_timeout = 5400``.
 SETTINGS_FILE = "kiwispray.toml"
+# The installed system's cloud-init files that an image directory may hold as templates (see ks.nocloud).
+CLOUD_FILES = ("user-data", "vendor-data", "network-config")
+# The installed system's Ignition config template (see ks.ignition).
+IGNITION_FILE = "config.ign"
+# Templates of what the installed system reads on its first boot.
+FIRST_BOOT_FILES = (*CLOUD_FILES, IGNITION_FILE)
 # An operator's templates in an image directory (see ks.render).
-TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl")
+TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl", *FIRST_BOOT_FILES)
 # Never served: templates show how a site installs its machines (and may hold
 # credentials), settings and dotfiles (.kiwispray.json: where an image came from) are
 # for this server. Everything else in an image directory is the image.

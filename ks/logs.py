@@ -8,7 +8,8 @@ carries as attributes: what a log call passes in ``extra`` (boot decisions:
 request's fields (``ks.server`` sets them). Bootids never reach a log: the
 access log shows them as ``bootid=-``, in both formats, however the client
 spelled the parameter's name (``boot%69d=`` is ``bootid=`` to the application
-too); the server's own messages, which may quote a raw request line, are
+too), and the bootid segment of a NoCloud seed or Ignition URL as ``/nocloud/<id>/-/``;
+the server's own messages, which may quote a raw request line, are
 redacted the same way and cut short.
 """
 
@@ -25,6 +26,11 @@ TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
 SECRET_PARAMS = frozenset({"bootid"})
 # name=value in a query string, a request line or a message quoting one.
 _PARAM = re.compile(r"(?<![^?&;\s\"'])([^=&;?/\s\"']+)=([^&;\s\"']*)")
+# /<segment>/<id>/<secret>, looked for at every '/' (a URL's host may come first).
+_PATH = re.compile(r"(?=/([^/\s?\"']+)/([^/\s?\"']+)/([^/\s?\"']+))")
+# Paths that carry a bootid as their third segment (ks.boot's NoCloud seed and Ignition config), by their
+# decoded first segment.
+SECRET_PATHS = frozenset({"nocloud", "ignition"})
 # Longest server message logged whole; a raw request line can be kilobytes of anything.
 MAX_MESSAGE = 512
 # Attributes every LogRecord has; anything else came in through ``extra`` or a filter (ks.server's access fields).
@@ -32,15 +38,22 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskN
 
 
 def hide_bootids(text: str) -> str:
-    """The text with the value of every secret parameter (``bootid=``, however encoded) replaced by ``-``."""
-    return _PARAM.sub(_hide, text)
+    """The text with every bootid (``bootid=``, ``/nocloud/<id>/<bootid>``, however encoded) replaced by ``-``."""
+    text = _PARAM.sub(_hide, text)
+    secrets = [match.span(3) for match in _PATH.finditer(text) if _decoded(match.group(1)) in SECRET_PATHS]
+    for start, end in reversed(secrets):
+        text = text[:start] + "-" + text[end:]
+    return text
+
+
+def _decoded(name: str) -> str:
+    for _ in range(3):  # a name encoded twice is not the parameter, but costs nothing to hide
+        name = unquote_plus(name)
+    return name.strip().lower()
 
 
 def _hide(match: re.Match) -> str:
-    name = match.group(1)
-    for _ in range(3):  # a name encoded twice is not the parameter, but costs nothing to hide
-        name = unquote_plus(name)
-    return f"{match.group(1)}=-" if name.strip().lower() in SECRET_PARAMS else match.group(0)
+    return f"{match.group(1)}=-" if _decoded(match.group(1)) in SECRET_PARAMS else match.group(0)
 
 
 class RedactFilter(logging.Filter):

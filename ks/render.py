@@ -10,6 +10,12 @@ Lookup for a state ``X`` (first hit wins), see ``candidates``:
 
 Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstrap.ipxe``
 is the original's file, so both are rendered the original's way; everything else is Jinja2.
+
+What the installed system reads on its first boot — cloud-init's ``user-data``,
+``vendor-data``, ``network-config`` (see ``ks.nocloud``) and Ignition's
+``config.ign`` (``ks.ignition``) — is Jinja2, looked up for a state ``X`` as
+
+    images/X/<file>   templates/<file>   shipped <file> (user-data only)
 """
 
 import logging
@@ -68,8 +74,9 @@ class Renderer:
         self.site_dir = self.root / "templates"
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
-        self.env.filters.update(shell=values.shell_quote, ipxe=values.ipxe_text)
+        self.env.filters.update(shell=values.shell_quote, ipxe=values.ipxe_text, yaml=values.yaml_text)
         self._cache: dict[Path, tuple[float, tuple, jinja2.Template | bytes]] = {}
+        self._blank: dict[Path, bool] = {}  # Jinja2 templates holding only whitespace
         self._found: dict[tuple[str, str | None], tuple[float, tuple[Path, str, str]]] = {}
 
     # -- lookup -----------------------------------------------------------------
@@ -103,6 +110,9 @@ class Renderer:
                 (site / "post_install.tmpl", LEGACY),
                 (shipped / "post_install.sh", JINJA),
             ]
+        if kind in images.FIRST_BOOT_FILES and state is not None:
+            found = [(images.images_dir(self.root) / state / kind, JINJA), (site / kind, JINJA)]
+            return found + [(shipped / kind, JINJA)] if kind == "user-data" else found
         if kind == "bootstrap.ipxe":
             return [(site / "bootstrap.ipxe", LEGACY), (shipped / "bootstrap.ipxe", JINJA)]
         return [(site / f"{kind}.ipxe", JINJA), (shipped / f"{kind}.ipxe", JINJA)]
@@ -122,6 +132,22 @@ class Renderer:
                 self._found[(kind, state)] = (now + self.check_interval, result)
                 return result
         raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
+
+    def find_optional(self, kind: str, state: str | None = None) -> Path | None:
+        """The template for ``kind``, None if there is none or it holds nothing but whitespace.
+
+        A template that cannot be read or compiled counts as present: rendering
+        it fails where it is used, with its name, not here (a machine's boot).
+        """
+        try:
+            path, engine, _ = self.find(kind, state)
+        except TemplateError:
+            return None
+        try:
+            self._load(path, engine)
+        except (OSError, UnicodeDecodeError, jinja2.TemplateError):
+            pass
+        return None if self._blank.get(path) else path
 
     def display(self, path: Path) -> str:
         """A short name for logs: relative to the site root, or 'shipped:NAME'."""
@@ -155,7 +181,9 @@ class Renderer:
         elif engine == LEGACY:
             template = path.read_bytes()
         else:
-            template = self.env.from_string(path.read_text(encoding="utf-8"))
+            source = path.read_text(encoding="utf-8")
+            self._blank[path] = not source.strip()
+            template = self.env.from_string(source)
         self._cache[path] = (now + self.check_interval, key, template)
         return template
 
@@ -266,7 +294,28 @@ def urls(origin: Origin, host_id: int, bootid: str) -> dict:
         "post_install_url": f"{origin.base_url}/post-install?{query}",
         "finish_url": f"{origin.base_url}/finish?{query}",
         "update_url": f"{origin.base_url}/update?{query}",
+        # cloud-init appends the file names: the seed URL ends with '/' (see ks.nocloud).
+        "nocloud_url": f"{origin.base_url}/nocloud/{host_id}/{bootid}/",
+        "ignition_url": f"{origin.base_url}/ignition/{host_id}/{bootid}/{images.IGNITION_FILE}",
     }
+
+
+def nocloud_argument(renderer: Renderer, state: str, origin: Origin, host_id: int, bootid: str) -> str:
+    """``ds=nocloud-net;s=<seed URL>`` when image ``state`` has user-data and the boot a bootid; else empty.
+
+    The argument holds no space, ``?``, ``&``, ``*`` or ``[``: iPXE keeps it one word
+    of the kernel line, and KIWI's installer hands it on to the installed system unchanged.
+    """
+    if not bootid or not states.is_image(state) or renderer.find_optional("user-data", state) is None:
+        return ""
+    return f"ds=nocloud-net;s={urls(origin, host_id, bootid)['nocloud_url']}"
+
+
+def ignition_argument(renderer: Renderer, state: str, origin: Origin, host_id: int, bootid: str) -> str:
+    """``ignition.config.url=<URL>`` when image ``state`` has an Ignition template and the boot a bootid; else empty."""
+    if not bootid or not states.is_image(state) or renderer.find_optional(images.IGNITION_FILE, state) is None:
+        return ""
+    return f"ignition.config.url={urls(origin, host_id, bootid)['ignition_url']}"
 
 
 def context(
@@ -286,6 +335,8 @@ def context(
         "poll_url": poll_url,
         "poll_interval": origin.poll_interval,
         "image": image.context(origin.base_url) if image else None,
+        "nocloud": nocloud_argument(renderer, state, origin, host.id, bootid) if image else "",
+        "ignition": ignition_argument(renderer, state, origin, host.id, bootid) if image else "",
         **urls(origin, host.id, bootid),
     }
 

@@ -11,6 +11,9 @@ either: ASCII letters, digits, space and ``_ . : / @ + = , -``. No ``$`` (iPXE's
 look-alikes). ``@`` is kept for e-mail-like values; legacy templates substitute
 in one pass, so a value ``@bootid@`` stays text.
 
+cloud-init's YAML (``ks.nocloud``) needs no such alphabet: the ``yaml`` filter
+(``yaml_text``) quotes and escapes any value into one YAML scalar.
+
 Metadata is a JSON object of such strings, numbers, booleans, null and nested
 objects, bounded in depth and size. Lists are refused: the original's legacy
 rendering prints them as Python's ``['a']``, a glob in a shell script.
@@ -182,6 +185,53 @@ def ipxe_text(value) -> str:
     expansion, no ``||``/``&&``/``;``, no line break can result.
     """
     return safe_text(str(value))
+
+
+def yaml_text(value) -> str:
+    """The Jinja2 ``yaml`` filter: ``value`` as one YAML flow node that stands for exactly ``value``.
+
+    Strings become double-quoted scalars with every character outside printable
+    ASCII escaped (``\\n``, ``\\x85``, ``\\u2028``, ``\\U0001f600``), so no value can
+    end a line, open a key, a list item, a comment or an anchor: it stays one
+    scalar of the document, as YAML 1.1 (PyYAML, cloud-init) and 1.2 read it.
+    Objects and lists become flow collections of such nodes; ``None`` is
+    ``null``; numbers are written so that YAML 1.1 reads them back as numbers.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+        text = repr(value)
+        # YAML 1.1 reads a float only with a dot and a signed exponent: 1e+20 -> 1.0e+20.
+        mantissa, e, exponent = text.partition("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        if e and exponent[0] not in "+-":
+            exponent = "+" + exponent
+        return mantissa + (("e" + exponent) if e else "")
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{yaml_text(str(k))}: {yaml_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_text(v) for v in value) + "]"
+    return '"' + "".join(_yaml_char(c) for c in str(value)) + '"'
+
+
+def _yaml_char(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    code = ord(char)
+    if 0x20 <= code < 0x7F:
+        return char
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
 
 
 def printable(value) -> str:

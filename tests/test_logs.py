@@ -64,6 +64,17 @@ def test_bootids_are_hidden_whatever_the_spelling_of_the_name(name):
     assert logs.hide_bootids(f"GET /finish?id=1&{name}=0123abcd HTTP/1.1") == f"GET /finish?id=1&{name}=- HTTP/1.1"
 
 
+@pytest.mark.parametrize("segment", ["nocloud", "NoCloud", "%6eocloud", "%256eocloud", "no%63loud", "ignition"])
+@pytest.mark.parametrize("before", ["GET ", '"GET ', "s=http://10.0.0.1:5000", ""])
+def test_the_bootid_of_a_nocloud_seed_url_is_hidden(segment, before):
+    line = f"{before}/{segment}/12/0123abcd/user-data HTTP/1.1"
+    assert logs.hide_bootids(line) == f"{before}/{segment}/12/-/user-data HTTP/1.1"
+    assert logs.hide_bootids(f"{before}/{segment}/12/0123abcd") == f"{before}/{segment}/12/-"
+    # Other paths keep their segments.
+    kernel = "GET /images/image1/pxeboot.kernel HTTP/1.1"
+    assert logs.hide_bootids(kernel) == kernel
+
+
 def test_gunicorn_messages_are_redacted_and_cut():
     record = logging.makeLogRecord({"msg": "Invalid request from ip=%s: 'GET /finish?bootid=s3cret%s'",
                                     "args": ("127.0.0.1", "x" * 5000)})

@@ -1,8 +1,8 @@
 """Hosts: list, get, patch, delete, history."""
 
-from flask import request
+from flask import Response, request
 
-from ks import images, machines, present, states, vault
+from ks import ignition, images, machines, nocloud, present, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
@@ -10,7 +10,7 @@ from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.values import is_decimal
-from ks.web import runtime, step_aside
+from ks.web import origin, runtime, step_aside, text
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
 MAX_LIMIT = 10_000
@@ -112,6 +112,24 @@ def host_history(ref: str):
     with runtime().db.read() as session:
         host = machines.resolve(session, ref)
         return answer({"host": host.id, "events": [present.event_dict(e) for e in machines.history(session, host.id)]})
+
+
+@bp.get("/hosts/<ref>/nocloud/<file>")
+def host_nocloud(ref: str, file: str):
+    """A file of the host's cloud-init NoCloud seed as its current boot reads it (text, not JSON)."""
+    with runtime().db.read() as session:
+        host = machines.resolve(session, ref)
+        served = nocloud.serve(runtime().renderer, HostRecord.of(host), host.bootid_hash, file, origin())
+    return text(served.text)
+
+
+@bp.get("/hosts/<ref>/ignition")
+def host_ignition(ref: str):
+    """The host's Ignition config as its current boot reads it."""
+    with runtime().db.read() as session:
+        host = machines.resolve(session, ref)
+        rendered = ignition.config(runtime().renderer, HostRecord.of(host), origin())
+    return Response(rendered.text, mimetype="application/json")
 
 
 def entry_ref(entry) -> str:

@@ -1,6 +1,6 @@
 """The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
 
-from ks import __version__, record
+from ks import __version__, nocloud, record
 from ks.api import answer, bp
 from ks.deploys import MAX_DEPLOY_HOSTS
 
@@ -24,6 +24,8 @@ REF = {"name": "ref", "in": "path", "required": True, "description": "Host id, o
        "schema": {"type": "string", "minLength": 1}}
 CONFIG = {"name": "name", "in": "path", "required": True, "description": "Image or builtin state",
           "schema": {"type": "string", "minLength": 1}}
+NOCLOUD_FILE = {"name": "file", "in": "path", "required": True, "description": "A file of the cloud-init NoCloud seed",
+                "schema": {"type": "string", "enum": list(nocloud.FILES)}}
 NULLABLE_STRING = {"type": "string", "nullable": True}
 
 SCHEMAS = {
@@ -225,6 +227,24 @@ PATHS = {
         "get": {
             "summary": "A host's history",
             "responses": {"200": _json(_ref("History"), "Events"), **_errors(401, 404, 409)},
+        },
+    },
+    "/hosts/{ref}/nocloud/{file}": {
+        "parameters": [REF, NOCLOUD_FILE],
+        "get": {
+            "summary": "A file of the host's cloud-init NoCloud seed, as its current boot reads it",
+            "responses": {
+                "200": {"description": "The file (YAML; empty for an absent vendor-data or network-config)",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}},
+                **_errors(401, 404, 409),
+            },
+        },
+    },
+    "/hosts/{ref}/ignition": {
+        "parameters": [REF],
+        "get": {
+            "summary": "The host's Ignition config, as its current boot reads it",
+            "responses": {"200": _json({"type": "object"}, "The config"), **_errors(401, 404, 409)},
         },
     },
     "/hosts/{ref}/power": {

@@ -66,8 +66,8 @@ def make_site(root: Path, cache: Path) -> None:
 
 
 def shows_bootid(console: str) -> bool:
-    """Whether a boot secret is on a console, e.g. from a kernel printing its command line with razorurl=."""
-    return re.search(r"bootid=[0-9a-f]{8}", console) is not None
+    """Whether a boot secret is on a console, e.g. from a kernel printing its command line with razorurl= or ds=."""
+    return re.search(r"bootid=[0-9a-f]{8}|/nocloud/[0-9]+/[0-9a-f]{8}", console) is not None
 
 
 def tail(path: Path, size: int = 3000) -> str:

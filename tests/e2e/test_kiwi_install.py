@@ -87,6 +87,7 @@ def test_real_kiwi_image_installs_once_then_boots_its_disk(start_lab, kiwi_build
     options = kernel_options(rendered)
     assert f"rd.kiwi.install.image={lab.base_url}/images/{IMAGE}/{PRODUCT}.xz" in options
     assert "rd.kiwi.install.pass.bootparam" in options
+    assert f"ds=nocloud-net;s={lab.base_url}/nocloud/1/BOOTID/" in options  # the shipped user-data: cloud-init's seed
 
     # KIWI's installer: download, dump, verify, kexec into the installed system,
     # whose first boot calls back.
