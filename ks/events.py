@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     RETRY = "retry"
     TIMEOUT = "timeout"
     POWER = "power"
+    LABEL = "label"
 
 
 _COLUMNS = ("host_id", "at", "kind", "source", "from_state", "to_state", "detail")
