@@ -45,9 +45,13 @@ def deploy(db: Database, root: str, config: str, refs: list[str] | None, source:
     change = HostChange.parse(set(), state=config, force=True)  # a configuration is known: it was listed
 
     def work(session):
-        hosts = select_hosts(session, selector, lock=True) if selector is not None else machines.resolve_many(session, refs)
-        for host in hosts:
-            change.apply(session, host, source)
+        if selector is not None:
+            hosts = select_hosts(session, selector, lock=True)
+        else:
+            hosts = machines.resolve_many(session, refs)
+        with session.no_autoflush:  # the rows in one flush at the end, as in change_selected
+            for host in hosts:
+                change.apply(session, host, source)
         return [h.id for h in hosts]
 
     return _refused_as_change_failed(db, work) if selector is not None else db.write(work)
@@ -67,8 +71,11 @@ def change_selected(db: Database, selector: Selector, change: HostChange, source
     def work(session: Session) -> list[HostRecord]:
         hosts = select_hosts(session, selector, lock=not dry_run)
         if not dry_run:
-            for host in hosts:
-                change.apply(session, host, source, vault)
+            # The hosts' rows are written in one flush at the end (the history lines as they come):
+            # no flush per host before each history line. A refusal anywhere still undoes everything.
+            with session.no_autoflush:
+                for host in hosts:
+                    change.apply(session, host, source, vault)
             session.flush()
         return [HostRecord.of(host) for host in hosts]
 

@@ -5,6 +5,8 @@ of work per request or command, see ``ks.db.Database.write``). Every change is
 recorded in the host's history. The boot path is ``ks.booting``.
 """
 
+from typing import Any
+
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -181,6 +183,10 @@ def delete_host(session: Session, host: Host) -> None:
     session.delete(host)
 
 
+# The record's columns, in its order (``HostRecord.from_row``).
+_LISTED: list[Any] = [column for _, column in COLUMNS]
+
+
 def list_hosts(session: Session, host_id: int | None = None, state: str | None = None,
                selector: Selector | None = None) -> list[HostRecord]:
     """Hosts ordered by id, optionally one id, those whose current state is ``state``, those ``selector`` matches.
@@ -195,7 +201,7 @@ def list_hosts(session: Session, host_id: int | None = None, state: str | None =
         conditions.append(or_(Host.state == state, Host.state.startswith(state + ",", autoescape=True)))
     if selector is not None:
         conditions.append(select_sql.where(selector, session.get_bind().dialect.name))
-    rows = session.execute(select(*(column for _, column in COLUMNS)).where(*conditions).order_by(Host.id)).all()
+    rows = session.execute(select(*_LISTED).where(*conditions).order_by(Host.id)).all()
     macs: dict[int, list[str]] = {}
     if rows:
         stmt = select(HostMac.host_id, HostMac.mac).order_by(HostMac.host_id, HostMac.position)

@@ -5,7 +5,7 @@ Each selector is timed three ways, best of --repeat runs, in one process:
 ``ids`` (parse, compile to SQL, the matching ids: what a bulk change looks up),
 ``list`` (parse, query, every matching host as a record: ``edit-host -l --select``,
 ``GET /hosts?selector=``) and, for the bulk figures, one ``--dry-run`` and one
-real change of --change hosts through ``ks.fleet.change_selected`` (what
+real change of --change hosts (1,000 and 10,000) through ``ks.fleet.change_selected`` (what
 ``edit-host --select … -s image1`` does). Usage:
 
     python scripts/bench_select.py --hosts 100000 --repeat 3
@@ -78,7 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=100_000, help="hosts in the database")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best is printed")
-    parser.add_argument("--change", type=int, default=1000, help="hosts the timed bulk change touches")
+    parser.add_argument("--change", type=int, action="append",
+                        help="hosts a timed bulk change touches (repeatable; default 1000 and 10000)")
     args = parser.parse_args()
 
     from ks import fleet, machines, select_sql, selectors
@@ -106,19 +107,23 @@ def main() -> None:
             list_time, _ = best(args.repeat, listing)
             print(f"{text:<32} {len(found):>8} {ids_time * 1000:>8.1f} {list_time * 1000:>8.1f}")
 
-        # A bulk change: hosts 1..N of the fleet by a label given to them first (not timed).
+        # Bulk changes: hosts 1..N of the fleet by a label given to them first (not timed).
         from sqlalchemy import text as sql
-        with db.engine.begin() as conn:
-            conn.execute(sql("UPDATE hosts SET labels = json_set(labels, '$.batch', 'b') WHERE id <= :n"),
-                         {"n": args.change})
-        selector = selectors.parse("batch=b")
-        change = HostChange.parse(set(), state="wipe,image1", labels={"batch": "done"}, force=True)
-        dry, hosts = best(args.repeat, lambda: fleet.change_selected(db, selector, change, "bench", dry_run=True))
-        print(f"dry run of a change of {len(hosts)} hosts: {dry * 1000:.0f} ms")
-        started = time.perf_counter()
-        hosts = fleet.change_selected(db, selector, change, "bench")
-        print(f"change of {len(hosts)} hosts (state, label, two history lines each, one transaction): "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms")
+        for count in args.change or [1000, 10_000]:
+            with db.engine.begin() as conn:
+                conn.execute(sql("UPDATE hosts SET labels = json_set(labels, '$.batch', :b) WHERE id <= :n"),
+                             {"n": count, "b": f"b{count}"})
+            selector = selectors.parse(f"batch=b{count}")
+            change = HostChange.parse(set(), state="wipe,image1", labels={"batch": "done"}, force=True)
+            def dry_run(selector=selector, change=change):
+                return fleet.change_selected(db, selector, change, "bench", dry_run=True)
+
+            dry, hosts = best(args.repeat, dry_run)
+            print(f"dry run of a change of {len(hosts)} hosts: {dry * 1000:.0f} ms")
+            started = time.perf_counter()
+            hosts = fleet.change_selected(db, selector, change, "bench")
+            print(f"change of {len(hosts)} hosts (state, label, two history lines each, one transaction): "
+                  f"{(time.perf_counter() - started) * 1000:.0f} ms")
         db.dispose()
 
 

@@ -76,7 +76,8 @@ def test_labels_with_edit_host(cli_runner, root, hosts, db):
     r = eh(cli_runner, root, "-i", "1", "--unlabel", "role", "--json")
     assert json.loads(r.output)["labels"] == {"rack": "4", "site/room": "b 2"}
     with db.engine.begin() as conn:
-        conn.execute(text("UPDATE hosts SET facts = '{\"product\": \"PowerEdge R640\", \"platform\": \"efi\"}' WHERE id = 1"))
+        facts = json.dumps({"product": "PowerEdge R640", "platform": "efi"})
+        conn.execute(text("UPDATE hosts SET facts = :facts WHERE id = 1"), {"facts": facts})
     # -l stays the original's table; -ll adds labels and facts.
     assert eh(cli_runner, root, "-l").output.splitlines()[1] == "   1 not-set              new        SER1"
     r = eh(cli_runner, root, "-ll")
@@ -91,7 +92,8 @@ def test_labels_with_edit_host(cli_runner, root, hosts, db):
         ("label", "labels rack=4 role=db site/room=b 2"), ("label", "labels -role")]
     # The same labels again change nothing and write no history line.
     eh(cli_runner, root, "-i", "1", "--label", "rack=4")
-    assert len(json.loads(eh(cli_runner, root, "-i", "1", "--history", "--json").output)) == len(json.loads(history.output))
+    again = eh(cli_runner, root, "-i", "1", "--history", "--json")
+    assert len(json.loads(again.output)) == len(json.loads(history.output))
 
 
 @pytest.mark.parametrize("args, message", [
@@ -148,7 +150,8 @@ def test_listings_filtered_by_selector(cli_runner, root, db, api, env):
     assert [line.split()[0] for line in r.output.splitlines()[1:]] == ["4", "14"]
     r = eh(cli_runner, root, "--select", "mac=52-54-00-00-00-1?,product=QEMU", "--json", env=env)
     assert [h["id"] for h in json.loads(r.output)] == [16, 18, 20, 22, 24, 26, 28, 30]  # MACs ..:00:10 to ..:00:1f
-    r = cli_runner.invoke(cli, ["--root", str(root), "host", "list", "--no-power", "--select", "rack=4", "--json"], env=env)
+    r = cli_runner.invoke(cli, ["--root", str(root), "host", "list", "--no-power", "--select", "rack=4", "--json"],
+                          env=env)
     assert [h["id"] for h in json.loads(r.output)] == [4, 14, 24]
     r = api.get("/hosts", query_string={"selector": "rack=4,role!=db", "limit": 1, "offset": 1})
     assert r.status_code == 200 and r.json["total"] == 2 and [h["id"] for h in r.json["hosts"]] == [14]
@@ -177,7 +180,8 @@ def test_one_select_change_of_1000_hosts(cli_runner, root, db, env):
     selected = [i for i in range(1, 1701) if i % 10 != 0 and i % 3 != 0][:1000]
     assert len(selected) == 1000
     with db.engine.begin() as conn:  # a fact on exactly 1,000 of those without role=db
-        conn.execute(text("UPDATE hosts SET facts = '{\"batch\": \"one\"}' WHERE id IN (%s)" % ",".join(map(str, selected))))
+        ids = ",".join(map(str, selected))
+        conn.execute(text(f"UPDATE hosts SET facts = '{{\"batch\": \"one\"}}' WHERE id IN ({ids})"))
     r = eh(cli_runner, root, "--select", "batch=one,role!=db", "-s", "wipe,image1", "--label", "done=yes",
            "--unlabel", "rack", "--json", env=env)
     assert r.exit_code == 0, r.output
@@ -240,7 +244,8 @@ def test_dry_run_touches_nothing(cli_runner, root, db, api, client, env):
     assert [h["state"] for h in r.json["hosts"]] == ["new"] * 5
     openapi = client.get("/api/v1/openapi.json").json
     assert schema_errors(openapi, "PATCH", "/hosts", 200, r.json) == []
-    r = cli_runner.invoke(cli, ["--root", str(root), "host", "set", "--select", "rack=4", "image1", "--dry-run"], env=env)
+    r = cli_runner.invoke(cli, ["--root", str(root), "host", "set", "--select", "rack=4", "image1", "--dry-run"],
+                          env=env)
     assert r.exit_code == 0 and "nothing changed" in r.stderr
     assert snapshot(db) == before
 

@@ -75,7 +75,8 @@ def test_a_selector_must_be_text():
 
 HOSTS = [
     dict(id=1, hostname="node01", state="wipe,image1", macs=("52:54:00:00:00:01", "52:54:00:aa:00:01"), serial="SER1",
-         uuid=None, labels={"rack": "4", "role": "db"}, facts={"product": "PowerEdge R640", "manufacturer": "Dell Inc."}),
+         uuid=None, labels={"rack": "4", "role": "db"},
+         facts={"product": "PowerEdge R640", "manufacturer": "Dell Inc."}),
     dict(id=2, hostname="node02", state="new", macs=("52:54:00:00:00:02",), serial="SER2", uuid=None,
          labels={"rack": "4"}, facts={"product": "PowerEdge R650"}),
     dict(id=3, hostname="web03", state="image1", macs=("52:54:01:00:00:03",), serial=None, uuid=None,

@@ -155,7 +155,8 @@ def _selected(site, selector, changes, state, meta, label_updates, retry, force,
     db = site.migrated_db()
     if not changes:
         if dry_run:
-            raise click.UsageError("--dry-run shows what a change would touch: give -s, -m, --label, --unlabel or --retry")
+            raise click.UsageError("--dry-run shows what a change would touch: "
+                                   "give -s, -m, --label, --unlabel or --retry")
         with db.read() as session:
             _print_hosts(machines.list_hosts(session, selector=selector), verbosity or 1, as_json, site.settings)
         return

@@ -162,7 +162,8 @@ def _print_hosts(hosts: list[dict], as_json: bool, power: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(hosts, indent=2))
         return
-    rows = [[h["id"], h["hostname"], ",".join(h["chain"]), " ".join(h["macs"]), (h.get("bmc") or {}).get("address") or ""]
+    rows = [[h["id"], h["hostname"], ",".join(h["chain"]), " ".join(h["macs"]),
+             (h.get("bmc") or {}).get("address") or ""]
             + ([h.get("power") or ""] if power else [])
             + [",".join(f"{k}={v}" for k, v in sorted((h.get("labels") or {}).items()))] for h in hosts]
     click.echo(table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC"] + (["POWER"] if power else []) + ["LABELS"]))
