@@ -64,11 +64,6 @@ class HostChange:
         return cls(chain, hostname, metadata, macs, None if bmc is UNCHANGED else parse_bmc(bmc), retry, delete,
                    labels)
 
-    @property
-    def empty(self) -> bool:
-        """Whether the change changes nothing."""
-        return self == HostChange()
-
     def check_many(self, names: dict[str, str] | None = None) -> None:
         """BadRequest unless the change makes sense for many hosts at once (a selector's).
 

@@ -68,7 +68,7 @@ def _json_object(ctx, param, value):
 @root_option
 def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, hostname, labels, unlabels, set_macs,
               delete, retry, bmc, bmc_user, bmc_password, power_action, reboot, force, history, as_json, root):
-    """List known machines and change their state, hostname or metadata.
+    """List known machines and change their state, hostname, metadata or labels, one host or many (--select).
 
     \b
     Examples:

@@ -276,9 +276,9 @@ def config_deploy(ctx, configuration, hosts, selector, reboot):
         selectors.parse(selector)  # a malformed selector is a usage error here, before the server is asked
     failures = backend(ctx).deploy(configuration, list(hosts), reboot, selector)
     if selector is not None:
-        click.echo(f"{configuration} deployed to the hosts matching {selector}", err=True)
-    rows = [[h, configuration] for h in hosts]
-    click.echo(table(rows, ["HOST", "CONFIGURATION"]))
+        click.echo(f"{configuration} deployed to every host matching {selector}")
+    else:
+        click.echo(table([[h, configuration] for h in hosts], ["HOST", "CONFIGURATION"]))
     if failures:
         raise KSError("deployed, but the reboot failed: " + "; ".join(failures))
 
