@@ -18,7 +18,7 @@ from ks.vault import Vault
 MAX_DEPLOY_HOSTS = 1000
 # Hosts one selector change may touch. The same reasoning with a larger bound: the
 # hosts are found by one query rather than named one by one, and a change of 5,000
-# hosts held the writer lock for 2.5 to 5.6 s on a busy 2-core machine (docs/performance.md,
+# hosts held the writer lock for 1.1 to 5.6 s on a busy 2-core machine (docs/performance.md,
 # Selectors): boots wait that out, well inside SQLite's 30 s busy timeout, with room for
 # a slower machine. Beyond, change the fleet in steps (by rack, by id=1*, ...).
 MAX_SELECTED_HOSTS = 5000

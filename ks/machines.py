@@ -187,13 +187,7 @@ def delete_host(session: Session, host: Host) -> None:
 _LISTED: list[Any] = [column for _, column in COLUMNS]
 
 
-def list_hosts(session: Session, host_id: int | None = None, state: str | None = None,
-               selector: Selector | None = None) -> list[HostRecord]:
-    """Hosts ordered by id, optionally one id, those whose current state is ``state``, those ``selector`` matches.
-
-    Read as rows rather than ORM objects (two queries: the hosts, their MACs), so
-    that listing tens of thousands of hosts takes a fraction of a second.
-    """
+def _conditions(session: Session, host_id: int | None, state: str | None, selector: Selector | None) -> list:
     conditions = []
     if host_id is not None:
         conditions.append(Host.id == host_id)
@@ -201,12 +195,35 @@ def list_hosts(session: Session, host_id: int | None = None, state: str | None =
         conditions.append(or_(Host.state == state, Host.state.startswith(state + ",", autoescape=True)))
     if selector is not None:
         conditions.append(select_sql.where(selector, session.get_bind().dialect.name))
-    rows = session.execute(select(*_LISTED).where(*conditions).order_by(Host.id)).all()
+    return conditions
+
+
+def count_hosts(session: Session, state: str | None = None, selector: Selector | None = None) -> int:
+    """How many hosts ``list_hosts`` would list without ``limit``."""
+    condition = _conditions(session, None, state, selector)
+    return session.scalar(select(func.count()).select_from(Host).where(*condition)) or 0
+
+
+def list_hosts(session: Session, host_id: int | None = None, state: str | None = None,
+               selector: Selector | None = None, limit: int | None = None, offset: int = 0) -> list[HostRecord]:
+    """Hosts ordered by id, optionally one id, those whose current state is ``state``, those ``selector`` matches.
+
+    ``limit``/``offset``: one page of them. Read as rows rather than ORM objects
+    (two queries: the hosts, their MACs), so that listing tens of thousands of
+    hosts takes a fraction of a second.
+    """
+    conditions = _conditions(session, host_id, state, selector)
+    ids = select(Host.id).where(*conditions).order_by(Host.id)
+    paged = limit is not None or offset
+    if paged:
+        ids = ids.limit(limit).offset(offset)
+    rows = session.execute(select(*_LISTED).where(Host.id.in_(ids)).order_by(Host.id) if paged
+                           else select(*_LISTED).where(*conditions).order_by(Host.id)).all()
     macs: dict[int, list[str]] = {}
     if rows:
         stmt = select(HostMac.host_id, HostMac.mac).order_by(HostMac.host_id, HostMac.position)
-        if conditions:
-            stmt = stmt.where(HostMac.host_id.in_(select(Host.id).where(*conditions)))
+        if conditions or paged:
+            stmt = stmt.where(HostMac.host_id.in_(ids))
         for owner, mac in session.execute(stmt):
             macs.setdefault(owner, []).append(mac)
     return [HostRecord.from_row(row, tuple(macs.get(row.id, ()))) for row in rows]

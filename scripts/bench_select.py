@@ -3,9 +3,10 @@
 
 Each selector is timed three ways, best of --repeat runs, in one process:
 ``ids`` (parse, compile to SQL, the matching ids: what a bulk change looks up),
-``list`` (parse, query, every matching host as a record: ``edit-host -l --select``,
-``GET /hosts?selector=``) and, for the bulk figures, one ``--dry-run`` and one
-real change of --change hosts (1,000 and 5,000, the most one change takes) through ``ks.fleet.change_selected`` (what
+``page`` (the count and the first 1,000 matching hosts as records: ``GET /hosts?selector=``),
+``list`` (every matching host as a record: ``edit-host -l --select``) and, for the
+bulk figures, one ``--dry-run`` and one real change of --change hosts (1,000 and
+5,000, the most one change takes) through ``ks.fleet.change_selected`` (what
 ``edit-host --select … -s image1`` does). Usage:
 
     python scripts/bench_select.py --hosts 100000 --repeat 3
@@ -93,7 +94,7 @@ def main() -> None:
         populate(url, args.hosts)
         print(f"{args.hosts} hosts created in {time.perf_counter() - started:.1f} s")
         db = Database(url)
-        print(f"{'selector':<32} {'matches':>8} {'ids ms':>8} {'list ms':>8}")
+        print(f"{'selector':<32} {'matches':>8} {'ids ms':>8} {'page ms':>8} {'list ms':>8}")
         for text in SELECTORS:
             def ids(text=text):
                 with db.read() as session:
@@ -103,9 +104,17 @@ def main() -> None:
                 with db.read() as session:
                     return machines.list_hosts(session, selector=selectors.parse(text))
 
+            def page(text=text):
+                with db.read() as session:
+                    selector = selectors.parse(text)
+                    return (machines.count_hosts(session, selector=selector),
+                            machines.list_hosts(session, selector=selector, limit=1000))
+
             ids_time, found = best(args.repeat, ids)
+            page_time, _ = best(args.repeat, page)
             list_time, _ = best(args.repeat, listing)
-            print(f"{text:<32} {len(found):>8} {ids_time * 1000:>8.1f} {list_time * 1000:>8.1f}")
+            print(f"{text:<32} {len(found):>8} {ids_time * 1000:>8.1f} {page_time * 1000:>8.1f} "
+                  f"{list_time * 1000:>8.1f}")
 
         # Bulk changes: hosts 1..N of the fleet by a label given to them first (not timed).
         from sqlalchemy import text as sql

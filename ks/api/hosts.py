@@ -50,21 +50,21 @@ def list_hosts():
     if selector is not None and (request.args.get("mac") or request.args.get("serial")):
         raise BadRequest("give either selector or mac/serial (a selector takes mac= and serial= terms)")
     with services().db.read() as session:
-        if selector is not None:
-            hosts = machines.list_hosts(session, state=state, selector=selector)
-        elif request.args.get("mac") or request.args.get("serial"):
+        if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = [HostRecord.of(found)] if state is None or states.current(states.parse_chain(found.state)) == state else []
-        else:
-            hosts = machines.list_hosts(session, state=state)
-        page = hosts[offset : offset + limit]
+            wanted = state is None or states.current(states.parse_chain(found.state)) == state
+            hosts = [HostRecord.of(found)] if wanted else []
+            total, page = len(hosts), hosts[offset : offset + limit]
+        else:  # one page read, however many hosts match
+            total = machines.count_hosts(session, state=state, selector=selector)
+            page = machines.list_hosts(session, state=state, selector=selector, limit=limit, offset=offset)
         documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
         found = host_power.power_states(page, services().settings)
         for document in documents:
             document["power"] = found[document["id"]]
-    return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})
+    return answer({"hosts": documents, "total": total, "limit": limit, "offset": offset})
 
 
 @bp.get("/hosts/<ref>")
