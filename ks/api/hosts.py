@@ -90,8 +90,8 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
         raise BadRequest("metadata must be a JSON object")
     return HostChange.parse(
         known_images, state=document.get("state"), hostname=document.get("hostname"),
-        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force, how_to_force='"force": true',
-        labels=document.get("labels"),
+        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force,
+        how_to_force='"force": true', labels=document.get("labels"),
     )
 
 
