@@ -12,7 +12,7 @@ from ks import machines, power, states, timeouts
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.models import Host
-from ks.values import check_metadata, check_text
+from ks.values import check_labels, check_metadata, check_text
 from ks.vault import Vault
 
 # ``bmc`` not given (None removes the BMC).
@@ -31,12 +31,17 @@ class HostChange:
     bmc: dict | None = None
     retry: bool = False
     delete: bool = False
+    # Label updates: {key: value} sets, {key: None} removes; other labels stay.
+    labels: dict[str, str | None] | None = None
 
     @classmethod
     def parse(cls, known_images: set[str], *, state=None, hostname=None, metadata=None, macs=None, bmc=UNCHANGED,
               force: bool = False, how_to_force: str = "--force", retry: bool = False,
-              delete: bool = False) -> "HostChange":
-        """Validate a change: ``state`` a chain (text or list of names) of known images unless ``force``."""
+              delete: bool = False, labels=None) -> "HostChange":
+        """Validate a change: ``state`` a chain (text or list of names) of known images unless ``force``.
+
+        ``labels``: ``{key: value or None}`` (see ``ks.values.check_labels``).
+        """
         chain = None
         if state is not None:
             if isinstance(state, list) and all(isinstance(s, str) for s in state):
@@ -54,7 +59,24 @@ class HostChange:
         if macs is not None:
             macs = tuple(dict.fromkeys(normalize_mac(m) for m in macs))
             machines.check_mac_count(len(macs))
-        return cls(chain, hostname, metadata, macs, None if bmc is UNCHANGED else parse_bmc(bmc), retry, delete)
+        if labels is not None:
+            labels = dict(check_labels(labels))
+        return cls(chain, hostname, metadata, macs, None if bmc is UNCHANGED else parse_bmc(bmc), retry, delete,
+                   labels)
+
+    def check_many(self, names: dict[str, str] | None = None) -> None:
+        """BadRequest unless the change makes sense for many hosts at once (a selector's).
+
+        A hostname, MACs and a BMC belong to one machine, and deleting by pattern
+        is one typo away from deleting the fleet. ``names``: how the caller calls
+        each field (``{"hostname": "-n"}``), for the message.
+        """
+        names = names or {}
+        for field, given in (("hostname", self.hostname is not None), ("macs", self.macs is not None),
+                             ("bmc", self.bmc is not None), ("delete", self.delete)):
+            if given:
+                raise BadRequest(f"{names.get(field, field)} belongs to one host and cannot be given with a "
+                                 "selector; change that host by its id")
 
     def apply(self, session: Session, host: Host, source: str, vault: Vault | None = None) -> None:
         """Write the change, each part recorded in the host's history; ``vault`` encrypts a BMC password."""
@@ -69,6 +91,8 @@ class HostChange:
             machines.set_hostname(session, host, self.hostname, source)
         if self.metadata is not None:
             machines.set_metadata(session, host, self.metadata, source)
+        if self.labels:
+            machines.set_labels(session, host, self.labels, source)
         if self.macs is not None:
             machines.set_macs(session, host, list(self.macs), source)
         if self.bmc is not None:

@@ -19,6 +19,12 @@ class BadRequest(KSError):
     status = 400
 
 
+class BadSelector(BadRequest):
+    """A selector that does not follow the grammar (``ks.selectors``): a usage error on the command line."""
+
+    exit_code = 2
+
+
 class Unauthorized(KSError):
     """A bootid that is missing, wrong or outdated."""
 
@@ -51,6 +57,10 @@ class Conflict(KSError):
 
 class InvalidState(BadRequest):
     """A state chain that is malformed or names an unknown image."""
+
+
+class ChangeFailed(Conflict):
+    """A change of many hosts that the database refused part-way; nothing of it was written."""
 
 
 class IdentityConflict(Conflict):

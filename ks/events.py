@@ -25,6 +25,7 @@ class EventKind(StrEnum):
     POWER = "power"
     NOCLOUD = "nocloud"
     IGNITION = "ignition"
+    LABEL = "label"
 
 
 _COLUMNS = ("host_id", "at", "kind", "source", "from_state", "to_state", "detail")

@@ -45,6 +45,11 @@ def legacy_macs(host: HostRecord) -> str:
     return " ".join(m.upper() for m in host.macs)
 
 
+def pairs(values: dict) -> str:
+    """Labels or facts on one line: ``k=v,k=v``, sorted by key, unprintable characters escaped."""
+    return ",".join(f"{printable(k)}={printable(v)}" for k, v in sorted(values.items(), key=lambda item: str(item[0])))
+
+
 def metadata_lines(meta: dict, depth: int, prefix: str = "", level: int = 1) -> list[str]:
     """The original's metadata listing; nested objects only from ``-lll`` (depth > 2).
 

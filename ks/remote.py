@@ -40,11 +40,14 @@ class Remote:
             raise RemoteError(f"server: {document.get('error', response.reason)} ({response.status_code})", document)
         return document
 
-    def hosts(self, power: bool = False) -> list[dict]:
-        """Every host (all pages)."""
+    def hosts(self, power: bool = False, selector: str | None = None) -> list[dict]:
+        """Every host, or those ``selector`` matches (all pages)."""
         found, offset = [], 0
         while True:
-            page = self.call("GET", "/hosts", params={"limit": 10000, "offset": offset, "power": "1" if power else "0"})
+            params = {"limit": 10000, "offset": offset, "power": "1" if power else "0"}
+            if selector is not None:
+                params["selector"] = selector
+            page = self.call("GET", "/hosts", params=params)
             found += page["hosts"]
             offset += len(page["hosts"])
             if not page["hosts"] or offset >= page["total"]:
@@ -56,14 +59,20 @@ class Remote:
     def patch(self, ref: str, changes: dict) -> dict:
         return self.call("PATCH", f"/hosts/{ref}", json=changes)
 
+    def patch_selected(self, selector: str, changes: dict, dry_run: bool = False) -> dict:
+        """The same change for every host ``selector`` matches: ``{"hosts": [...], "total": n, "dry_run": b}``."""
+        params = {"selector": selector, "dry_run": "1" if dry_run else "0"}
+        return self.call("PATCH", "/hosts", params=params, json=changes)
+
     def power(self, ref: str, action: str) -> dict:
         return self.call("POST", f"/hosts/{ref}/power", json={"action": action})
 
     def configurations(self) -> list[dict]:
         return self.call("GET", "/configurations")["configurations"]
 
-    def deploy(self, config: str, entries: list[dict], reboot: bool) -> None:
-        self.call("PUT", f"/configurations/{config}/deploy", json={"hosts": entries, "reboot": reboot})
+    def deploy(self, config: str, entries: list[dict], reboot: bool, selector: str | None = None) -> None:
+        document = {"selector": selector} if selector is not None else {"hosts": entries}
+        self.call("PUT", f"/configurations/{config}/deploy", json={**document, "reboot": reboot})
 
     def discover(self) -> dict:
         """Sweep the server's BMC subnets, then where its BMCs given by MAC are."""

@@ -21,6 +21,7 @@ rendering prints them as Python's ``['a']``, a glob in a shell script.
 
 import json
 import math
+import re
 import shlex
 import string
 
@@ -33,6 +34,10 @@ MAX_DEPTH = 8  # nested objects in metadata, the top level being 1
 MAX_METADATA_BYTES = 16 * 1024  # one host's metadata as compact JSON
 MAX_KEY_LENGTH = 64
 MAX_VALUE_LENGTH = 1024
+# Labels: the operator's key=value tags, matched by selectors (``ks.selectors``).
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+MAX_LABELS = 64  # on one host
+MAX_LABEL_VALUE = 255
 
 
 def single(name: str, given: list):
@@ -109,6 +114,49 @@ def _check_object(obj: dict, path: str, depth: int) -> None:
             raise BadRequest(f"{where} is a list; metadata values are strings, numbers, booleans, null or objects")
         elif value is not None and not isinstance(value, (bool, int, float)):
             raise BadRequest(f"{where} has an unsupported type")
+
+
+def check_labels(updates, name: str = "labels") -> dict[str, str | None]:
+    """``updates`` if it is ``{key: value or None}`` with valid keys and values (None removes); else BadRequest.
+
+    Keys: a letter or digit, then up to 62 letters, digits and ``. _ / -``; values: at
+    most ``MAX_LABEL_VALUE`` characters of the safe alphabet; at most ``MAX_LABELS`` keys.
+    """
+    if not isinstance(updates, dict):
+        raise BadRequest(f"{name} must be an object like {{\"rack\": \"4\", \"role\": null}} (null removes a label)")
+    if len(updates) > MAX_LABELS:
+        raise BadRequest(f"{name}: {len(updates)} labels given; a host has at most {MAX_LABELS}")
+    for key, value in updates.items():
+        check_label_key(key)
+        if value is not None:
+            check_text(f"label {key!r}", value, MAX_LABEL_VALUE)
+    return updates
+
+
+def check_label_key(key) -> str:
+    """``key`` if it is a valid label name; else BadRequest saying what a name may be."""
+    if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+        shown = repr(key[:70]) if isinstance(key, str) else "a non-string"
+        raise BadRequest(f"label name {shown} is invalid: a letter or digit, then up to 62 letters, digits "
+                         "and . _ / - (e.g. rack, role, site/room)")
+    return key
+
+
+def parse_label_options(given: list[str], removed: list[str]) -> dict[str, str | None] | None:
+    """``--label KEY=VALUE`` and ``--unlabel KEY`` options as label updates; None when neither was given."""
+    if not given and not removed:
+        return None
+    updates: dict[str, str | None] = {}
+    for item in given:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise BadRequest(f"--label {item[:70]!r}: give KEY=VALUE, e.g. --label rack=4")
+        updates[check_label_key(key)] = value
+    for key in removed:
+        if check_label_key(key) in updates:
+            raise BadRequest(f"label {key!r} is both set and removed")
+        updates[key] = None
+    return check_labels(updates)
 
 
 def load_stored_json(text: str):

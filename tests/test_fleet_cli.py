@@ -25,7 +25,7 @@ def ks(runner, root, *args, env=None):
 def test_local_verbs(cli_runner, root, two_hosts):
     r = ks(cli_runner, root, "host", "list", "--no-power")
     assert r.exit_code == 0
-    assert r.output.splitlines()[0].split() == ["ID", "NAME", "STATE", "MAC", "ADDRESSES", "BMC", "POWER"]
+    assert r.output.splitlines()[0].split() == ["ID", "NAME", "STATE", "MAC", "ADDRESSES", "BMC", "POWER", "LABELS"]
     assert r.output.splitlines()[1].split() == ["1", "not-set", "new", "52:54:00:00:00:01"]
     assert ks(cli_runner, root, "host", "set", "52:54:00:00:00:02", "wipe,image1").output == "host 2: wipe,image1\n"
     r = ks(cli_runner, root, "config", "list")
@@ -98,6 +98,21 @@ def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path)
         )
         r = remote("host", "reboot", "2")
         assert r.returncode == 1 and "host 2 has no BMC" in r.stderr and r.stderr.count("\n") == 1
+        # Labels and selectors, through the server's API.
+        assert remote("host", "set", "2", "--label", "rack=4").stdout == "host 2: wipe rack=4\n"
+        r = remote("host", "list", "--no-power", "--select", "rack=4", "--json")
+        assert [h["id"] for h in json.loads(r.stdout)] == [2]
+        r = remote("host", "set", "--select", "rack=4", "finished", "--dry-run")
+        assert r.returncode == 0 and r.stderr == "dry run: the change would touch these 1 host(s); nothing changed\n"
+        r = remote("config", "deploy", "finished", "--select", "rack=4,mac=52-54-00-00-00-0?")
+        assert r.returncode == 0, r.stderr
+        r = remote("host", "set", "--select", "id=*", "--label", "site=b", "--json")
+        assert [(h["id"], h["state"], h["labels"]) for h in json.loads(r.stdout)] == [
+            (1, "image1", {"site": "b"}), (2, "finished", {"rack": "4", "site": "b"})]
+        r = remote("host", "list", "--select", "rack=4,,x")
+        assert r.returncode == 2 and r.stderr == "Error: selector 'rack=4,,x': empty term at position 8\n"
+        r = remote("host", "set", "--select", "rack=4", "image9")
+        assert r.returncode == 1 and "unknown image 'image9'" in r.stderr
         r = remote("host", "list", token_value="ks_wrong")
         assert r.returncode == 1 and "a valid API token is required" in r.stderr
     assert token not in srv.log()

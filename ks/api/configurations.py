@@ -1,13 +1,13 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
-from ks import deploys, images
+from ks import deploys, images, selectors
 from ks.api import SOURCE, answer, body, bp
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
 from ks.errors import BadRequest, NotFound
 from ks.web import runtime
 
-DEPLOY_FIELDS = {"hosts", "reboot"}
+DEPLOY_FIELDS = {"hosts", "selector", "reboot"}
 
 
 def configuration_names() -> list[dict]:
@@ -32,26 +32,31 @@ def get_configuration(name: str):
     raise NotFound(f"configuration {name[:64]!r} not found")
 
 
-def parse_deploy(document: dict) -> tuple[list, bool]:
-    """PXE Pilot's deploy body: ``{"hosts": [...], "reboot": bool}``."""
+def parse_deploy(document: dict) -> tuple[list, selectors.Selector | None, bool]:
+    """PXE Pilot's deploy body ``{"hosts": [...], "reboot": bool}``, or ``{"selector": "rack=4", ...}``."""
     unknown = sorted(set(document) - DEPLOY_FIELDS)
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; deploy takes hosts and reboot")
-    entries = document.get("hosts")
-    if not isinstance(entries, list) or not entries:
-        raise BadRequest('hosts must be a non-empty list like [{"name": "h1"}, {"macAddress": "00:00:00:00:00:01"}]')
+        raise BadRequest(f"unknown field {unknown[0]!r}; deploy takes hosts or selector, and reboot")
     reboot = document.get("reboot", False)
     if not isinstance(reboot, bool):
         raise BadRequest("reboot must be true or false")
-    return entries, reboot
+    if "selector" in document:
+        if "hosts" in document:
+            raise BadRequest("give either hosts or selector")
+        return [], selectors.parse(document["selector"]), reboot
+    entries = document.get("hosts")
+    if not isinstance(entries, list) or not entries:
+        raise BadRequest('hosts must be a non-empty list like [{"name": "h1"}, {"macAddress": "00:00:00:00:00:01"}] '
+                         '(or give a selector like "rack=4")')
+    return entries, None, reboot
 
 
 @bp.put("/configurations/<name>/deploy")
 def deploy(name: str):
-    """Give every listed host this configuration; all or nothing. 204 like PXE Pilot."""
-    entries, reboot = parse_deploy(body())
+    """Give every listed (or selected) host this configuration; all or nothing. 204 like PXE Pilot."""
+    entries, selector, reboot = parse_deploy(body())
     refs = [entry_ref(entry) for entry in entries]
-    host_ids = deploys.deploy(runtime().db, runtime().settings.root, name, refs, SOURCE)
+    host_ids = deploys.deploy(runtime().db, runtime().settings.root, name, refs, SOURCE, selector=selector)
     if reboot:
         failures = reboot_hosts(host_ids)
         if failures:

@@ -2,7 +2,7 @@
 
 from flask import Response, request
 
-from ks import ignition, images, machines, nocloud, present, states, vault
+from ks import deploys, ignition, images, machines, nocloud, present, selectors, states, vault
 from ks.api import SOURCE, answer, body, bp
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
@@ -10,9 +10,9 @@ from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.values import is_decimal
-from ks.web import origin, runtime, step_aside, text
+from ks.web import one, origin, runtime, step_aside, text
 
-PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc"}
+PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc", "labels"}
 MAX_LIMIT = 10_000
 
 
@@ -25,32 +25,46 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return int(value)
 
 
+def _selector() -> selectors.Selector | None:
+    """The ``selector`` parameter, parsed (BadSelector, a 400, names the position of a mistake)."""
+    text = one("selector")
+    return None if text is None else selectors.parse(text)
+
+
+def _flag(name: str) -> bool:
+    value = one(name)
+    if value not in (None, "", "0", "1", "true", "false"):
+        raise BadRequest(f"{name} must be 1 or 0 (true or false)")
+    return value in ("1", "true")
+
+
 @bp.get("/hosts")
 def list_hosts():
-    """Hosts ordered by id; filters: state (current state), mac, serial; paging: limit, offset."""
+    """Hosts ordered by id; filters: state (current state), mac, serial, selector; paging: limit, offset."""
     limit = _int_arg("limit", 1000, 1, MAX_LIMIT)
     offset = _int_arg("offset", 0, 0, 2**62)
     state = request.args.get("state")
     if state is not None:
         states.parse_chain(state)
+    selector = _selector()
+    if selector is not None and (request.args.get("mac") or request.args.get("serial")):
+        raise BadRequest("give either selector or mac/serial (a selector takes mac= and serial= terms)")
     with runtime().db.read() as session:
         if request.args.get("mac") or request.args.get("serial"):
             found = machines.find_by(session, mac=request.args.get("mac"), serial=request.args.get("serial"))
-            hosts = (
-                [HostRecord.of(found)]
-                if state is None or states.current(states.parse_chain(found.state)) == state
-                else []
-            )
-        else:
-            hosts = machines.list_hosts(session, state=state)
-        page = hosts[offset : offset + limit]
+            wanted = state is None or states.current(states.parse_chain(found.state)) == state
+            hosts = [HostRecord.of(found)] if wanted else []
+            total, page = len(hosts), hosts[offset : offset + limit]
+        else:  # one page read, however many hosts match
+            total = machines.count_hosts(session, state=state, selector=selector)
+            page = machines.list_hosts(session, state=state, selector=selector, limit=limit, offset=offset)
         documents = [h.document() for h in page]
     if request.args.get("power") == "1":
         step_aside()  # BMCs may take seconds to answer; boots go on meanwhile
         power = host_power.power_states(page, runtime().settings)
         for document in documents:
             document["power"] = power[document["id"]]
-    return answer({"hosts": documents, "total": len(hosts), "limit": limit, "offset": offset})
+    return answer({"hosts": documents, "total": total, "limit": limit, "offset": offset})
 
 
 @bp.get("/hosts/<ref>")
@@ -75,14 +89,24 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
     if "metadata" in document and not isinstance(document["metadata"], dict):
         raise BadRequest("metadata must be a JSON object")
     return HostChange.parse(
-        known_images,
-        state=document.get("state"),
-        hostname=document.get("hostname"),
-        metadata=document.get("metadata"),
-        bmc=document.get("bmc", UNCHANGED),
-        force=force,
-        how_to_force='"force": true',
+        known_images, state=document.get("state"), hostname=document.get("hostname"),
+        metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force,
+        how_to_force='"force": true', labels=document.get("labels"),
     )
+
+
+@bp.patch("/hosts")
+def patch_selected():
+    """The same change for every host ``selector`` matches, all or nothing; ``dry_run=1`` changes nothing."""
+    selector = _selector()
+    if selector is None:
+        raise BadRequest("selector is required, e.g. ?selector=rack%3D4 (to change every host: selector=id=*)")
+    dry_run = _flag("dry_run")
+    change = parse_patch(body(), images.image_names(runtime().settings.root))
+    change.check_many()
+    hosts = deploys.change_selected(runtime().db, selector, change, SOURCE, vault.of(runtime().settings),
+                                  dry_run=dry_run)
+    return answer({"hosts": [h.document() for h in hosts], "total": len(hosts), "dry_run": dry_run})
 
 
 @bp.patch("/hosts/<ref>")

@@ -2,7 +2,8 @@
 
 from ks import __version__, nocloud, record
 from ks.api import answer, bp
-from ks.deploys import MAX_DEPLOY_HOSTS
+from ks.deploys import MAX_DEPLOY_HOSTS, MAX_SELECTED_HOSTS
+from ks.selectors import MAX_SELECTOR_LENGTH
 
 
 def _ref(name: str) -> dict:
@@ -27,6 +28,17 @@ CONFIG = {"name": "name", "in": "path", "required": True, "description": "Image 
 NOCLOUD_FILE = {"name": "file", "in": "path", "required": True, "description": "A file of the cloud-init NoCloud seed",
                 "schema": {"type": "string", "enum": list(nocloud.FILES)}}
 NULLABLE_STRING = {"type": "string", "nullable": True}
+SELECTOR_GRAMMAR = (
+    "A selector: comma-separated terms `key=value` or `key!=value`, all of which must hold, e.g. "
+    "`rack=4,role!=db`, `state=new`, `mac=52:54:00:*`, `product=PowerEdge R640`. Values are globs (`*` any run, "
+    "`?` one character); `\\` takes the next character literally (`\\,` a comma in a value). Keys: the fields "
+    "`id`, `hostname`, `state` (current state), `chain`, `mac` (any of the host's MACs, `:` or `-`), `serial`, "
+    "`uuid`; otherwise the host's label of that name, else its fact; `label.NAME` and `fact.NAME` name one "
+    "explicitly. A missing label or fact is the empty value. A malformed selector is a 400 naming the position "
+    "of the mistake."
+)
+SELECTOR = {"name": "selector", "in": "query", "description": SELECTOR_GRAMMAR,
+            "schema": {"type": "string", "maxLength": MAX_SELECTOR_LENGTH}}
 
 SCHEMAS = {
     "Error": {
@@ -79,6 +91,8 @@ SCHEMAS = {
                 "description": "The new chain, e.g. 'wipe,image1'; replaces the whole chain",
             },
             "force": {"type": "boolean", "description": "Set image states without an image directory"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string", "nullable": True},
+                       "description": "Labels to set (`\"rack\": \"4\"`) or, with null, remove; others stay"},
             "bmc": {
                 "type": "object",
                 "nullable": True,
@@ -90,6 +104,16 @@ SCHEMAS = {
                     "password": {"type": "string"},
                 },
             },
+        },
+    },
+    "HostChangeResult": {
+        "type": "object",
+        "required": ["hosts", "total", "dry_run"],
+        "properties": {
+            "hosts": {"type": "array", "items": _ref("Host"),
+                      "description": "The selected hosts after the change (with dry_run: as they are)"},
+            "total": {"type": "integer", "minimum": 0},
+            "dry_run": {"type": "boolean"},
         },
     },
     "Event": {
@@ -127,9 +151,12 @@ SCHEMAS = {
     },
     "Deploy": {
         "type": "object",
-        "required": ["hosts"],
+        "oneOf": [{"required": ["hosts"]}, {"required": ["selector"]}],
         "additionalProperties": False,
         "properties": {
+            "selector": {"type": "string", "maxLength": MAX_SELECTOR_LENGTH,
+                         "description": f"Instead of hosts: every host this selector matches (at most "
+                                        f"{MAX_SELECTED_HOSTS}). " + SELECTOR_GRAMMAR},
             "hosts": {
                 "type": "array",
                 "minItems": 1,
@@ -194,17 +221,27 @@ PATHS = {
                 {"name": "state", "in": "query", "schema": {"type": "string"}, "description": "Current state"},
                 {"name": "mac", "in": "query", "schema": {"type": "string"}},
                 {"name": "serial", "in": "query", "schema": {"type": "string"}},
-                {
-                    "name": "power",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["0", "1"]},
-                    "description": "1: query every BMC (in parallel, short timeout)",
-                },
+                SELECTOR,
+                {"name": "power", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]},
+                 "description": "1: query every BMC (in parallel, short timeout)"},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
                 {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
             ],
             "responses": {"200": _json(_ref("HostList"), "Hosts"), **_errors(400, 401, 404)},
-        }
+        },
+        "patch": {
+            "summary": "Change every host a selector matches (state, metadata, labels), all or nothing",
+            "description": f"The body is a host's PATCH without hostname and bmc, which belong to one host. "
+                           f"At most {MAX_SELECTED_HOSTS} hosts in one change: it is one transaction, which "
+                           "holds the database's writer lock (and so every boot) until it commits.",
+            "parameters": [
+                {**SELECTOR, "required": True},
+                {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                 "description": "1: answer which hosts the change would touch; change nothing"},
+            ],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("HostPatch")}}},
+            "responses": {"200": _json(_ref("HostChangeResult"), "The selected hosts"), **_errors(400, 401, 409)},
+        },
     },
     "/hosts/{ref}": {
         "parameters": [REF],

@@ -9,12 +9,16 @@ import sys
 
 import click
 
-from ks import images, machines, present, vault
+from ks import deploys, images, machines, present, selectors, vault
 from ks.change import UNCHANGED, HostChange
 from ks.cli.common import Command, Site, root_option
 from ks.errors import BadRequest, InvalidBMCAddress, NotFound
 from ks.power import hosts as host_power
-from ks.values import load_json_object
+from ks.values import load_json_object, parse_label_options
+
+# Options that name something of one machine: refused with --select.
+ONE_HOST_OPTIONS = {"hostname": "-n/--hostname", "set_macs": "--set-macs", "bmc": "--bmc", "delete": "--delete",
+                    "power_action": "--power", "reboot": "--reboot", "history": "--history"}
 
 
 def _json_object(ctx, param, value):
@@ -32,11 +36,20 @@ def _json_object(ctx, param, value):
 )
 @click.option("--mac", help="Select the host owning this MAC address.")
 @click.option("--serial", help="Select the host with this DMI serial.")
+@click.option("--select", "selector", metavar="SELECTOR",
+              help="Select every host matching SELECTOR, e.g. 'rack=4,role!=db', 'state=new', 'mac=52:54:00:*' "
+                   "(see README, Selectors): filters -l, and -s/-m/--label/--unlabel/--retry change them all "
+                   "at once, all or nothing.")
+@click.option("--dry-run", is_flag=True, help="With --select: list the hosts the change would touch; change nothing.")
 @click.option("-l", "--list", "verbosity", count=True,
-              help="List hosts: -l '#Id Hostname State Serial#', -ll adds MACs and metadata, -lll nested metadata.")
+              help="List hosts: -l '#Id Hostname State Serial#', -ll adds MACs, labels, facts and metadata, "
+                   "-lll nested metadata.")
 @click.option("-s", "--state", help="Set the state chain, e.g. 'image1' or 'wipe,image1' (replaces the whole chain).")
 @click.option("-m", "--meta", callback=_json_object, help="Set the metadata to this JSON object (replaces it).")
 @click.option("-n", "--hostname", help="Set the host name.")
+@click.option("--label", "labels", metavar="KEY=VALUE", multiple=True,
+              help="Set a label (repeatable), e.g. --label rack=4 --label role=db.")
+@click.option("--unlabel", "unlabels", metavar="KEY", multiple=True, help="Remove a label (repeatable).")
 @click.option("--set-macs", help="Replace the host's MACs with this comma-separated list.")
 @click.option("--delete", is_flag=True, help="Delete the host (its id is never reused).")
 @click.option("--retry", is_flag=True,
@@ -59,9 +72,9 @@ def _json_object(ctx, param, value):
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
 @root_option
-def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, retry, bmc, bmc_user,
-              bmc_password, power_action, reboot, force, history, as_json, root):
-    """List known machines and change their state, hostname or metadata.
+def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, hostname, labels, unlabels, set_macs,
+              delete, retry, bmc, bmc_user, bmc_password, power_action, reboot, force, history, as_json, root):
+    """List known machines and change their state, hostname, metadata or labels, one host or many (--select).
 
     \b
     Examples:
@@ -71,12 +84,28 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
       edit-host -i 1 -m '{"location": "rack 4"}' -n node01
       edit-host -i 1 --history
       edit-host -i 1 --retry            install the current state again after a timeout
+      edit-host -i 1 --label rack=4 --label role=db --unlabel old
+      edit-host -l --select 'rack=4,role!=db'
+      edit-host --select 'rack=4,role!=db' -s image1 --dry-run
     """
     site = Site(root)
     if sum(x is not None for x in (host_id, mac, serial)) > 1:
         raise click.UsageError("select the host with one of -i, --mac or --serial")
+    try:
+        label_updates = parse_label_options(list(labels), list(unlabels))
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="--label/--unlabel") from None
     selected = host_id is not None or mac is not None or serial is not None
-    changes = any(x is not None for x in (state, meta, hostname, set_macs, bmc)) or delete or retry
+    changes = (any(x is not None for x in (state, meta, hostname, set_macs, bmc, label_updates))
+               or delete or retry)
+    if selector is not None:
+        _check_select(selected, {"hostname": hostname, "set_macs": set_macs, "bmc": bmc, "delete": delete,
+                                 "power_action": power_action, "reboot": reboot, "history": history})
+        _selected(site, selectors.parse(selector), changes, state, meta, label_updates, retry, force, dry_run,
+                  verbosity, as_json)
+        return
+    if dry_run:
+        raise click.UsageError("--dry-run goes with --select (it shows the hosts a change of many would touch)")
     acts = changes or history or power_action or reboot
     if not (selected or verbosity or as_json or acts):
         raise click.UsageError("nothing to do: list with -l, or select a host with -i ID and change it with -s/-m/-n")
@@ -90,7 +119,8 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
     if selected:
         host_id = _resolve(db, host_id, mac, serial)
     if changes:
-        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete)
+        change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete,
+                         label_updates)
         keys = vault.of(site.settings)
         db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
         if delete:
@@ -116,7 +146,40 @@ def _resolve(db, host_id, mac, serial) -> int:
         return machines.find_by(session, mac=mac, serial=serial).id
 
 
-def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete) -> HostChange:
+def _check_select(selected: bool, given: dict) -> None:
+    """Usage errors for --select with options that belong to one host."""
+    if selected:
+        raise click.UsageError("give either -i/--mac/--serial (one host) or --select (many), not both")
+    for name, option in ONE_HOST_OPTIONS.items():
+        if given[name] not in (None, False):
+            raise click.UsageError(f"{option} belongs to one host and cannot be given with --select; "
+                                   "select that host with -i ID")
+
+
+def _selected(site, selector, changes, state, meta, label_updates, retry, force, dry_run, verbosity, as_json) -> None:
+    """--select: list the matching hosts, or change them all in one unit of work and show them."""
+    db = site.migrated_db()
+    if not changes:
+        if dry_run:
+            raise click.UsageError("--dry-run shows what a change would touch: "
+                                   "give -s, -m, --label, --unlabel or --retry")
+        with db.read() as session:
+            _print_hosts(machines.list_hosts(session, selector=selector), verbosity or 1, as_json, site.settings)
+        return
+    change = HostChange.parse(images.image_names(site.root), state=state, metadata=meta, labels=label_updates,
+                              force=force, retry=retry)
+    hosts = deploys.change_selected(db, selector, change, "cli", vault.of(site.settings), dry_run=dry_run)
+    _print_hosts(hosts, verbosity or 1, as_json, site.settings)
+    if not hosts:
+        click.echo(f"no host matches {selector}; nothing changed", err=True)
+    elif dry_run:
+        click.echo(f"dry run: the change would touch these {len(hosts)} host(s); nothing changed", err=True)
+    else:
+        click.echo(f"{len(hosts)} host(s) changed", err=True)
+
+
+def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete,
+            labels) -> HostChange:
     """The options as one validated change; a bad --bmc URL is a usage error (exit 2)."""
     if bmc:
         if bmc_password == "-":
@@ -126,7 +189,7 @@ def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, 
         return HostChange.parse(
             images.image_names(site.root), state=state, hostname=hostname, metadata=meta,
             macs=None if set_macs is None else [m for m in set_macs.split(",") if m.strip()],
-            bmc=UNCHANGED if bmc is None else bmc or None, force=force, retry=retry, delete=delete,
+            bmc=UNCHANGED if bmc is None else bmc or None, force=force, retry=retry, delete=delete, labels=labels,
         )
     except InvalidBMCAddress as exc:
         raise click.BadParameter(str(exc), param_hint="--bmc") from None
@@ -136,10 +199,18 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
-    power_states = host_power.power_states(hosts, settings) if verbosity > 1 else {}
-    if as_json:
-        click.echo(json.dumps([h.document() for h in hosts] if host_id is None else hosts[0].document(), indent=2))
+    if as_json and host_id is not None:
+        click.echo(json.dumps(hosts[0].document(), indent=2))
         return
+    _print_hosts(hosts, verbosity, as_json, settings, one=host_id is not None)
+
+
+def _print_hosts(hosts, verbosity, as_json, settings, one: bool = False) -> None:
+    """Hosts as the original's table (more with -ll), or a JSON list."""
+    if as_json:
+        click.echo(json.dumps([h.document() for h in hosts], indent=2))
+        return
+    power_states = host_power.power_states(hosts, settings) if verbosity > 1 else {}
     line_format = present.list_format(hosts)
     lines = [present.table_header(line_format)]
     for host in hosts:
@@ -148,7 +219,11 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
             lines.append(f"     MAC addrs: {present.legacy_macs(host)}")
             if host.bmc_address:
                 lines.append(f"     BMC:       {host.bmc_address}  power: {power_states.get(host.id) or 'unknown'}")
-        if (host_id is not None or verbosity > 1) and host.meta:
+            if host.labels:
+                lines.append("     Labels:    " + present.pairs(host.labels))
+            if host.facts:
+                lines.append("     Facts:     " + present.pairs(host.facts))
+        if (one or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)
     click.echo("\n".join(lines))

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from ks import config, deploys, images, machines
+from ks import config, deploys, images, machines, selectors, vault
 from ks.change import HostChange
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
-from ks.errors import KSError
+from ks.errors import BadRequest, KSError
 from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.remote import Remote, RemoteError
+from ks.values import parse_label_options
 
 SOURCE = "cli"
 
@@ -24,9 +25,10 @@ class Local:
         self.site = site
         self.db = site.migrated_db()
 
-    def hosts(self, power: bool) -> list[dict]:
+    def hosts(self, power: bool, selector: str | None = None) -> list[dict]:
+        parsed = selectors.parse(selector) if selector is not None else None
         with self.db.read() as session:
-            hosts = machines.list_hosts(session)
+            hosts = machines.list_hosts(session, selector=parsed)
             documents = [h.document() for h in hosts]
         if power:
             found = host_power.power_states(hosts, self.site.settings)
@@ -34,8 +36,8 @@ class Local:
                 document["power"] = found[document["id"]]
         return documents
 
-    def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
-        change = HostChange.parse(images.image_names(self.site.root), state=chain_text, force=force)
+    def set(self, ref: str, changes: dict) -> dict:
+        change = _change(self.site.root, changes)
 
         def work(session):
             host = machines.resolve(session, ref)
@@ -44,6 +46,12 @@ class Local:
             return HostRecord.of(host).document()
 
         return self.db.write(work)
+
+    def set_selected(self, selector: str, changes: dict, dry_run: bool) -> list[dict]:
+        change = _change(self.site.root, changes)
+        hosts = deploys.change_selected(self.db, selectors.parse(selector), change, SOURCE,
+                                        vault.of(self.site.settings), dry_run=dry_run)
+        return [h.document() for h in hosts]
 
     def power(self, ref: str, action: str) -> dict:
         with self.db.read() as session:
@@ -54,8 +62,9 @@ class Local:
     def configurations(self) -> list[dict]:
         return deploys.configurations(self.site.root)
 
-    def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
-        host_ids = deploys.deploy(self.db, self.site.root, config, refs, SOURCE)
+    def deploy(self, config: str, refs: list[str], reboot: bool, selector: str | None = None) -> list[str]:
+        parsed = selectors.parse(selector) if selector is not None else None
+        host_ids = deploys.deploy(self.db, self.site.root, config, refs, SOURCE, selector=parsed)
         if not reboot:
             return []
         failures = host_power.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
@@ -71,11 +80,14 @@ class Far:
     def __init__(self, remote: Remote):
         self.remote = remote
 
-    def hosts(self, power: bool) -> list[dict]:
-        return self.remote.hosts(power)
+    def hosts(self, power: bool, selector: str | None = None) -> list[dict]:
+        return self.remote.hosts(power, selector)
 
-    def set_state(self, ref: str, chain_text: str, force: bool) -> dict:
-        return self.remote.patch(ref, {"state": chain_text, "force": force})
+    def set(self, ref: str, changes: dict) -> dict:
+        return self.remote.patch(ref, changes)
+
+    def set_selected(self, selector: str, changes: dict, dry_run: bool) -> list[dict]:
+        return self.remote.patch_selected(selector, changes, dry_run)["hosts"]
 
     def power(self, ref: str, action: str) -> dict:
         return self.remote.power(ref, action)
@@ -83,10 +95,10 @@ class Far:
     def configurations(self) -> list[dict]:
         return self.remote.configurations()
 
-    def deploy(self, config: str, refs: list[str], reboot: bool) -> list[str]:
+    def deploy(self, config: str, refs: list[str], reboot: bool, selector: str | None = None) -> list[str]:
         entries = [{"name": ref} for ref in refs]
         try:
-            self.remote.deploy(config, entries, reboot)
+            self.remote.deploy(config, entries, reboot, selector)
         except RemoteError as exc:
             failures = (exc.document or {}).get("reboot_failures")
             if failures is None:
@@ -96,6 +108,12 @@ class Far:
 
     def discover(self) -> dict:
         return self.remote.discover()
+
+
+def _change(root: str, changes: dict) -> HostChange:
+    """The body of a host PATCH (state, force, labels) as a validated change of this site."""
+    return HostChange.parse(images.image_names(root), state=changes.get("state"), labels=changes.get("labels"),
+                            force=changes.get("force", False))
 
 
 def backend(ctx: click.Context):
@@ -124,30 +142,89 @@ def host_group():
     """Hosts: list, change state, power (here, or on --server)."""
 
 
+SELECT_HELP = ("Only the hosts matching SELECTOR, e.g. 'rack=4,role!=db', 'state=new', 'mac=52:54:00:*' "
+               "(see README, Selectors).")
+
+
 @host_group.command("list")
+@click.option("--select", "selector", metavar="SELECTOR", help=SELECT_HELP)
 @click.option("--power/--no-power", default=True, show_default=True, help="Ask every BMC for the power state.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def host_list(ctx, power, as_json):
-    """Hosts with their state, MACs, BMC and power state."""
-    hosts = backend(ctx).hosts(power)
+def host_list(ctx, selector, power, as_json):
+    """Hosts with their state, MACs, labels, BMC and power state."""
+    if selector is not None:
+        selectors.parse(selector)  # a malformed selector is a usage error here, before the server is asked
+    _print_hosts(backend(ctx).hosts(power, selector), as_json, power=True)
+
+
+def _print_hosts(hosts: list[dict], as_json: bool, power: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(hosts, indent=2))
         return
     rows = [[h["id"], h["hostname"], ",".join(h["chain"]), " ".join(h["macs"]),
-             (h.get("bmc") or {}).get("address") or "", h.get("power") or ""] for h in hosts]
-    click.echo(table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC", "POWER"]))
+             (h.get("bmc") or {}).get("address") or ""]
+            + ([h.get("power") or ""] if power else [])
+            + [",".join(f"{k}={v}" for k, v in sorted((h.get("labels") or {}).items()))] for h in hosts]
+    click.echo(table(rows, ["ID", "NAME", "STATE", "MAC ADDRESSES", "BMC"] + (["POWER"] if power else []) + ["LABELS"]))
 
 
 @host_group.command("set")
-@click.argument("ref")
-@click.argument("state")
+@click.argument("args", nargs=-1, metavar="[REF] [STATE]")
+@click.option("--select", "selector", metavar="SELECTOR",
+              help="Change every host matching SELECTOR instead of REF, all or nothing (see README, Selectors).")
+@click.option("--label", "labels", metavar="KEY=VALUE", multiple=True, help="Set a label (repeatable).")
+@click.option("--unlabel", "unlabels", metavar="KEY", multiple=True, help="Remove a label (repeatable).")
+@click.option("--dry-run", is_flag=True, help="With --select: show the hosts the change would touch; change nothing.")
 @click.option("--force", is_flag=True, help="Set image states without an image directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def host_set(ctx, ref, state, force):
-    """Set the state chain of host REF (id, MAC or name)."""
-    document = backend(ctx).set_state(ref, state, force)
-    click.echo(f"host {document['id']}: {','.join(document['chain'])}")
+def host_set(ctx, args, selector, labels, unlabels, dry_run, force, as_json):
+    """Set the state chain (STATE) and labels of host REF (id, MAC or name), or of every host --select matches.
+
+    \b
+    Examples:
+      kiwispray host set 3 wipe,image1
+      kiwispray host set 3 --label rack=4 --unlabel role
+      kiwispray host set --select 'rack=4,role!=db' image1 --dry-run
+    """
+    args = list(args)
+    if len(args) > (1 if selector is not None else 2):
+        raise click.UsageError("give REF STATE, or --select SELECTOR STATE" if selector is None
+                               else "with --select, give only STATE (no REF)")
+    if selector is None and not args:
+        raise click.UsageError("give the host REF (id, MAC or name), or --select SELECTOR")
+    if dry_run and selector is None:
+        raise click.UsageError("--dry-run goes with --select")
+    if selector is not None:
+        selectors.parse(selector)
+    ref = args.pop(0) if selector is None else None
+    try:
+        label_updates = parse_label_options(list(labels), list(unlabels))
+    except BadRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="--label/--unlabel") from None
+    changes: dict = {"force": force}
+    if args:
+        changes["state"] = args[0]
+    if label_updates is not None:
+        changes["labels"] = label_updates
+    if len(changes) == 1:
+        raise click.UsageError("nothing to change: give STATE, --label or --unlabel")
+    if selector is None:
+        document = backend(ctx).set(ref, changes)
+        if as_json:
+            click.echo(json.dumps(document, indent=2))
+        else:
+            click.echo(f"host {document['id']}: {','.join(document['chain'])}"
+                       + "".join(f" {k}={v}" for k, v in sorted(document.get("labels", {}).items())))
+        return
+    hosts = backend(ctx).set_selected(selector, changes, dry_run)
+    _print_hosts(hosts, as_json)
+    if dry_run:
+        click.echo(f"dry run: the change would touch these {len(hosts)} host(s); nothing changed", err=True)
+    else:
+        click.echo(f"{len(hosts)} host(s) changed" if hosts else f"no host matches {selector}; nothing changed",
+                   err=True)
 
 
 def _power_command(action: str, help_text: str):
@@ -186,14 +263,22 @@ def config_list(ctx, as_json):
 
 @config_group.command("deploy")
 @click.argument("configuration")
-@click.argument("hosts", nargs=-1, required=True)
+@click.argument("hosts", nargs=-1)
+@click.option("--select", "selector", metavar="SELECTOR",
+              help="Instead of HOSTS, every host matching SELECTOR, e.g. 'rack=4' (see README, Selectors).")
 @click.option("--reboot", is_flag=True, help="Power-cycle the hosts afterwards, so they boot it now.")
 @click.pass_context
-def config_deploy(ctx, configuration, hosts, reboot):
-    """Give HOSTS (ids, MACs or names) CONFIGURATION; nothing changes if one is unknown."""
-    failures = backend(ctx).deploy(configuration, list(hosts), reboot)
-    rows = [[h, configuration] for h in hosts]
-    click.echo(table(rows, ["HOST", "CONFIGURATION"]))
+def config_deploy(ctx, configuration, hosts, selector, reboot):
+    """Give HOSTS (ids, MACs or names), or those --select matches, CONFIGURATION; all or nothing."""
+    if bool(hosts) == (selector is not None):
+        raise click.UsageError("give the HOSTS (ids, MACs or names) or --select SELECTOR, one of the two")
+    if selector is not None:
+        selectors.parse(selector)  # a malformed selector is a usage error here, before the server is asked
+    failures = backend(ctx).deploy(configuration, list(hosts), reboot, selector)
+    if selector is not None:
+        click.echo(f"{configuration} deployed to every host matching {selector}")
+    else:
+        click.echo(table([[h, configuration] for h in hosts], ["HOST", "CONFIGURATION"]))
     if failures:
         raise KSError("deployed, but the reboot failed: " + "; ".join(failures))
 
