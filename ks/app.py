@@ -5,7 +5,7 @@ import logging
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import config, images
+from ks import config, images, rules
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
@@ -24,6 +24,13 @@ class Services:
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings["ROOT"], config.shipped("templates"), settings["TEMPLATE_CHECK_INTERVAL"])
         self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
+        # The enrollment rules, re-read when rules.toml changes: `kiwispray serve` read them before its
+        # workers forked (and refused to start on a mistake), so each worker starts with the good ones.
+        root = settings["ROOT"]
+        self.rules = settings.get("RULES_FILE") or rules.RulesFile(
+            rules.path_of(root), settings["RULES_CHECK_INTERVAL"], lambda: images.image_names(root)
+        )
+        self.rules.current()
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
         self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
 

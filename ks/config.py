@@ -49,6 +49,9 @@ DEFAULTS = {
     # Seconds a template lookup (which file serves a state) and a compiled template
     # are trusted before the files are looked at again; 0: on every request.
     "TEMPLATE_CHECK_INTERVAL": 1.0,
+    # Seconds between two looks at <ROOT>/rules.toml (only when a machine registers);
+    # an edited file takes effect within this time.
+    "RULES_CHECK_INTERVAL": 2.0,
     # With a front web server: the internal location that serves images/ (nginx's
     # X-Accel-Redirect); empty: this server sends image files itself.
     "X_ACCEL_REDIRECT": "",
@@ -85,6 +88,7 @@ ENV_VARS = {
     "KS_SEND_TIMEOUT": ("SEND_TIMEOUT", float),
     "KS_X_ACCEL_REDIRECT": ("X_ACCEL_REDIRECT", str),
     "KS_TEMPLATE_CHECK_INTERVAL": ("TEMPLATE_CHECK_INTERVAL", float),
+    "KS_RULES_CHECK_INTERVAL": ("RULES_CHECK_INTERVAL", float),
     "KS_RUNNING_REQUESTS": ("RUNNING_REQUESTS", int),
     "KS_PUBLIC_HOSTS": ("PUBLIC_HOSTS", "flag"),
     "KS_REGISTRATIONS_PER_MINUTE": ("REGISTRATIONS_PER_MINUTE", int),
@@ -130,7 +134,8 @@ def resolve(overrides=None, environ=None) -> dict:
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
     if settings["RUNNING_REQUESTS"] < 0:
         raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
-    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
+    for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT",
+                "RULES_CHECK_INTERVAL"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
     if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):

@@ -18,6 +18,7 @@ rendering prints them as Python's ``['a']``, a glob in a shell script.
 
 import json
 import math
+import re
 import shlex
 import string
 
@@ -193,3 +194,29 @@ def printable(value) -> str:
 def _unshowable(char: str) -> bool:
     code = ord(char)
     return 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
+
+
+# -- labels ------------------------------------------------------------------------
+
+LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
+LABEL_VALUE = re.compile(r"[A-Za-z0-9._:/@+-]{0,63}")
+
+
+def check_label(key, value) -> tuple[str, str]:
+    """A label as stored: a key of letters, digits and ``._/-`` (at most 63) and a value of at most 63
+    letters, digits and ``._:/@+-``, or BadRequest.
+
+    Narrower than the alphabet: no space, ``,``, ``=`` or ``!``, which separate the parts of a selector.
+    A number is taken as its decimal text.
+    """
+    if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
+        shown = key[:40] if isinstance(key, str) else key
+        raise BadRequest(f"label key {shown!r} must be 1 to 63 letters, digits, '.', '_', '/' or '-', "
+                         "starting with a letter or digit")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not LABEL_VALUE.fullmatch(value):
+        shown = value[:40] if isinstance(value, str) else value
+        raise BadRequest(f"label {key}: value {shown!r} must be at most 63 letters, digits, '.', '_', ':', '/', '@', "
+                         "'+' or '-'")
+    return key, value

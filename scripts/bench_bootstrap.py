@@ -31,7 +31,7 @@ math.randomseed(os.time())
 request = function()
   local i = math.random(1, %(n)d)
   local mac = string.format("52-54-02-%%02x-%%02x-%%02x", math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
-  return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=")
+  return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=%(facts)s")
 end
 """
 
@@ -61,9 +61,16 @@ def populate(root: Path, count: int, url: str | None = None) -> None:
     db.dispose()
 
 
-def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path) -> dict:
+# What the shipped bootstrap.ipxe reports beside the identifiers (--facts): the first boot of each
+# machine stores them, every later one compares them with what is stored.
+FACTS = ("&manufacturer=Dell%20Inc.&product=PowerEdge%20R640&asset=&board_serial=CN7016&buildarch=x86_64"
+         "&platform=efi&chip=&memsize=&ipxe_version=1.21.1")
+
+
+def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path,
+            facts: bool = False) -> dict:
     script = workdir / f"bootstrap-{machines}.lua"
-    script.write_text(LUA % {"n": machines})
+    script.write_text(LUA % {"n": machines, "facts": FACTS if facts else ""})
     cmd = [wrk, "-t2", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{port}/bootstrap"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -131,7 +138,7 @@ def show(label: str, runs: list[dict]) -> dict:
 def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> dict:
     """One wrk run; the result also has the server's CPU ms per request."""
     cpu = group_cpu_seconds(proc.pid)
-    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir)
+    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir, args.facts)
     result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
     return result
 
@@ -146,6 +153,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (kiwispray serve's default) [32]")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare Flask + SQLite ceiling")
+    parser.add_argument("--facts", action="store_true",
+                        help="send the facts the shipped bootstrap.ipxe reports (SMBIOS product, platform, ...)")
     args = parser.parse_args()
     sizes = args.machines or [10000, 100000]
     wrk = ensure_tool("wrk")
@@ -173,7 +182,7 @@ def main() -> None:
                 servers[f"kiwispray /bootstrap, {size} hosts"] = (proc, port, size)
             for proc, port, machines in servers.values():
                 wait_for(port, proc)
-                run_wrk(wrk, port, machines, args.clients, 3, workdir)  # warm up
+                run_wrk(wrk, port, machines, args.clients, 3, workdir, args.facts)  # warm up
             # Rounds in turn, so that a slow spell of a shared machine hits every server alike.
             runs: dict[str, list[dict]] = {label: [] for label in servers}
             for _ in range(args.repeat):

@@ -31,7 +31,8 @@ def _json_object(ctx, param, value):
 @click.option("--mac", help="Select the host owning this MAC address.")
 @click.option("--serial", help="Select the host with this DMI serial.")
 @click.option("-l", "--list", "verbosity", count=True,
-              help="List hosts: -l '#Id Hostname State Serial#', -ll adds MACs and metadata, -lll nested metadata.")
+              help="List hosts: -l '#Id Hostname State Serial#', -ll adds MACs, metadata and facts, "
+                   "-lll nested metadata.")
 @click.option("-s", "--state", help="Set the state chain, e.g. 'image1' or 'wipe,image1' (replaces the whole chain).")
 @click.option("-m", "--meta", callback=_json_object, help="Set the metadata to this JSON object (replaces it).")
 @click.option("-n", "--hostname", help="Set the host name.")
@@ -145,6 +146,9 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
         if (host_id is not None or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)
+        if verbosity > 1 and host.facts:
+            lines.append("     Facts:")
+            lines += present.metadata_lines(host.facts, 2)
     click.echo("\n".join(lines))
 
 

@@ -26,8 +26,9 @@ from ks.cli.common import (
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.kiwi import kiwi
+from ks.cli.rules import rules_group
 from ks.cli.token import token
-from ks.errors import KSError
+from ks.errors import KSError, RulesError
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -107,7 +108,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import logs, server, states
+    from ks import images, logs, rules, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -121,6 +122,13 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
         site.settings.update(settings)
+        rules_path = rules.path_of(settings["ROOT"])
+        watched = rules.RulesFile(rules_path, settings["RULES_CHECK_INTERVAL"],
+                                  lambda: images.image_names(settings["ROOT"]))
+        enrollment = watched.prime()
+    except RulesError as exc:
+        raise click.ClickException(f"{rules_path} has mistakes; not starting until they are corrected "
+                                   "(`kiwispray rules check` lists them):\n" + "\n".join(exc.problems)) from None
     except KSError as exc:
         raise fail(exc) from None
     site.migrated_db(create=True)
@@ -128,6 +136,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     log = logging.getLogger("ks.serve")
     log.info("site root %s, database %s", settings["ROOT"], _safe_url(settings["DATABASE_URL"]))
     log.info("machines seen for the first time start in '%s'", settings["INITIAL_CHAIN"])
+    if enrollment.rules:
+        log.info("enrollment rules from %s: %s (re-read when the file changes)", rules_path,
+                 ", ".join(rule.name for rule in enrollment.rules))
     if settings["DEPLOY_TIMEOUT"]:
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
                  "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
@@ -135,7 +146,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
     if settings["X_ACCEL_REDIRECT"]:
         log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
-    server.run(settings, host, port, workers, threads, access_log, log_format)
+    server.run({**settings, "RULES_FILE": watched}, host, port, workers, threads, access_log, log_format)
 
 
 def _safe_url(url: str) -> str:
@@ -280,6 +291,7 @@ def pxelinux_sync(site: Site):
 cli.add_command(image)
 cli.add_command(kiwi)
 cli.add_command(token)
+cli.add_command(rules_group)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)
