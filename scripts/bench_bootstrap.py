@@ -40,7 +40,7 @@ def mac(i: int) -> str:
     return f"52:54:02:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
 
 
-def populate(root: Path, count: int, url: str | None = None) -> None:
+def populate(root: Path, count: int, url: str | None = None, facts: dict | None = None) -> None:
     """Register `count` finished machines directly in the database (fast bulk insert)."""
     from sqlalchemy import insert
 
@@ -56,15 +56,17 @@ def populate(root: Path, count: int, url: str | None = None) -> None:
             ids = range(start, min(start + 5000, count + 1))
             conn.execute(insert(Host), [
                 {"id": i, "hostname": f"node{i}", "state": "finished", "meta": {}, "boot_finished": False,
-                 "created_at": now, "updated_at": now} for i in ids])
+                 "created_at": now, "updated_at": now, **({"facts": facts} if facts else {})} for i in ids])
             conn.execute(insert(HostMac), [{"mac": mac(i), "host_id": i, "position": 0} for i in ids])
     db.dispose()
 
 
-# What the shipped bootstrap.ipxe reports beside the identifiers (--facts): the first boot of each
-# machine stores them, every later one compares them with what is stored.
+# What the shipped bootstrap.ipxe reports beside the identifiers (--facts). The machines are
+# registered with them already, as after their first boot: each boot compares them with what is stored.
 FACTS = ("&manufacturer=Dell%20Inc.&product=PowerEdge%20R640&asset=&board_serial=CN7016&buildarch=x86_64"
          "&platform=efi&chip=&memsize=&ipxe_version=1.21.1")
+STORED_FACTS = {"manufacturer": "Dell Inc.", "product": "PowerEdge R640", "board_serial": "CN7016",
+                "buildarch": "x86_64", "platform": "efi", "ipxe_version": "1.21.1"}
 
 
 def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path,
@@ -173,7 +175,7 @@ def main() -> None:
                 root = workdir / f"site-{size}"
                 root.mkdir()
                 t0 = time.monotonic()
-                populate(root, size)
+                populate(root, size, facts=STORED_FACTS if args.facts else None)
                 print(f"# registered {size} finished machines in {time.monotonic() - t0:.1f} s", flush=True)
                 for plan in query_plans(root / "kiwispray.db"):
                     print(f"#   {plan}")
