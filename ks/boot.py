@@ -12,7 +12,15 @@ from flask import Blueprint, request
 from ks import booting, events, files, images, machines, metrics, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
-from ks.identity import MAX_FACTS, MAX_MACS, Identity, check_fact_key, normalize_fact, normalize_mac, parse_boot_args
+from ks.identity import (
+    MAX_FACTS,
+    MAX_MACS,
+    Identity,
+    check_fact_key,
+    normalize_fact,
+    normalize_mac,
+    parse_boot_args,
+)
 from ks.record import HostRecord
 from ks.web import one, parse_id, parse_json_object, services, site, step_aside, text
 

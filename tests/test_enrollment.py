@@ -2,7 +2,7 @@
 
 import pytest
 
-from ks import machines
+from ks import images, machines, rules
 from ks.record import HostRecord
 
 from helpers import MAC1, MAC2, boot, bootid_of, make_image
@@ -44,9 +44,11 @@ def bootstrap(client, *macs, **params):
 
 @pytest.fixture
 def rules_file(root, app):
-    app.extensions["kiwispray"].rules.check_interval = 0
-    (root / "rules.toml").write_text(RULES)
-    return root / "rules.toml"
+    """The rules above in the site's rules.toml, looked at on every registration."""
+    path = rules.path_of(root)
+    path.write_text(RULES)
+    app.extensions["kiwispray"].rules = rules.RulesFile(path, 0, lambda: images.image_names(root))
+    return path
 
 
 # -- facts ---------------------------------------------------------------------------
