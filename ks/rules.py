@@ -387,9 +387,9 @@ class RulesFile:
     """A site's rules as a running server sees them: re-read when the file changes.
 
     The file's modification time, size and inode are looked at most every
-    ``check_interval`` seconds, and only when a machine registers. A file with
-    mistakes leaves the last good rules in force, and the log says so once per
-    change of the file.
+    ``check_interval`` seconds: when a machine registers, and by each server
+    worker's thread (``ks.server.watch_rules``). A file with mistakes leaves the
+    last good rules in force, and the log says so once per change of the file.
     """
 
     def __init__(self, path: Path, check_interval: float = 2.0, known_images: Callable[[], set[str]] | None = None):

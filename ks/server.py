@@ -27,6 +27,7 @@ from ks import logs, timeouts
 from ks.app import create_app
 from ks.db import Database
 from ks.ratelimit import TokenBucket
+from ks.rules import RulesFile
 from ks.web import SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class Server(BaseApplication):
         if interval:
             db = app.extensions["kiwispray"].db
             threading.Thread(target=check_timeouts, args=(db, interval), name="ks-timeouts", daemon=True).start()
+        rules = app.extensions["kiwispray"].rules
+        threading.Thread(target=watch_rules, args=(rules, self.settings["RULES_CHECK_INTERVAL"]), name="ks-rules",
+                         daemon=True).start()
         return app
 
 
@@ -391,6 +395,21 @@ class JsonLogger(Logger):
     """gunicorn's logs as JSON lines."""
 
     log_format = logs.JSON
+
+
+def watch_rules(watched: RulesFile, interval: float) -> None:
+    """Look at rules.toml about every ``interval`` seconds (1 for 0), for as long as the worker lives.
+
+    Registrations look too, but a worker that registers nothing between two
+    changes of the file would miss the one between: then, after a change with a
+    mistake, the workers would keep different "last good" rules.
+    """
+    while True:
+        time.sleep(interval or 1.0)
+        try:
+            watched.current()
+        except Exception:  # a file system hiccup must not end the watch for good
+            log.exception("looking at %s failed; trying again in %s s", watched.path, interval or 1.0)
 
 
 def check_timeouts(db: Database, interval: float) -> None:

@@ -119,9 +119,11 @@ def hosts(root) -> dict[str, dict]:
 
 def test_a_running_server_reads_the_rules_again_and_keeps_the_last_good_ones(root):
     (root / "rules.toml").write_text(RULES)
-    with ServerProcess(root, env={"KS_RULES_CHECK_INTERVAL": "0"}) as srv:
+    with ServerProcess(root, "--workers", "2", env={"KS_RULES_CHECK_INTERVAL": "0.2"}) as srv:
         boot(srv, "52-54-00-04-00-01", product="PowerEdge R640")
         (root / "rules.toml").write_text(RULES.replace('"rack4-{{ seq }}"', '"r4-{{ seq }}-{{ facts.asset }}"'))
+        # Both workers read the new file, also the one that registers nothing meanwhile.
+        wait_for(lambda: srv.log().count("rules: 1 rules in force") >= 2, what="both workers reading the file")
         boot(srv, "52-54-00-04-00-02", product="PowerEdge R640", asset="A7")
         (root / "rules.toml").write_text(BROKEN)
         boot(srv, "52-54-00-04-00-03", product="PowerEdge R640", asset="A8")
