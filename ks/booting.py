@@ -63,7 +63,8 @@ _FACTS = update(_hosts).where(_hosts.c.id == _HOST_ID).values(facts=bindparam("f
 # An enrollment rule's counter: counted up in the registering transaction (the row is locked until it
 # commits), created at 1 by its first machine; two first machines at once: one insert fails and its unit
 # of work is retried.
-_NEXT_SEQ = update(_seqs).where(_seqs.c.rule == bindparam("rule")).values(last=_seqs.c.last + literal_column("1")).returning(_seqs.c.last)
+_NEXT_SEQ = (update(_seqs).where(_seqs.c.rule == bindparam("rule")).values(last=_seqs.c.last + literal_column("1"))
+             .returning(_seqs.c.last))
 _FIRST_SEQ = insert(_seqs).values(rule=bindparam("rule"), last=literal_column("1"))
 _ADD_MAC = insert(_macs).values(mac=bindparam("mac"), host_id=_HOST_ID, position=bindparam("position"))
 _FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
