@@ -12,6 +12,7 @@ from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
+from ks.rules import RulesFile
 from ks.runtime import Runtime
 from ks.web import text
 
@@ -23,11 +24,13 @@ def create_app(
     db: Database | None = None,
     registrations: TokenBucket | None = None,
     metrics_dir: str | None = None,
+    rules_file: RulesFile | None = None,
 ) -> Flask:
     """Build the application with ``settings``, or settings from defaults, environment, then these overrides.
 
     ``registrations`` is a bucket shared by several processes, ``metrics_dir``
-    where they count (both made by ``kiwispray serve``).
+    where they count, ``rules_file`` the enrollment rules as read before they
+    forked (all made by ``kiwispray serve``).
     """
     app = Flask(__name__)
     if not isinstance(settings, Settings):
@@ -36,7 +39,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
-    app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir)
+    app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir, rules_file)
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)

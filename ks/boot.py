@@ -12,7 +12,15 @@ from flask import Blueprint, Response, request
 from ks import booting, events, files, ignition, images, machines, nocloud, present, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
-from ks.identity import MAX_MACS, Identity, normalize_mac, parse_boot_args
+from ks.identity import (
+    MAX_FACTS,
+    MAX_MACS,
+    Identity,
+    check_fact_key,
+    normalize_fact,
+    normalize_mac,
+    parse_boot_args,
+)
 from ks.record import HostRecord
 from ks.web import one, origin, parse_id, parse_json_object, runtime, step_aside, text
 
@@ -20,6 +28,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
 
 UPDATE_FIELDS = {"mac", "metadata"}
+FACT_FIELD = "fact."  # fact.KEY=value: a fact the discover image reports
 CONFLICT_MESSAGE = ("the identifiers of this machine point at more than one host, or at a host that has none of "
                     "its MACs; the server's log and the hosts' histories name them")
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
@@ -51,7 +60,8 @@ def bootstrap():
     initial = states.parse_chain(ks.settings.initial_chain)
     outcome = ks.db.write_direct(
         lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
-                                 may_register=ks.registrations.take, address=request.remote_addr)
+                                 may_register=ks.registrations.take, address=request.remote_addr,
+                                 rules=ks.rules.current)
     )
     url = poll_url(where.base_url, ident)
     if outcome.busy:
@@ -75,12 +85,19 @@ def bootstrap():
         script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
     if outcome.bootid:  # polls of a waiting machine are not boot decisions
         state = states.current(chain)
-        note = " (new machine)" if outcome.registered else " (failed, waits for a retry)" if host.failed else ""
+        enrolled = outcome.enrollment
+        note = " (failed, waits for a retry)" if host.failed else ""
+        if outcome.registered:
+            note = f" (new machine, rule {enrolled.rule} seq {enrolled.seq})" if enrolled else " (new machine)"
         log.info(
             "boot host=%d state=%s template=%s%s", host.id, state, script.template, note,
             extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
-                   "registered": outcome.registered, "failed": host.failed},
+                   "registered": outcome.registered, "failed": host.failed,
+                   **({"rule": enrolled.rule, "seq": enrolled.seq} if enrolled else {})},
         )
+        if enrolled and enrolled.problem:
+            log.warning("host %d enrolled by rule %s: %s; its hostname stays %s", host.id, enrolled.rule,
+                        enrolled.problem, host.hostname, extra={"event": "rules", "host_id": host.id})
         ks.metrics.boots.labels(state=state).inc()
         if outcome.registered:
             ks.metrics.registrations.inc()
@@ -185,29 +202,42 @@ def state():
 
 @bp.post("/update")
 def update():
-    """In state ``discover``: add MACs and merge metadata the machine reports."""
+    """In state ``discover``: add MACs, merge metadata and facts the machine reports."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
     if request.mimetype not in FORM_TYPES and (request.content_length or request.mimetype):
         # Anything else would read as an empty form: "updated", with nothing stored.
         raise UnsupportedMediaType(
             f"/update takes a form body (application/x-www-form-urlencoded or multipart/form-data) with "
-            f"mac= and metadata=<JSON object>, not {request.mimetype or 'a body without Content-Type'}"
+            f"mac=, metadata=<JSON object> and fact.KEY=, not {request.mimetype or 'a body without Content-Type'}"
         )
     sent = request.get_data(cache=True)  # kept for the form parser below
     if sent and not request.form:
         # Werkzeug drops a form it cannot decode; a silent "updated" would store nothing.
         raise BadRequest("the form body could not be read; send UTF-8, percent-encoded as a browser or curl does")
-    unknown = sorted(set(request.form) - UPDATE_FIELDS)
+    unknown = sorted(key for key in set(request.form) - UPDATE_FIELDS if not key.startswith(FACT_FIELD))
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; /update takes mac= and metadata=")
+        raise BadRequest(f"unknown field {unknown[0][:40]!r}; /update takes mac=, metadata= and fact.KEY=")
     if len(request.form.getlist("mac")) > MAX_MACS:
         raise BadRequest(f"a host has at most {MAX_MACS} MAC addresses; this request gives more")
     macs = [normalize_mac(m) for m in request.form.getlist("mac")]
     documents = [parse_json_object(m) for m in request.form.getlist("metadata")]
-    host = runtime().db.write(lambda session: booting.apply_update(session, host_id, bootid, macs, documents))
-    log.info("update host=%d macs=%d metadata=%d", host.id, len(macs), len(documents))
+    facts = _reported_facts()
+    host = runtime().db.write(lambda session: booting.apply_update(session, host_id, bootid, macs, documents, facts))
+    log.info("update host=%d macs=%d metadata=%d facts=%d", host.id, len(macs), len(documents), len(facts))
     return text(f"host {host.id} updated\n")
+
+
+def _reported_facts() -> dict[str, str | None]:
+    """The form's ``fact.KEY=value`` fields, checked; a placeholder or empty value (None) removes the fact."""
+    fields = [key for key in request.form if key.startswith(FACT_FIELD)]
+    if len(fields) > MAX_FACTS:
+        raise BadRequest(f"a host has at most {MAX_FACTS} facts; this request gives {len(fields)}")
+    facts: dict[str, str | None] = {}
+    for field in fields:
+        key = check_fact_key(field[len(FACT_FIELD):])
+        facts[key] = normalize_fact(key, one(field, request.form) or "")
+    return facts
 
 
 @bp.get("/hosts")

@@ -7,9 +7,11 @@ cursor. The callbacks (/finish, /update, downloads) take a session. Nothing
 here commits; every change is recorded in the host's history.
 """
 
+import dataclasses
 import functools
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +25,14 @@ from ks import states
 from ks.db import Transaction
 from ks.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
 from ks.events import EventKind, record
-from ks.identity import MAX_MACS, Identity
+from ks.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
 from ks.machines import check_mac_count, get_host
-from ks.models import Host, HostMac, utcnow
+from ks.models import Host, HostMac, RuleSequence, utcnow
 from ks.record import COLUMNS, HostRecord
+from ks.rules import DEFAULT_HOSTNAME, Enrollment, Machine, RuleSet
 from ks.values import check_metadata
 
-_hosts, _macs = Host.__table__, HostMac.__table__
+_hosts, _macs, _seqs = Host.__table__, HostMac.__table__, RuleSequence.__table__
 _HOST_ID: BindParameter[int] = bindparam("host_id")
 
 
@@ -49,23 +52,22 @@ def new_bootid() -> str:
 # while the writer lock is held.
 _HOST = select(*(column for _, column in COLUMNS)).where(_hosts.c.id == _HOST_ID)
 _MACS = select(_macs.c.mac).where(_macs.c.host_id == _HOST_ID).order_by(_macs.c.position)
-# Every JSON column of a new host starts as an empty object (the driver's insert knows no Python defaults).
-_REGISTER = (
-    insert(_hosts)
-    .values(
-        {
-            **{column.name: literal_column("'{}'") for column in _hosts.c if isinstance(column.type, JSON)},
-            "hostname": literal_column("'not-set'"),
-            "serial": bindparam("serial"),
-            "uuid": bindparam("uuid"),
-            "state": bindparam("state"),
-            "boot_finished": false(),
-            "created_at": bindparam("now"),
-            "updated_at": bindparam("now"),
-        }
-    )
-    .returning(_hosts.c.id)
-)
+# Every other JSON column of a new host starts as an empty object (the driver's insert knows no Python
+# defaults); JSON parameters are given as JSON text.
+_REGISTER = insert(_hosts).values({
+    **{column.name: literal_column("'{}'") for column in _hosts.c if isinstance(column.type, JSON)},
+    "facts": bindparam("facts", type_=JSON), "labels": bindparam("labels", type_=JSON),
+    "hostname": bindparam("hostname"), "serial": bindparam("serial"), "uuid": bindparam("uuid"),
+    "state": bindparam("state"), "boot_finished": false(), "created_at": bindparam("now"),
+    "updated_at": bindparam("now"),
+}).returning(_hosts.c.id)
+_FACTS = update(_hosts).where(_hosts.c.id == _HOST_ID).values(facts=bindparam("facts", type_=JSON))
+# An enrollment rule's counter: counted up in the registering transaction (the row is locked until it
+# commits), created at 1 by its first machine; two first machines at once: one insert fails and its unit
+# of work is retried.
+_NEXT_SEQ = (update(_seqs).where(_seqs.c.rule == bindparam("rule")).values(last=_seqs.c.last + literal_column("1"))
+             .returning(_seqs.c.last))
+_FIRST_SEQ = insert(_seqs).values(rule=bindparam("rule"), last=literal_column("1"))
 _ADD_MAC = insert(_macs).values(mac=bindparam("mac"), host_id=_HOST_ID, position=bindparam("position"))
 _FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     serial=func.coalesce(_hosts.c.serial, bindparam("serial")), uuid=func.coalesce(_hosts.c.uuid, bindparam("uuid"))
@@ -132,17 +134,79 @@ def identify(tx: Transaction, ident: Identity) -> HostRecord | None:
     return host
 
 
-def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str) -> HostRecord:
-    """Create a host for a machine seen for the first time."""
+def _json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def machine_of(ident: Identity) -> Machine:
+    """What enrollment rules see of a booting machine."""
+    return Machine(macs=ident.macs, serial=ident.serial, uuid=ident.uuid, facts=ident.facts)
+
+
+def next_seq(tx: Transaction, rule: str) -> int:
+    """The rule's next ``seq``: one more than the last it gave, 1 for its first machine; never the same twice."""
+    row = tx.execute(_NEXT_SEQ, {"rule": rule}).fetchone()
+    if row is not None:
+        return int(row[0])
+    tx.execute(_FIRST_SEQ, {"rule": rule})
+    return 1
+
+
+def peek_seq(session: Session, rule: str) -> int:
+    """The ``seq`` the rule's next machine would get, changing nothing."""
+    last = session.scalar(select(RuleSequence.last).where(RuleSequence.rule == rule))
+    return (last or 0) + 1
+
+
+def enroll(tx: Transaction, ident: Identity, rules: RuleSet) -> Enrollment | None:
+    """What the first matching rule gives a machine seen for the first time (taking its seq); None if none matches."""
+    machine = machine_of(ident)
+    rule = rules.first_match(machine)
+    return rule.enroll(machine, next_seq(tx, rule.name)) if rule is not None else None
+
+
+def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str,
+             enrollment: Enrollment | None = None) -> HostRecord:
+    """Create a host for a machine seen for the first time, with its facts, as an enrollment rule says if one does.
+
+    The rule's chain replaces ``chain`` (when it gives one); its hostname and
+    labels are the host's. The history's ``register`` line names the rule and seq.
+    """
     if not ident.macs:
         raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
+    hostname, labels, detail = DEFAULT_HOSTNAME, {}, ident.describe()
+    if enrollment is not None:
+        chain = enrollment.chain or chain
+        hostname, labels = enrollment.hostname, enrollment.labels
+        detail += f"; rule {enrollment.rule} (seq {enrollment.seq})"
+        if enrollment.problem:
+            detail += f"; {enrollment.problem}, hostname left {DEFAULT_HOSTNAME}"
     state = states.format_chain(chain)
-    params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": utcnow()}
+    params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": utcnow(), "hostname": hostname,
+              "facts": _json(ident.facts), "labels": _json(labels)}
     host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
     for position, mac in enumerate(ident.macs):
         tx.execute(_ADD_MAC, {"mac": mac, "host_id": host_id, "position": position})
-    record(tx, host_id, EventKind.REGISTER, source, None, state, ident.describe())
+    record(tx, host_id, EventKind.REGISTER, source, None, state, detail)
     return host_record(tx, host_id)
+
+
+def refresh_facts(tx: Transaction, host: HostRecord, ident: Identity) -> HostRecord:
+    """Keep the facts this boot reported (written only when they changed).
+
+    The boot's facts replace those of ``BOOT_FACTS`` (one it no longer reports
+    is removed); facts a discover image reported stay. A boot that reports no
+    facts at all (a poll, an older bootstrap script) leaves them as they are.
+    """
+    if not ident.facts:
+        return host
+    stored = host.facts if isinstance(host.facts, dict) else {}
+    facts = {key: value for key, value in stored.items() if key not in BOOT_FACTS}
+    facts = dict(list(facts.items())[: MAX_FACTS - len(ident.facts)]) | ident.facts
+    if facts == stored:
+        return host
+    tx.execute(_FACTS, {"host_id": host.id, "facts": _json(facts)})
+    return dataclasses.replace(host, facts=facts)
 
 
 def learn(tx: Transaction, host: HostRecord, ident: Identity, source: str) -> HostRecord:
@@ -180,6 +244,8 @@ class Boot:
     registered: bool = False
     # An unknown machine turned away: too many registrations in the last minute.
     busy: bool = False
+    # What an enrollment rule gave a machine registered now; None: no rule matched.
+    enrollment: Enrollment | None = None
 
 
 def boot(
@@ -190,6 +256,7 @@ def boot(
     deploy_timeout: Callable[[str], int] | None = None,
     may_register: Callable[[], bool] | None = None,
     address: str | None = None,
+    rules: Callable[[], RuleSet] | None = None,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
@@ -199,8 +266,10 @@ def boot(
     0 for none. An unknown machine is registered only if ``may_register()``
     says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
     is the machine's network address, kept so that its installer's image
-    download can be told apart. Runs in ``Database.write_direct``: every boot
-    of every machine comes through here.
+    download can be told apart. ``rules()`` gives the enrollment rules in force
+    (asked only when a machine registers). The facts a boot reports are kept
+    (``refresh_facts``). Runs in ``Database.write_direct``: every boot of every
+    machine comes through here.
     """
     now = utcnow()
     try:
@@ -210,13 +279,15 @@ def boot(
             for other in conflict.host_ids:
                 record(tx, other, EventKind.CONFLICT, "bootstrap", detail=str(conflict))
         return Boot(host=None, conflict=conflict)
-    registered = host is None
+    registered, enrollment = host is None, None
     if host is None:
         if may_register is not None and not may_register():
             return Boot(host=None, busy=True)
-        host = register(tx, ident, initial_chain, "bootstrap")
+        enrollment = enroll(tx, ident, rules()) if rules is not None and ident.macs else None
+        host = register(tx, ident, initial_chain, "bootstrap", enrollment)
     else:
         host = learn(tx, host, ident, "bootstrap")
+        host = refresh_facts(tx, host, ident)
     state = host.current
     if poll and (host.failed or state == states.NEW):
         tx.execute(_SEEN, {"host_id": host.id, "now": now})
@@ -228,7 +299,7 @@ def boot(
               "deadline": deadline, "address": address}
     tx.execute(_BOOTED, params)
     record(tx, host.id, EventKind.BOOT, "bootstrap", host.state, host.state, ident.describe())
-    return Boot(host=host, bootid=bootid, registered=registered)
+    return Boot(host=host, bootid=bootid, registered=registered, enrollment=enrollment)
 
 
 def check_bootid(host: Host, bootid: str | None) -> str:
@@ -280,8 +351,9 @@ def record_download(session: Session, address: str, image: str, name: str, sent:
     return host.id
 
 
-def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict]) -> Host:
-    """In state ``discover``: add reported MACs and merge reported metadata."""
+def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict],
+                 facts: dict[str, str | None] | None = None) -> Host:
+    """In state ``discover``: add reported MACs, merge reported metadata and facts (None removes a fact)."""
     host = get_host(session, host_id, lock=True)
     check_bootid(host, bootid)
     current = states.current(states.parse_chain(host.state))
@@ -293,6 +365,10 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     for document in documents:
         meta.update(document)
     check_metadata(meta)  # each document was checked on its own; the merge is bounded too
+    known = dict(host.facts) if isinstance(host.facts, dict) else {}
+    merged = {k: v for k, v in (known | (facts or {})).items() if v is not None}
+    if len(merged) > MAX_FACTS:
+        raise BadRequest(f"a host has at most {MAX_FACTS} facts; this report would give it {len(merged)}")
     if new_macs:
         owners = session.scalars(select(HostMac).where(HostMac.mac.in_(new_macs))).all()
         if owners:
@@ -301,8 +377,12 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
         for mac in new_macs:
             host.macs.append(HostMac(mac=mac, position=len(host.macs)))
     changed = [k for k in meta if (host.meta or {}).get(k) != meta[k]]
+    changed_facts = sorted(k for k in set(known) | set(merged) if known.get(k) != merged.get(k))
     host.meta = meta
+    if changed_facts:
+        host.facts = merged
     host.updated_at = utcnow()
-    detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)])
+    detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)]
+                      + [f"fact.{k}" for k in changed_facts])
     record(session, host.id, EventKind.UPDATE, "update", detail=detail or "nothing new")
     return host

@@ -90,6 +90,10 @@ class Settings:
         1.0, "KS_TEMPLATE_CHECK_INTERVAL", "Seconds a template lookup and a compiled template are trusted before "
         "the files are looked at again; 0: on every request.", low=0,
     )
+    rules_check_interval: float = setting(
+        2.0, "KS_RULES_CHECK_INTERVAL", "Seconds between two looks at <root>/rules.toml (when a machine registers, "
+        "and in each server process); an edited file takes effect within this time.", low=0,
+    )
     x_accel_redirect: str = setting(
         "", "KS_X_ACCEL_REDIRECT", "Behind nginx: answer image requests with 'X-Accel-Redirect: PREFIX/<file>' "
         "and let nginx send the file from an internal location (see docs/nginx.conf.example).",

@@ -126,3 +126,11 @@ class BMCUnreachable(PowerError):
 
 class BMCNotFound(PowerError):
     """A BMC given by MAC that is in no neighbour table entry, even after a sweep of its subnets."""
+
+
+class RulesError(KSError):
+    """An enrollment rules file with mistakes; ``problems`` holds one line per mistake, each naming its position."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems

@@ -1,4 +1,4 @@
-"""How a machine is recognised: MACs, DMI serial and UUID. Pure functions.
+"""How a machine is recognised (MACs, DMI serial and UUID) and what else it reports (facts). Pure functions.
 
 Firmware fills unset DMI fields with placeholder strings. Those are never
 identity: two machines with the serial "To be filled by O.E.M." are not one
@@ -10,7 +10,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 
 from ks.errors import BadRequest
-from ks.values import check_text, single
+from ks.values import check_text, safe_text, single
 
 # Compared after upper-casing and trimming.
 PLACEHOLDER_VALUES = frozenset(
@@ -104,6 +104,64 @@ def normalize_uuid(value: str) -> str | None:
     return None if is_placeholder(text) else text
 
 
+# -- facts ------------------------------------------------------------------------
+#
+# What a machine reports beyond its identifiers: never identity, only description,
+# kept per host (``hosts.facts``) for listings, selectors and enrollment rules.
+# /bootstrap takes these parameters (the shipped bootstrap.ipxe sends each from the
+# iPXE setting named beside it; an iPXE without the setting sends an empty value).
+BOOT_FACTS = {
+    "manufacturer": "manufacturer",  # SMBIOS system manufacturer (type 1)
+    "product": "product",  # SMBIOS system product name (type 1)
+    "asset": "asset",  # SMBIOS chassis asset tag (type 3)
+    "board_serial": "board-serial",  # SMBIOS base board serial (type 2)
+    "buildarch": "buildarch",  # the architecture iPXE was built for: i386, x86_64, arm64
+    "platform": "platform",  # the firmware interface iPXE runs on: pcbios, efi
+    "chip": "net0/chip",  # the first NIC's chip, as iPXE's driver names it
+    "memsize": "memsize",  # MiB of memory (iPXE 1.21 and later, BIOS)
+    "ipxe_version": "version",  # iPXE's version
+}
+# iPXE's own values hold only the alphabet: a character outside it there is refused
+# with 400, as in an identifier. Every other fact is description that vendors write,
+# where parentheses, brackets and commas are common ("Standard PC (i440FX + PIIX,
+# 1996)"): characters outside the alphabet become "_", so a machine is never turned
+# away for its product name.
+IPXE_FACTS = frozenset({"buildarch", "platform", "chip", "memsize", "ipxe_version"})
+MAX_FACT_LENGTH = 128
+MAX_FACTS = 64
+# Names of facts; ``mac``, ``serial`` and ``uuid`` are identifiers, never facts.
+FACT_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+IDENTIFIER_KEYS = frozenset({"mac", "macs", "serial", "uuid"})
+
+
+def check_fact_key(key: str) -> str:
+    """``key`` if it may name a fact (lower-case letters, digits, ``_``, ``-``; not an identifier)."""
+    if not isinstance(key, str) or not FACT_KEY.fullmatch(key):
+        shown = key[:40] if isinstance(key, str) else key
+        raise BadRequest(f"{shown!r} cannot name a fact: lower-case letters, digits, '_' and '-', at most 64, "
+                         "starting with a letter or digit")
+    if key in IDENTIFIER_KEYS:
+        raise BadRequest(f"{key!r} is an identifier of the machine, not a fact")
+    return key
+
+
+def normalize_fact(key: str, value: str) -> str | None:
+    """A reported fact's value as stored, or None for a placeholder or nothing.
+
+    iPXE's own values (``IPXE_FACTS``) are held to the alphabet (BadRequest)
+    like a serial; any other keeps its text with characters outside the
+    alphabet as ``_``, runs of spaces as one, at most ``MAX_FACT_LENGTH`` characters.
+    """
+    if not isinstance(value, str):
+        raise BadRequest(f"fact {key} must be a string")
+    value = value.strip()
+    if key in IPXE_FACTS:
+        value = check_text(f"fact {key}", value, MAX_FACT_LENGTH)
+    else:
+        value = " ".join(safe_text(value[: MAX_FACT_LENGTH * 4]).split())[:MAX_FACT_LENGTH].strip()
+    return None if is_placeholder(value) else value
+
+
 @dataclass(frozen=True)
 class Identity:
     """What a booting machine told us about itself, normalised."""
@@ -111,7 +169,8 @@ class Identity:
     macs: tuple[str, ...] = ()
     serial: str | None = None
     uuid: str | None = None
-    extra: dict = field(default_factory=dict)
+    # What it reported of BOOT_FACTS (placeholders left out); empty from an iPXE script that sends none.
+    facts: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.macs or self.serial or self.uuid)
@@ -126,7 +185,7 @@ class Identity:
         return " ".join(parts) or "no identifiers"
 
 
-BOOT_PARAMS = tuple(f"net{i}" for i in range(8)) + ("dhcp_mac", "serial", "uuid", "buildarch", "platform", "poll")
+BOOT_PARAMS = tuple(f"net{i}" for i in range(8)) + ("dhcp_mac", "serial", "uuid", "poll", *BOOT_FACTS)
 
 
 def parse_boot_args(args: dict[str, list[str]]) -> Identity:
@@ -148,13 +207,14 @@ def parse_boot_args(args: dict[str, list[str]]) -> Identity:
         mac = normalize_mac(value)
         if mac not in macs:
             macs.append(mac)
-    extra = {}
-    for key in ("buildarch", "platform"):
-        if one.get(key):
-            extra[key] = check_text(key, one[key], 32)
+    facts = {}
+    for key in BOOT_FACTS:
+        value = normalize_fact(key, one.get(key, ""))
+        if value is not None:
+            facts[key] = value
     return Identity(
         macs=tuple(macs),
         serial=normalize_serial(one.get("serial", "")),
         uuid=normalize_uuid(one.get("uuid", "")),
-        extra=extra,
+        facts=facts,
     )

@@ -140,6 +140,15 @@ class Event(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class RuleSequence(Base):
+    """The last ``seq`` an enrollment rule gave (``ks.rules``): rule names start at 1 and never repeat a number."""
+
+    __tablename__ = "rule_sequences"
+
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+
+
 class ApiToken(Base):
     """A bearer token for the admin API; only its SHA-256 is stored."""
 

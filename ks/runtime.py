@@ -4,7 +4,7 @@ Both the server and the commands open their database here (``open_database``),
 so a state change has the same consequences wherever it is made.
 """
 
-from ks import config, images, pxelinux
+from ks import config, images, pxelinux, rules
 from ks.config import Settings
 from ks.db import Database
 from ks.metrics import Metrics
@@ -23,11 +23,18 @@ class Runtime:
     """What views need, built once per application (``ks.app.create_app``); views reach it as ``ks.web.runtime()``."""
 
     def __init__(self, settings: Settings, db: Database | None = None, registrations: TokenBucket | None = None,
-                 metrics_dir: str | None = None):
+                 metrics_dir: str | None = None, rules_file: rules.RulesFile | None = None):
         self.settings = settings
         self.db = db or open_database(settings)
         self.renderer = Renderer(settings.root, config.shipped("templates"), settings.template_check_interval)
         self.deploy_timeout = images.DeployTimeouts(settings.root, settings.deploy_timeout)
+        # The enrollment rules, re-read when rules.toml changes: `kiwispray serve` read them before its
+        # workers forked (and refused to start on a mistake), so each worker starts with the good ones.
+        root = settings.root
+        self.rules = rules_file or rules.RulesFile(
+            rules.path_of(root), settings.rules_check_interval, lambda: images.image_names(root)
+        )
+        self.rules.current()
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
         self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
         # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.

@@ -28,6 +28,7 @@ from ks.config import Settings
 from ks.db import Database
 from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
+from ks.rules import RulesFile
 from ks.web import SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,13 @@ ACCESS_FIELDS = {"remote": "h", "method": "m", "path": "U", "query": "q", "statu
 class Server(BaseApplication):
     """gunicorn configured from arguments instead of a config file or argv."""
 
-    def __init__(self, settings: Settings, options: dict, registrations: TokenBucket, metrics_dir: str):
+    def __init__(self, settings: Settings, options: dict, registrations: TokenBucket, metrics_dir: str,
+                 rules_file: RulesFile | None = None):
         self.settings = settings
         self.options = options
         self.registrations = registrations
         self.metrics_dir = metrics_dir
+        self.rules_file = rules_file
         super().__init__()
 
     def load_config(self):
@@ -60,12 +63,15 @@ class Server(BaseApplication):
     def load(self):
         # Runs in each worker, which builds its own application and timeout
         # checks: engines are never shared across fork.
-        app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir)
+        app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir,
+                         rules_file=self.rules_file)
         interval = self.settings.timeout_check_interval
+        runtime = app.extensions["kiwispray"]
         if interval:
-            runtime = app.extensions["kiwispray"]
             threading.Thread(target=check_timeouts, args=(runtime.db, runtime.metrics, interval), name="ks-timeouts",
                              daemon=True).start()
+        threading.Thread(target=watch_rules, args=(runtime.rules, self.settings.rules_check_interval),
+                         name="ks-rules", daemon=True).start()
         return app
 
 
@@ -397,6 +403,21 @@ class JsonLogger(Logger):
     log_format = logs.JSON
 
 
+def watch_rules(watched: RulesFile, interval: float) -> None:
+    """Look at rules.toml about every ``interval`` seconds (1 for 0), for as long as the worker lives.
+
+    Registrations look too, but a worker that registers nothing between two
+    changes of the file would miss the one between: then, after a change with a
+    mistake, the workers would keep different "last good" rules.
+    """
+    while True:
+        time.sleep(interval or 1.0)
+        try:
+            watched.current()
+        except Exception:  # a file system hiccup must not end the watch for good
+            log.exception("looking at %s failed; trying again in %s s", watched.path, interval or 1.0)
+
+
 def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
     """Flag overdue machines about every ``interval`` seconds, for as long as the worker lives."""
     while True:
@@ -426,9 +447,13 @@ def metrics_directory():
 
 
 def run(
-    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT
+    settings: Settings, host: str, port: int, workers: int, threads: int, access_log: bool, log_format: str = logs.TEXT,
+    rules_file: RulesFile | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits."""
+    """Serve until SIGTERM or SIGINT; gunicorn finishes requests in flight, then exits.
+
+    ``rules_file``: the enrollment rules as read (and checked) before the workers fork.
+    """
     options = {
         "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
         "workers": workers,
@@ -454,4 +479,4 @@ def run(
     registrations = TokenBucket(settings.registrations_per_minute, shared=True)
     with metrics_directory() as path:
         log.info("metrics of the worker processes are kept in %s until the server stops", path)
-        Server(settings, options, registrations, path).run()
+        Server(settings, options, registrations, path, rules_file).run()

@@ -295,3 +295,4 @@ def printable(value) -> str:
 def _unshowable(char: str) -> bool:
     code = ord(char)
     return 0xD800 <= code <= 0xDFFF or 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
+

@@ -16,6 +16,7 @@ Usage:
 """
 
 import argparse
+import json
 import os
 import re
 import sqlite3
@@ -36,7 +37,7 @@ request = function()
   local i = math.random(1, %(n)d)
   local mac = string.format("52-54-02-%%02x-%%02x-%%02x",
                             math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
-  return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=")
+  return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=%(facts)s")
 end
 """
 
@@ -55,7 +56,8 @@ from ks import migrate
 from ks.db import Database
 from ks.models import Host, HostMac, utcnow
 
-root, count = sys.argv[1], int(sys.argv[2])
+import json
+root, count, facts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 mac = lambda i: f"52:54:02:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:{i & 255:02x}"
 db = Database(f"sqlite:///{root}/kiwispray.db")
 migrate.upgrade(db)
@@ -65,21 +67,30 @@ with db.engine.begin() as conn:
         ids = range(start, min(start + 5000, count + 1))
         conn.execute(insert(Host), [
             {"id": i, "hostname": f"node{i}", "state": "finished", "meta": {}, "boot_finished": False,
-             "created_at": now, "updated_at": now} for i in ids])
+             "created_at": now, "updated_at": now, **({"facts": facts} if facts else {})} for i in ids])
         conn.execute(insert(HostMac), [{"mac": mac(i), "host_id": i, "position": 0} for i in ids])
 db.dispose()
 """
 
 
-def populate(root: Path, count: int, checkout: Path = REPO) -> None:
+def populate(root: Path, count: int, checkout: Path = REPO, facts: dict | None = None) -> None:
     """Register `count` finished machines directly in the database (fast bulk insert), as ``checkout`` stores them."""
-    subprocess.run([sys.executable, "-c", POPULATE, str(root), str(count)], env={**ENV, "PYTHONPATH": str(checkout)},
-                   check=True)
+    subprocess.run([sys.executable, "-c", POPULATE, str(root), str(count), json.dumps(facts or {})],
+                   env={**ENV, "PYTHONPATH": str(checkout)}, check=True)
 
 
-def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path) -> dict:
+# What the shipped bootstrap.ipxe reports beside the identifiers (--facts). The machines are
+# registered with them already, as after their first boot: each boot compares them with what is stored.
+FACTS = ("&manufacturer=Dell%20Inc.&product=PowerEdge%20R640&asset=&board_serial=CN7016&buildarch=x86_64"
+         "&platform=efi&chip=&memsize=&ipxe_version=1.21.1")
+STORED_FACTS = {"manufacturer": "Dell Inc.", "product": "PowerEdge R640", "board_serial": "CN7016",
+                "buildarch": "x86_64", "platform": "efi", "ipxe_version": "1.21.1"}
+
+
+def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path,
+            facts: bool = False) -> dict:
     script = workdir / f"bootstrap-{machines}.lua"
-    script.write_text(LUA % {"n": machines})
+    script.write_text(LUA % {"n": machines, "facts": FACTS if facts else ""})
     cmd = [wrk, "-t2", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
            f"http://127.0.0.1:{port}/bootstrap"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -147,7 +158,7 @@ def show(label: str, runs: list[dict]) -> dict:
 def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> dict:
     """One wrk run; the result also has the server's CPU ms per request."""
     cpu = group_cpu_seconds(proc.pid)
-    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir)
+    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir, args.facts)
     result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
     return result
 
@@ -164,6 +175,8 @@ def main() -> None:
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare Flask + SQLite ceiling")
     parser.add_argument("--baseline", type=Path, metavar="DIR",
                         help="also measure kiwispray serve of the checkout DIR (e.g. a worktree of an older commit)")
+    parser.add_argument("--facts", action="store_true",
+                        help="send the facts the shipped bootstrap.ipxe reports (SMBIOS product, platform, ...)")
     args = parser.parse_args()
     baseline = args.baseline.resolve() if args.baseline else None
     if baseline is not None and not (baseline / "ks" / "__main__.py").is_file():
@@ -191,7 +204,7 @@ def main() -> None:
                 root = workdir / f"site-{size}"
                 root.mkdir()
                 t0 = time.monotonic()
-                populate(root, size)
+                populate(root, size, facts=STORED_FACTS if args.facts else None)
                 print(f"# registered {size} finished machines in {time.monotonic() - t0:.1f} s", flush=True)
                 for plan in query_plans(root / "kiwispray.db"):
                     print(f"#   {plan}")
@@ -201,14 +214,14 @@ def main() -> None:
                 if baseline is not None:
                     base_root = workdir / f"baseline-{size}"
                     base_root.mkdir()
-                    populate(base_root, size, baseline)
+                    populate(base_root, size, baseline, facts=STORED_FACTS if args.facts else None)
                     port = free_port()
                     proc = start_server(base_root, port, "--workers", str(args.workers), "--threads",
                                         str(args.threads), env={"PYTHONPATH": str(baseline)})
                     servers[f"baseline /bootstrap, {size} hosts"] = (proc, port, size)
             for proc, port, machines in servers.values():
                 wait_for(port, proc)
-                run_wrk(wrk, port, machines, args.clients, 3, workdir)  # warm up
+                run_wrk(wrk, port, machines, args.clients, 3, workdir, args.facts)  # warm up
             # Rounds in turn, so that a slow spell of a shared machine hits every server alike.
             runs: dict[str, list[dict]] = {label: [] for label in servers}
             for _ in range(args.repeat):

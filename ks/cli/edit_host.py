@@ -226,6 +226,9 @@ def _print_hosts(hosts, verbosity, as_json, settings, one: bool = False) -> None
         if (one or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)
+        if verbosity > 1 and host.facts:
+            lines.append("     Facts:")
+            lines += present.metadata_lines(host.facts, 2)
     click.echo("\n".join(lines))
 
 

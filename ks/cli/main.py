@@ -27,8 +27,9 @@ from ks.cli.common import (
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.kiwi import kiwi
+from ks.cli.rules import rules_group
 from ks.cli.token import token
-from ks.errors import KSError
+from ks.errors import KSError, RulesError
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -86,7 +87,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import logs, server, states
+    from ks import images, logs, rules, server, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -100,6 +101,12 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         )
         states.parse_chain(settings.initial_chain)
         site.settings = settings
+        rules_path = rules.path_of(settings.root)
+        watched = rules.RulesFile(rules_path, settings.rules_check_interval, lambda: images.image_names(settings.root))
+        enrollment = watched.prime()
+    except RulesError as exc:
+        raise click.ClickException(f"{rules_path} has mistakes; not starting until they are corrected "
+                                   "(`kiwispray rules check` lists them):\n" + "\n".join(exc.problems)) from None
     except KSError as exc:
         raise fail(exc) from None
     site.migrated_db(create=True)
@@ -107,6 +114,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     log = logging.getLogger("ks.serve")
     log.info("site root %s, database %s", settings.root, _safe_url(settings.database_url))
     log.info("machines seen for the first time start in '%s'", settings.initial_chain)
+    if enrollment.rules:
+        log.info("enrollment rules from %s: %s (re-read when the file changes)", rules_path,
+                 ", ".join(rule.name for rule in enrollment.rules))
     if settings.deploy_timeout:
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
                  "(checked every %g s)", settings.deploy_timeout, settings.timeout_check_interval)
@@ -116,7 +126,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         )
     if settings.x_accel_redirect:
         log.info("image files are sent by the front web server from %s/", settings.x_accel_redirect.rstrip("/"))
-    server.run(settings, host, port, workers, threads, access_log, log_format)
+    server.run(settings, host, port, workers, threads, access_log, log_format, rules_file=watched)
 
 
 def _safe_url(url: str) -> str:
@@ -265,6 +275,7 @@ def pxelinux_sync(site: Site):
 cli.add_command(image)
 cli.add_command(kiwi)
 cli.add_command(token)
+cli.add_command(rules_group)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)

@@ -40,6 +40,9 @@ class Machine:
     uuid: str = "5a1e2e00-0000-4000-8000-000000000001"
     disk: Path | None = None
     memory: int = 512
+    # SMBIOS system manufacturer and product (type 1), which iPXE reports as facts; QEMU's own when None.
+    manufacturer: str | None = None
+    product: str | None = None
     boots: int = field(default=0, init=False)
 
     def argv(self, exit_on_reboot: bool = True) -> list[str]:
@@ -49,7 +52,9 @@ class Machine:
             *(["-no-reboot"] if exit_on_reboot else []),
             "-netdev", f"tap,id=net0,ifname={self.namespace.tap},script=no,downscript=no",
             "-device", f"e1000,netdev=net0,mac={self.mac}",
-            "-smbios", f"type=1,serial={self.serial},uuid={self.uuid}",
+            "-smbios", f"type=1,serial={self.serial},uuid={self.uuid}" + "".join(
+                f",{key}={value.replace(',', ',,')}" for key, value in
+                (("manufacturer", self.manufacturer), ("product", self.product)) if value),
         ]  # fmt: skip
         if self.disk is not None:
             argv += ["-drive", f"file={self.disk},if=virtio,format=raw", "-boot", "order=nc"]
