@@ -1,6 +1,7 @@
 """The Flask application factory."""
 
 import logging
+from datetime import timedelta
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
@@ -41,11 +42,15 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
 
     # Imported here: ks.metrics must not be imported before ks.server has set up
     # the directory where worker processes count (see ks.metrics).
-    from ks import api, boot, metrics, pixiecore
+    from ks import api, boot, metrics, pixiecore, ui
+    from ks.ui.sessions import DashboardSessions
 
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
+    app.register_blueprint(ui.bp)
+    app.session_interface = DashboardSessions()
+    app.permanent_session_lifetime = timedelta(seconds=settings["SESSION_LIFETIME"])
     metrics.init_app(app)
 
     @app.after_request

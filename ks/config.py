@@ -65,6 +65,8 @@ DEFAULTS = {
     # file SECRET_KEY_FILE (empty: <ROOT>/kiwispray.key, created when first needed).
     "SECRET_KEY": "",
     "SECRET_KEY_FILE": "",
+    # Seconds a dashboard session lasts from its login; then the token is asked again.
+    "SESSION_LIFETIME": 8 * 3600,
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -91,6 +93,7 @@ ENV_VARS = {
     "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
     "KS_SECRET_KEY": ("SECRET_KEY", str),
     "KS_SECRET_KEY_FILE": ("SECRET_KEY_FILE", str),
+    "KS_SESSION_LIFETIME": ("SESSION_LIFETIME", int),
 }
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -130,6 +133,8 @@ def resolve(overrides=None, environ=None) -> dict:
     settings["BASE_URL"] = settings["BASE_URL"].rstrip("/")
     if settings["RUNNING_REQUESTS"] < 0:
         raise ConfigError(f"RUNNING_REQUESTS must be 0 (no limit) or more, not {settings['RUNNING_REQUESTS']}")
+    if settings["SESSION_LIFETIME"] < 60:
+        raise ConfigError(f"SESSION_LIFETIME must be at least 60 seconds, not {settings['SESSION_LIFETIME']}")
     for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")

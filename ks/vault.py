@@ -6,6 +6,8 @@ password is stored. A copy of the database alone does not reveal a password.
 """
 
 import functools
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -40,6 +42,15 @@ class Vault:
                 f"a stored BMC password cannot be decrypted with the key from {self._where()}; "
                 "was the key replaced? Restore it, or set the BMC's password again"
             ) from None
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (signing dashboard sessions) derived from the site's key; makes the key file if needed.
+
+        Every process and server sharing the key (``KS_SECRET_KEY`` or the key file)
+        derives the same one; the site's key itself is never used for two things.
+        """
+        key = self.key or _read_key(self.key_file, create=True)
+        return hmac.new(key.encode(), purpose.encode(), hashlib.sha256).digest()
 
     def _where(self) -> str:
         return "KS_SECRET_KEY" if self.key else str(self.key_file)

@@ -52,9 +52,11 @@ def _json_object(ctx, param, value):
 @click.option("--force", is_flag=True, help="Set a state even if images/<name>/ does not exist (yet).")
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@click.option("-p", "--progress", "show_progress", is_flag=True,
+              help="With -l: add a column with each host's install progress (booted, downloading 42 %, ...).")
 @root_option
 def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, delete, retry, bmc, bmc_user,
-              bmc_password, power_action, reboot, force, history, as_json, root):
+              bmc_password, power_action, reboot, force, history, as_json, show_progress, root):
     """List known machines and change their state, hostname or metadata.
 
     \b
@@ -100,7 +102,7 @@ def edit_host(host_id, mac, serial, verbosity, state, meta, hostname, set_macs, 
         if history:
             _show_history(session, host_id, as_json)
         else:
-            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
+            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings, show_progress)
 
 
 def _resolve(db, host_id, mac, serial) -> int:
@@ -126,7 +128,7 @@ def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, 
         raise click.BadParameter(str(exc), param_hint="--bmc") from None
 
 
-def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
+def _show_hosts(session, host_id, verbosity, as_json, settings, show_progress=False) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
@@ -135,9 +137,11 @@ def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
         click.echo(json.dumps([h.document() for h in hosts] if host_id is None else hosts[0].document(), indent=2))
         return
     line_format = present.list_format(hosts)
-    lines = [present.table_header(line_format)]
+    if show_progress:  # one more column after the original's, which stay as they were
+        line_format = present.with_progress(line_format, hosts)
+    lines = [present.table_header(line_format, show_progress)]
     for host in hosts:
-        lines.append(present.table_row(host, line_format))
+        lines.append(present.table_row(host, line_format, show_progress))
         if verbosity > 1:
             lines.append("     MAC addrs: %-s" % present.legacy_macs(host))
             if host.bmc_address:

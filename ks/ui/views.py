@@ -1,0 +1,255 @@
+"""The dashboard's pages: login, fleet overview, host, images, and the live event stream."""
+
+import json
+import time
+from urllib.parse import urlsplit
+
+from flask import Response, current_app, redirect, render_template, request, session, stream_with_context, url_for
+
+from ks import feed, fleet, machines, present, progress, render, roles, states, tokens
+from ks.errors import BadRequest
+from ks.kiwi import inventory
+from ks.power import hosts as host_power
+from ks.record import HostRecord
+from ks.ui import bp, may
+from ks.ui import sessions
+from ks.values import is_decimal
+from ks.web import one, parse_id, services, site_from_base_url, step_aside
+
+PAGE_SIZES = (25, 50, 100, 200)
+MAX_FILTER = 200  # characters of a filter value
+HISTORY_SHOWN = 200  # newest history lines on a host page
+PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
+
+
+@bp.get("/login")
+def login():
+    """The login form: one field, the API token."""
+    return render_template("login.html", note=one("note"), next=_local(one("next")))
+
+
+@bp.post("/login")
+def login_post():
+    """Check the token; a fresh session for it, then where the operator was going."""
+    given = (request.form.get("token") or "").strip()
+    found = services().db.write(lambda unit: _token_id(tokens.verify(unit, given)))
+    if found is None:
+        return render_template("login.html", error="that token is not valid (or was revoked)",
+                               next=_local(request.form.get("next"))), 401
+    sessions.start(session, found)
+    return redirect(_local(request.form.get("next")) or url_for("ui.overview"))
+
+
+def _token_id(token) -> int | None:
+    return token.id if token is not None else None
+
+
+def _local(target: str | None) -> str | None:
+    """``target`` if it is a path of the dashboard (never another site), else None."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(sessions.PREFIX + "/") or "\\" in target:
+        return None
+    return target
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("ui.login", note="logged out"))
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    value = one(name)
+    if value is None or value == "":
+        return default
+    if not is_decimal(value) or not low <= int(value) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _filter(name: str) -> str | None:
+    value = (one(name) or "").strip()
+    if len(value) > MAX_FILTER:
+        raise BadRequest(f"{name} is longer than {MAX_FILTER} characters")
+    return value or None
+
+
+def selection() -> machines.Selection:
+    """The overview's filters from the query: state, label (key=value), q (free text)."""
+    state, label, text = _filter("state"), _filter("label"), _filter("q")
+    if state is not None:
+        states.parse_chain(state)
+    pair = None
+    if label is not None:
+        key, equals, value = label.partition("=")
+        if not equals or not key.strip():
+            raise BadRequest("a label filter is key=value, e.g. rack=4")
+        pair = (key.strip(), value.strip())
+    return machines.Selection(state, pair, text)
+
+
+@bp.get("/")
+def overview():
+    """Counts by state (failed first) and one page of the filtered, sorted host table."""
+    chosen = selection()
+    sort = one("sort") or "failed"
+    if sort not in machines.SORTS:
+        raise BadRequest(f"sort must be one of {', '.join(machines.SORTS)}")
+    descending = one("dir") == "desc"
+    per = _int("per", 50, 1, max(PAGE_SIZES))
+    page = _int("page", 1, 1, 10**9)
+    with services().db.read() as unit:
+        counts = machines.state_counts(unit)
+        hosts, total = machines.page_hosts(unit, chosen, sort, descending, (page - 1) * per, per)
+    power = {}
+    if one("power") == "1":
+        step_aside()  # BMCs may take seconds; boots go on meanwhile
+        power = host_power.power_states(hosts, services().settings)
+    failed = sum(f for _, f in counts.values())
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+    return render_template(
+        "overview.html", hosts=hosts, rows=[_row(h) for h in hosts], total=total, counts=ordered, failed=failed,
+        fleet=sum(n for n, _ in counts.values()), chosen=chosen, sort=sort, descending=descending, per=per, page=page,
+        pages=max(1, -(-total // per)), power=power, power_shown=one("power") == "1",
+        configurations=fleet.configurations(services().settings["ROOT"]), page_sizes=PAGE_SIZES,
+        query={k: v for k, v in request.args.items() if k != "page"},
+    )
+
+
+def _row(host: HostRecord) -> dict:
+    return {"host": host, "progress": progress.phase(host), "macs": ", ".join(host.macs)}
+
+
+@bp.get("/hosts/<int:host_id>/row")
+def host_row(host_id: int):
+    """One row of the overview's table, for live updates."""
+    with services().db.read() as unit:
+        host = HostRecord.of(machines.get_host(unit, host_id))
+    return render_template("_row.html", row=_row(host), power={}, selectable=may(roles.Action.OPERATE.value))
+
+
+@bp.get("/counts")
+def counts_fragment():
+    """The overview's counts, for live updates."""
+    with services().db.read() as unit:
+        counts = machines.state_counts(unit)
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+    return render_template("_counts.html", counts=ordered, failed=sum(f for _, f in counts.values()),
+                           fleet=sum(n for n, _ in counts.values()), chosen=machines.Selection())
+
+
+@bp.get("/hosts/<int:host_id>")
+def host_page(host_id: int):
+    """Identity, chain, metadata, labels, facts, BMC (never its password), history, and the script it would get now."""
+    return render_template("host.html", **_host_context(host_id))
+
+
+@bp.get("/hosts/<int:host_id>/live")
+def host_live(host_id: int):
+    """The changing parts of a host page, for live updates."""
+    return render_template("_host_live.html", **_host_context(host_id))
+
+
+def _host_context(host_id: int) -> dict:
+    if not 0 < host_id <= current_app.config["MAX_ID"]:
+        raise BadRequest(f"host id {host_id} is out of range")
+    ks = services()
+    with ks.db.read() as unit:
+        host = HostRecord.of(machines.get_host(unit, host_id))
+        events = [present.event_dict(e) for e in machines.history(unit, host_id, HISTORY_SHOWN)]
+    base_url = ks.settings["BASE_URL"] or render.PLACEHOLDER_URL
+    where = site_from_base_url(base_url, ks.settings["POLL_INTERVAL"], strict=False)
+    try:
+        script = render.script_now(ks.renderer, host, where)
+        script_text, template = script.text, script.template
+    except Exception as exc:  # a broken site template is shown, not a 500 of the page
+        script_text, template = f"# cannot render: {exc}", "-"
+    return {"host": host, "progress": progress.phase(host), "events": list(reversed(events)), "script": script_text,
+            "template": template, "placeholder": not ks.settings["BASE_URL"],
+            "configurations": fleet.configurations(ks.settings["ROOT"]),
+            "metadata": json.dumps(host.meta, indent=2, sort_keys=True, ensure_ascii=False)}
+
+
+@bp.get("/images")
+def images_page():
+    """What `kiwispray image list` shows: kind, size, checksum verdict, missing files."""
+    rows = inventory.describe_all(services().settings["ROOT"])
+    return render_template("images.html", images=rows)
+
+
+@bp.get("/events")
+def events():
+    """Server-Sent Events for open pages: every new history line, and the progress of downloads in flight.
+
+    ``event: progress`` frames carry ``[{"id", "phase", "percent"}]`` of the hosts
+    downloading now, every few seconds while any does.
+    """
+    ks = services()
+    poller = _poller(current_app)
+    after = parse_id(request.headers.get("Last-Event-ID"), "Last-Event-ID") if request.headers.get(
+        "Last-Event-ID") else poller.start_cursor()
+    step_aside()  # the stream only waits for news from here on
+
+    def stream():
+        yield "retry: 3000\n\n"
+        shown: dict[int, tuple] = {}
+        last = 0.0
+        for document in poller.follow(after, heartbeat=PROGRESS_EVERY):
+            if document is not None:
+                yield feed.sse_frame(document)
+            if time.monotonic() - last >= PROGRESS_EVERY:
+                last = time.monotonic()
+                with ks.db.read() as unit:
+                    moving = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
+                fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
+                shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
+                if fresh:
+                    yield f"event: progress\ndata: {json.dumps(fresh)}\n\n"
+                elif document is None:
+                    yield ": still here\n\n"
+
+    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _poller(app) -> feed.Poller:
+    """The process's one poller of the history (see ks.feed), made on first use."""
+    found = app.extensions.get("kiwispray-ui-feed")
+    if found is None:
+        db = services().db
+
+        def read(after: int) -> list[dict]:
+            with db.read() as unit:
+                return feed.events_after(unit, after)
+
+        def newest() -> int:
+            with db.read() as unit:
+                return feed.last_id(unit)
+
+        found = app.extensions.setdefault("kiwispray-ui-feed", feed.Poller(read, newest))
+    return found
+
+
+@bp.app_template_filter("when")
+def when(value) -> str:
+    """A time as operators read it in a table: 2026-12-06 14:02:11 (UTC)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@bp.app_template_filter("size")
+def size(value: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024:
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}T"
+
+
+@bp.app_template_global("describe")
+def describe(phase: dict) -> str:
+    return progress.describe(phase)
+
