@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the test suite and benchmarks use: QEMU with iPXE and OVMF
 # firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx, strace,
-# iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC).
+# iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC),
+# Chromium with its WebDriver (the dashboard's browser tests drive it with selenium).
 # Idempotent: installs only what is missing; needs root (or sudo).
 set -euo pipefail
 
 packages=(
     qemu-system-x86 ipxe ipxe-qemu ovmf dnsmasq-base busybox-static cpio xz-utils
     pxelinux syslinux-common postgresql openipmi ipmitool wrk nginx-light iproute2 curl strace
+    chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do
