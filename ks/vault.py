@@ -26,6 +26,7 @@ class Vault:
     def __init__(self, key: str, key_file: Path):
         self.key = key
         self.key_file = key_file
+        self._derived: dict[str, bytes] = {}  # the key file is read once per process
 
     def encrypt(self, secret: str) -> str:
         """The stored form of ``secret``; creates the key file if there is no key yet."""
@@ -49,8 +50,11 @@ class Vault:
         Every process and server sharing the key (``KS_SECRET_KEY`` or the key file)
         derives the same one; the site's key itself is never used for two things.
         """
-        key = self.key or _read_key(self.key_file, create=True)
-        return hmac.new(key.encode(), purpose.encode(), hashlib.sha256).digest()
+        derived = self._derived.get(purpose)
+        if derived is None:
+            key = self.key or _read_key(self.key_file, create=True)
+            derived = self._derived[purpose] = hmac.new(key.encode(), purpose.encode(), hashlib.sha256).digest()
+        return derived
 
     def _where(self) -> str:
         return "KS_SECRET_KEY" if self.key else str(self.key_file)

@@ -66,7 +66,8 @@ def disk(root):
 def booted_into_image(client, db, address="10.1.2.3") -> str:
     boot(client, MAC1, serial="SER1")
     db.write(lambda s: machines.set_state(s, machines.get_host(s, 1), states.parse_chain("image1"), "cli"))
-    response = client.get("/bootstrap", query_string={"net0": MAC1, "serial": "SER1"}, environ_base={"REMOTE_ADDR": address})
+    response = client.get("/bootstrap", query_string={"net0": MAC1, "serial": "SER1"},
+                          environ_base={"REMOTE_ADDR": address})
     return bootid_of(response.get_data(as_text=True))
 
 

@@ -42,7 +42,8 @@ def authenticate():
         if sessions.expired(session, current_app.config["SESSION_LIFETIME"]):
             session.clear()
             return _to_login("your session expired; log in again")
-        token = services().db.write(lambda unit: _live_token(unit, session["tid"]))
+        with services().db.read() as unit:
+            token = _live_token(unit, session["tid"])
     if token is None:
         session.pop("tid", None)
         if request.method == "GET" and request.endpoint != "ui.events":

@@ -11,8 +11,7 @@ from ks.errors import BadRequest
 from ks.kiwi import inventory
 from ks.power import hosts as host_power
 from ks.record import HostRecord
-from ks.ui import bp, may
-from ks.ui import sessions
+from ks.ui import bp, may, sessions
 from ks.values import is_decimal
 from ks.web import one, parse_id, services, site_from_base_url, step_aside
 

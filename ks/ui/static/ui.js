@@ -14,7 +14,7 @@
 
   if (!live || !window.EventSource) { return; }
   var status = document.getElementById("live");
-  var base = body.querySelector("link[rel=stylesheet]").getAttribute("href").replace(/static\/ui\.css.*$/, "");
+  var base = body.getAttribute("data-base");
   var pending = {};
   var countsDue = false;
   var timer = null;
