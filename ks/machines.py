@@ -103,7 +103,7 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     # ... and the progress of the boot before it is over.
     host.boot_finished = False
     host.download_sent, host.download_size, host.post_install_at = 0, None, None
-    host.updated_at = utcnow()
+    host.updated_at = host.chain_set_at = utcnow()
     record(session, host.id, EventKind.STATE, source, before, host.state)
 
 

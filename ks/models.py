@@ -90,6 +90,8 @@ class Host(Base):
     download_sent: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     download_size: Mapped[int | None] = mapped_column(BigInteger)
     post_install_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an operator last set the chain: until the next boot the host waits for it.
+    chain_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     macs: Mapped[list["HostMac"]] = relationship(
         back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"

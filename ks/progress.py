@@ -7,7 +7,7 @@ thousands of hosts read nothing else):
 
 ``failed`` when the deadline check flagged the host; ``finished`` once the
 boot called /finish (or the host is in ``finished``); ``waiting`` for a host
-that boots no image now (``new``) or has not booted since its state was set.
+that boots no image now (``new``) or has not booted since its chain was set.
 The download's bytes are written by ``Throttle``: at most every few seconds
 or every 10 %, never per chunk; a restart loses at most the newest percentage.
 """
@@ -38,7 +38,8 @@ def phase(host) -> dict:
         return {"phase": FAILED, "percent": None}
     if current == states.FINISHED or host.boot_finished:
         return {"phase": FINISHED, "percent": 100}
-    if not states.is_image(current) or host.last_boot_at is None:
+    booted = host.last_boot_at is not None and (host.chain_set_at is None or host.last_boot_at >= host.chain_set_at)
+    if not states.is_image(current) or not booted:
         return {"phase": WAITING, "percent": None}
     if host.post_install_at is not None:
         return {"phase": POST_INSTALL, "percent": 100}

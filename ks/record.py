@@ -86,6 +86,7 @@ class HostRecord:
     download_sent: int = shown(show=_hidden)
     download_size: int | None = shown(show=_hidden)
     post_install_at: datetime | None = shown(show=_hidden)
+    chain_set_at: datetime | None = shown(NULLABLE_TIME)
 
     @property
     def chain(self) -> states.Chain:

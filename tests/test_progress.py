@@ -16,12 +16,14 @@ T0 = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 BASE = HostRecord(id=1, hostname="h", state="image1", macs=(), serial=None, uuid=None, meta={}, facts={}, labels={},
                   created_at=T0, updated_at=T0, last_boot_at=T0, last_seen_at=T0, bmc_address=None, bmc_username=None,
                   bmc_password=None, failed_at=None, deadline_at=None, boot_finished=False, download_sent=0,
-                  download_size=None, post_install_at=None)
+                  download_size=None, post_install_at=None, chain_set_at=None)
 
 
 @pytest.mark.parametrize("changes, expected", [
     ({"state": "new", "last_boot_at": None}, ("waiting", None)),
     ({"last_boot_at": None}, ("waiting", None)),
+    ({"chain_set_at": datetime(2026, 12, 6, 12, 1, tzinfo=UTC)}, ("waiting", None)),
+    ({"chain_set_at": datetime(2026, 12, 6, 11, 59, tzinfo=UTC)}, ("booted", 0)),
     ({}, ("booted", 0)),
     ({"download_sent": 250, "download_size": 1000}, ("downloading", 25)),
     ({"download_sent": 999, "download_size": 1000}, ("downloading", 99)),
@@ -132,6 +134,8 @@ def test_a_new_boot_and_a_new_chain_start_the_progress_again(client, db, disk, t
     assert phase_of(client, token) == {"phase": "booted", "percent": 0}
     client.get(DISK, environ_base={"REMOTE_ADDR": "10.1.2.3"}, buffered=True).close()
     db.write(lambda s: machines.set_state(s, machines.get_host(s, 1), states.parse_chain("wipe"), "cli"))
+    assert phase_of(client, token) == {"phase": "waiting", "percent": None}
+    client.get("/bootstrap", query_string={"net0": MAC1, "serial": "SER1"}, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert phase_of(client, token) == {"phase": "booted", "percent": 0}
 
 

@@ -20,7 +20,7 @@ from ks.errors import BadRequest, Conflict, Forbidden, KSError
 from ks.power import hosts as host_power
 from ks.roles import Action
 from ks.ui import SOURCE, bp, may
-from ks.ui.views import _local
+from ks.ui.views import dashboard_path
 from ks.values import is_decimal
 from ks.web import services, step_aside
 
@@ -79,7 +79,7 @@ def act():
     root = services().settings["ROOT"]
     chain = _chain() if kind.chain else None
     change = _change(name, chain, root)
-    back = _local(request.form.get("back")) or url_for("ui.overview")
+    back = dashboard_path(request.form.get("back")) or url_for("ui.overview")
     if name == "delete" and back.startswith(url_for("ui.overview") + "hosts/"):
         back = url_for("ui.overview")  # the host page is gone with the host
     if request.form.get("confirm") != "1":

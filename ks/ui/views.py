@@ -24,7 +24,7 @@ PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 @bp.get("/login")
 def login():
     """The login form: one field, the API token."""
-    return render_template("login.html", note=one("note"), next=_local(one("next")))
+    return render_template("login.html", note=one("note"), next=dashboard_path(one("next")))
 
 
 @bp.post("/login")
@@ -34,16 +34,16 @@ def login_post():
     found = services().db.write(lambda unit: _token_id(tokens.verify(unit, given)))
     if found is None:
         return render_template("login.html", error="that token is not valid (or was revoked)",
-                               next=_local(request.form.get("next"))), 401
+                               next=dashboard_path(request.form.get("next"))), 401
     sessions.start(session, found)
-    return redirect(_local(request.form.get("next")) or url_for("ui.overview"))
+    return redirect(dashboard_path(request.form.get("next")) or url_for("ui.overview"))
 
 
 def _token_id(token) -> int | None:
     return token.id if token is not None else None
 
 
-def _local(target: str | None) -> str | None:
+def dashboard_path(target: str | None) -> str | None:
     """``target`` if it is a path of the dashboard (never another site), else None."""
     if not target:
         return None
