@@ -341,3 +341,27 @@ def test_the_session_cookie_carries_its_lifetime(app, client, db):
     response = log_in(client, make_token(db, "a"))
     assert "Expires=" in cookie_header(response)
     assert app.permanent_session_lifetime == timedelta(seconds=8 * 3600)
+
+
+def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, app, start_bmc):
+    from ks import machines, vault
+    from ks.change import HostChange
+
+    bmc = start_bmc("ipmi", power=False)
+    change = HostChange.parse(set(), bmc={"address": bmc.url, "username": bmc.username, "password": bmc.password})
+    keys = vault.of(app.extensions["kiwispray"].settings)
+    db.write(lambda session: change.apply(session, session.get(Host, 1), "test", keys))
+    csrf = csrf_of(admin, "/ui/hosts/1")
+    response = admin.post("/ui/actions", data={"action": "deploy", "chain": "image1", "host": "1", "confirm": "1",
+                                               "csrf": csrf, "back": "/ui/hosts/1"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    bmc.wait_history([True])  # it was off: a cycle powers it on
+    with db.read() as session:
+        assert session.get(Host, 1).state == "image1"
+        lines = [(e.kind, e.source) for e in machines.history(session, 1)]
+    assert ("state", "ui") in lines and ("power", "ui") in lines
+    assert "chain set and power cycle sent" in admin.get("/ui/hosts/1").get_data(as_text=True)
+    # Powering a selection with a host that has no BMC powers none of them.
+    response = admin.post("/ui/actions", data={"action": "power-off", "host": ["1", "2"], "confirm": "1", "csrf": csrf})
+    assert response.status_code == 409
+    assert bmc.history == [True]

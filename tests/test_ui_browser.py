@@ -182,6 +182,10 @@ def test_an_operator_session_from_login_to_logout(site, browser, artefacts):
     assert text_of(browser, "#host-2 .progress-cell") == "finished"
     assert browser.execute_script("return window.kiwisprayNotReloaded === true;")
     browser.save_screenshot(str(artefacts / "finished.png"))
+    # A machine seen for the first time is announced (and counted) without a reload.
+    boot_from(server, "127.0.0.1", "52-54-00-00-00-07", "WEB7")
+    wait_for(lambda: "1 new host registered" in text_of(browser, "#new-hosts"), 15, "the new host's note")
+    wait_for(lambda: text_of(browser, "#count-all") == "3", 15, "the counts")
 
     # The host page follows live too.
     browser.get(server.url + "/ui/hosts/1")

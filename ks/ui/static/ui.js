@@ -17,6 +17,7 @@
   var base = body.getAttribute("data-base");
   var pending = {};
   var countsDue = false;
+  var newHosts = 0;
   var timer = null;
 
   function say(text) { if (status) { status.textContent = text; } }
@@ -90,6 +91,11 @@
     source.addEventListener(kind, function (event) {
       var doc = JSON.parse(event.data);
       pending[String(doc.host_id)] = true;
+      var note = document.getElementById("new-hosts");
+      if (kind === "register" && note && !document.getElementById("host-" + doc.host_id)) {
+        newHosts += 1;
+        note.textContent = newHosts + " new host" + (newHosts === 1 ? "" : "s") + " registered since this page was loaded; reload to list them";
+      }
       countsDue = true;
       later();
     });
