@@ -117,8 +117,8 @@ def slow_download(server: ServerProcess, address: str, path: str, done: dict) ->
 
 def text_of(driver, css: str) -> str:
     """The text of the first element matching ``css`` now (read in one step: live updates replace elements)."""
-    return driver.execute_script(
-        "const e = document.querySelector(arguments[0]); return e ? e.textContent.replace(/\\s+/g, ' ').trim() : '';", css)
+    return driver.execute_script("const e = document.querySelector(arguments[0]);"
+                                 "return e ? e.textContent.replace(/\\s+/g, ' ').trim() : '';", css)
 
 
 def test_an_operator_session_from_login_to_logout(site, browser, artefacts):
@@ -160,7 +160,8 @@ def test_an_operator_session_from_login_to_logout(site, browser, artefacts):
     shot = False
     deadline = time.monotonic() + 60
     while reader.is_alive() and time.monotonic() < deadline:
-        value = browser.execute_script("const b = document.querySelector('#host-2 progress'); return b ? b.value : null;")
+        value = browser.execute_script("const b = document.querySelector('#host-2 progress');"
+                                       "return b ? b.value : null;")
         if value is not None:
             value = int(value)
             if 0 < value < 100:
