@@ -85,8 +85,15 @@ def test_the_boot_side_and_the_api_set_no_cookie(client, token, root):
 
 def test_logout_ends_the_session(admin):
     csrf = csrf_of(admin, "/ui/")
-    assert admin.post("/ui/logout", data={"csrf": csrf}).status_code == 302
+    response = admin.post("/ui/logout", data={"csrf": csrf})
+    assert response.status_code == 302
+    assert "logged out" in admin.get(response.headers["Location"]).get_data(as_text=True)
     assert admin.get("/ui/").status_code == 302
+
+
+def test_the_login_page_says_only_its_own_words(client):
+    page = client.get("/ui/login?note=Send+your+token+to+evil.example").get_data(as_text=True)
+    assert "evil.example" not in page
 
 
 def test_a_revoked_token_ends_its_sessions_at_the_next_request(client, db, hosts):

@@ -41,7 +41,7 @@ def authenticate():
     if "tid" in session:
         if sessions.expired(session, current_app.config["SESSION_LIFETIME"]):
             session.clear()
-            return _to_login("your session expired; log in again")
+            return _to_login("expired")
         with services().db.read() as unit:
             token = _live_token(unit, session["tid"])
     if token is None:
@@ -58,8 +58,9 @@ def _live_token(unit, token_id) -> tuple[str, roles.Role] | None:
     return (token.name, role_of(token)) if token is not None else None
 
 
-def _to_login(message: str | None):
-    target = url_for("ui.login", next=request.full_path if request.method == "GET" else None, note=message)
+def _to_login(note: str | None):
+    """To the login page, and back here afterwards; ``note`` a key of ``views.NOTES``."""
+    target = url_for("ui.login", next=request.full_path if request.method == "GET" else None, note=note)
     return redirect(target)
 
 

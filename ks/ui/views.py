@@ -19,12 +19,14 @@ PAGE_SIZES = (25, 50, 100, 200)
 MAX_FILTER = 200  # characters of a filter value
 HISTORY_SHOWN = 200  # newest history lines on a host page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
+# What the login page may say above its form (by key: a link cannot put words of its own there).
+NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
 
 
 @bp.get("/login")
 def login():
     """The login form: one field, the API token."""
-    return render_template("login.html", note=one("note"), next=dashboard_path(one("next")))
+    return render_template("login.html", note=NOTES.get(one("note") or ""), next=dashboard_path(one("next")))
 
 
 @bp.post("/login")
@@ -56,7 +58,7 @@ def dashboard_path(target: str | None) -> str | None:
 @bp.post("/logout")
 def logout():
     session.clear()
-    return redirect(url_for("ui.login", note="logged out"))
+    return redirect(url_for("ui.login", note="logged-out"))
 
 
 def _int(name: str, default: int, low: int, high: int) -> int:
