@@ -77,6 +77,7 @@ def phase_of(client, token):
     return client.get("/api/v1/hosts/1", headers={"Authorization": f"Bearer {token}"}).get_json()["progress"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_download_moves_the_phase_and_is_written_a_bounded_number_of_times(client, db, disk, token, monkeypatch):
     from ks import booting
 
@@ -126,6 +127,7 @@ def test_a_counted_window_has_no_fileno_so_the_server_reads_it(tmp_path):
         assert files.Window(file, 100).fileno() == file.fileno()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_new_boot_and_a_new_chain_start_the_progress_again(client, db, disk, token):
     booted_into_image(client, db)
     client.get(DISK, environ_base={"REMOTE_ADDR": "10.1.2.3"}, buffered=True).close()

@@ -209,6 +209,7 @@ def test_an_action_is_confirmed_before_it_is_done(admin, db):
     assert "2 hosts: chain set" in admin.get("/ui/").get_data(as_text=True)
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_bulk_action_is_all_or_nothing(admin, db):
     db.write(lambda session: session.execute(update(Host).where(Host.id == 1).values(failed_at=utcnow())))
     csrf = csrf_of(admin, "/ui/")
@@ -259,6 +260,7 @@ def test_bad_forms_get_a_clear_4xx(admin, form, status):
 # -- pages -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_the_overview_counts_filters_sorts_and_pages(admin, client, db):
     for i in range(3, 8):
         boot(client, f"52-54-00-00-01-{i:02x}", serial=f"SER{i}")
@@ -372,3 +374,21 @@ def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, a
     response = admin.post("/ui/actions", data={"action": "power-off", "host": ["1", "2"], "confirm": "1", "csrf": csrf})
     assert response.status_code == 409
     assert bmc.history == [True]
+
+
+def test_a_revoked_token_ends_its_open_event_stream(admin, client, db, monkeypatch):
+    from ks.ui import views
+
+    monkeypatch.setattr(views, "RECHECK", 0.0)
+    response = admin.get("/ui/events")
+    chunks = iter(response.response)
+    assert next(chunks).startswith(b"retry:")
+    db.write(lambda session: tokens.revoke(session, "admin"))
+    text = b""
+    deadline = time.monotonic() + 10
+    for chunk in chunks:
+        text += chunk
+        if b"event: ended" in text or time.monotonic() > deadline:
+            break
+    response.close()
+    assert b"event: ended" in text

@@ -43,7 +43,7 @@ def authenticate():
             session.clear()
             return _to_login("expired")
         with services().db.read() as unit:
-            token = _live_token(unit, session["tid"])
+            token = live_token(unit, session["tid"])
     if token is None:
         session.pop("tid", None)
         if request.method == "GET" and request.endpoint != "ui.events":
@@ -53,7 +53,8 @@ def authenticate():
     return None
 
 
-def _live_token(unit, token_id) -> tuple[str, roles.Role] | None:
+def live_token(unit, token_id) -> tuple[str, roles.Role] | None:
+    """The name and role of the token with this id if it is not revoked; None otherwise."""
     token = unit.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)))
     return (token.name, role_of(token)) if token is not None else None
 

@@ -1,6 +1,7 @@
 """The dashboard's pages: login, fleet overview, host, images, and the live event stream."""
 
 import json
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -11,7 +12,7 @@ from ks.errors import BadRequest
 from ks.kiwi import inventory
 from ks.power import hosts as host_power
 from ks.record import HostRecord
-from ks.ui import bp, may, sessions
+from ks.ui import bp, live_token, may, sessions
 from ks.values import is_decimal
 from ks.web import one, parse_id, services, site_from_base_url, step_aside
 
@@ -20,6 +21,7 @@ MAX_FILTER = 200  # characters of a filter value
 HISTORY_SHOWN = 200  # newest history lines on a host page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 # What the login page may say above its form (by key: a link cannot put words of its own there).
+RECHECK = 30.0  # seconds between two checks of an event stream's session
 NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
 
 
@@ -185,10 +187,14 @@ def events():
     """Server-Sent Events for open pages: every new history line, and the progress of downloads in flight.
 
     ``event: progress`` frames carry ``[{"id", "phase", "percent"}]`` of the hosts
-    downloading now, every few seconds while any does.
+    downloading now, every few seconds while any does. The session is checked
+    again every ``RECHECK`` seconds: a revoked token or an expired session ends
+    the stream with ``event: ended`` (the page then asks for the token again).
     """
-    ks = services()
     poller = _poller(current_app)
+    downloads = _downloads(current_app)
+    db, token_id, lifetime = services().db, session["tid"], current_app.config["SESSION_LIFETIME"]
+    started = dict(session)
     after = parse_id(request.headers.get("Last-Event-ID"), "Last-Event-ID") if request.headers.get(
         "Last-Event-ID") else poller.start_cursor()
     step_aside()  # the stream only waits for news from here on
@@ -197,13 +203,20 @@ def events():
         yield "retry: 3000\n\n"
         shown: dict[int, tuple] = {}
         last = 0.0
+        checked = time.monotonic()
         for document in poller.follow(after, heartbeat=PROGRESS_EVERY):
+            if time.monotonic() - checked >= RECHECK:
+                checked = time.monotonic()
+                with db.read() as unit:
+                    live = live_token(unit, token_id) is not None
+                if not live or sessions.expired(started, lifetime):
+                    yield "event: ended\ndata: {}\n\n"
+                    return
             if document is not None:
                 yield feed.sse_frame(document)
             if time.monotonic() - last >= PROGRESS_EVERY:
                 last = time.monotonic()
-                with ks.db.read() as unit:
-                    moving = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
+                moving = downloads.now()
                 fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
                 shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
                 if fresh:
@@ -215,6 +228,32 @@ def events():
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+class Downloads:
+    """The progress of the hosts downloading now, read at most once per interval for all of a process's streams."""
+
+    def __init__(self, db, interval: float = PROGRESS_EVERY / 2):
+        self.db = db
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.read_at = float("-inf")
+        self.found: list[dict] = []
+
+    def now(self) -> list[dict]:
+        with self.lock:
+            if time.monotonic() - self.read_at >= self.interval:
+                with self.db.read() as unit:
+                    self.found = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
+                self.read_at = time.monotonic()
+            return self.found
+
+
+def _downloads(app) -> Downloads:
+    found = app.extensions.get("kiwispray-ui-downloads")
+    if found is None:
+        found = app.extensions.setdefault("kiwispray-ui-downloads", Downloads(services().db))
+    return found
 
 
 def _poller(app) -> feed.Poller:

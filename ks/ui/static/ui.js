@@ -100,6 +100,11 @@
       later();
     });
   });
+  source.addEventListener("ended", function () {
+    source.close();
+    say("session ended");
+    window.location.reload();  // the dashboard asks for the token again
+  });
   source.addEventListener("progress", function (event) {
     JSON.parse(event.data).forEach(function (item) {
       var cell = live === "overview" ? document.querySelector("#host-" + item.id + " .progress-cell")
