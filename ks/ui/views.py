@@ -22,6 +22,13 @@ HISTORY_SHOWN = 200  # newest history lines on a host page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 # What the login page may say above its form (by key: a link cannot put words of its own there).
 RECHECK = 30.0  # seconds between two checks of an event stream's session
+# A stream sends what arrived together, at most every FLUSH_EVERY seconds (a boot storm is
+# then a few writes per second to each dashboard, not one per boot), and a comment after
+# KEEPALIVE seconds of silence so that proxies keep the connection.
+FLUSH_EVERY = 0.5
+KEEPALIVE = 15.0
+_FRAMES: dict[int, str] = {}  # the last events' frames, made once for all of a process's streams
+_FRAMES_KEPT = 4096
 NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
 
 
@@ -202,32 +209,49 @@ def events():
     def stream():
         yield "retry: 3000\n\n"
         shown: dict[int, tuple] = {}
-        last = 0.0
-        checked = time.monotonic()
-        for document in poller.follow(after, heartbeat=PROGRESS_EVERY):
-            if time.monotonic() - checked >= RECHECK:
-                checked = time.monotonic()
+        last = checked = flushed = time.monotonic()
+        waiting: list[str] = []  # frames not sent yet: sent together, at most every FLUSH_EVERY seconds
+        for document in poller.follow(after, heartbeat=FLUSH_EVERY):
+            now = time.monotonic()
+            if now - checked >= RECHECK:
+                checked = now
                 with db.read() as unit:
                     live = live_token(unit, token_id) is not None
                 if not live or sessions.expired(started, lifetime):
                     yield "event: ended\ndata: {}\n\n"
                     return
             if document is not None:
-                yield feed.sse_frame(document)
-            if time.monotonic() - last >= PROGRESS_EVERY:
-                last = time.monotonic()
+                waiting.append(_frame(document))
+            if now - last >= PROGRESS_EVERY:
+                last = now
                 moving = downloads.now()
                 fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
                 shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
                 if fresh:
-                    yield f"event: progress\ndata: {json.dumps(fresh)}\n\n"
-                elif document is None:
-                    yield ": still here\n\n"
+                    waiting.append(f"event: progress\ndata: {json.dumps(fresh)}\n\n")
+            if waiting and (document is None or now - flushed >= FLUSH_EVERY):
+                yield "".join(waiting)
+                waiting.clear()
+                flushed = now
+            elif document is None and now - flushed >= KEEPALIVE:
+                yield ": still here\n\n"
+                flushed = now
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _frame(document: dict) -> str:
+    """The SSE frame of a history line, made once per process however many streams send it."""
+    found = _FRAMES.get(document["id"])
+    if found is None:
+        found = _FRAMES[document["id"]] = feed.sse_frame(document)
+        if len(_FRAMES) > _FRAMES_KEPT:
+            for key in list(_FRAMES)[: _FRAMES_KEPT // 2]:
+                _FRAMES.pop(key, None)
+    return found
 
 
 class Downloads:
