@@ -2,18 +2,20 @@
 
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import api, boot, config, metrics, pixiecore
+from ks import api, boot, config, metrics, pixiecore, ui
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.runtime import Runtime
+from ks.ui.sessions import DashboardSessions
 from ks.web import text
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ def create_app(
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
+    app.register_blueprint(ui.bp)
+    app.session_interface = DashboardSessions()
+    app.permanent_session_lifetime = timedelta(seconds=settings.session_lifetime)
     metrics.init_app(app)
 
     @app.after_request

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
-from ks import booting, events, files, ignition, images, machines, nocloud, present, render, states
+from ks import booting, events, files, ignition, images, machines, nocloud, present, progress, render, states
 from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import (
@@ -119,8 +119,7 @@ def post_install():
         )
     # The bootid was checked above: the callback only adds its line to the history.
     chain = host.state
-    ks.db.write(lambda session: events.record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain,
-                                                f"template {script.template}"))
+    ks.db.write(lambda session: booting.post_install_fetched(session, host_id, chain, script.template))
     state = states.current(states.parse_chain(host.state))
     log.info(
         "post-install host=%d state=%s template=%s", host.id, state, script.template,
@@ -261,15 +260,57 @@ def image_file(relpath: str):
         relative = path.relative_to(images.images_dir(settings.root).resolve())
         return files.accel_redirect(settings.x_accel_redirect, relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
-    return files.send(request.environ, path, settings.send_timeout, on_close=_download_recorder(relpath))
+    return files.send(request.environ, path, settings.send_timeout, on_close=_download_recorder(relpath),
+                      track=_progress_tracker(relpath))
+
+
+def _disk_of(relpath: str) -> tuple[str, str] | None:
+    """(image, file name) when ``relpath`` is an image's disk (``<image>/<P>.xz``) and the client has an address."""
+    image, _, name = relpath.partition("/")
+    if not name.endswith(".xz") or "/" in name or not request.remote_addr:
+        return None
+    return image, name
+
+
+def _progress_tracker(relpath: str):
+    """For an image's disk: what, given its size, counts the bytes sent to the machine that booted into the image.
+
+    Tracked downloads are read and sent in chunks (see ``ks.files.Window``), so that the
+    count is known while it runs; a download no booted machine is known for stays zero-copy.
+    """
+    disk = _disk_of(relpath)
+    if disk is None:
+        return None
+    address, db = request.remote_addr or "", runtime().db
+
+    def track(size: int):
+        try:
+            with db.read() as session:
+                found = booting.download_host(session, address, disk[0])
+        except Exception:  # counting is a courtesy: the file is sent either way
+            log.exception("could not look up the machine downloading %s from %s", relpath, address)
+            return None
+        if found is None:
+            return None
+        host_id, boot_at = found
+
+        def write(sent: int) -> None:
+            try:
+                db.write(lambda session: booting.record_progress(session, host_id, boot_at, sent, size))
+            except Exception:
+                log.exception("could not record the progress of host %d", host_id)
+
+        return progress.Throttle(size, write)
+
+    return track
 
 
 def _download_recorder(relpath: str):
     """For an image's disk (``<image>/<P>.xz``): what records its download in the machine's history."""
-    image, _, name = relpath.partition("/")
-    address = request.remote_addr
-    if not name.endswith(".xz") or "/" in name or not address:
+    disk = _disk_of(relpath)
+    if disk is None:
         return None
+    (image, name), address = disk, request.remote_addr or ""
     db = runtime().db
 
     def recorded(sent: int, size: int, seconds: float) -> None:

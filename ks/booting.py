@@ -15,9 +15,9 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, select, union, update
+from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, null, select, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -77,7 +77,8 @@ _FILL = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
 _BOOTED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     bootid_hash=bindparam("bootid_hash"), boot_finished=false(), last_boot_at=bindparam("now"),
     last_seen_at=bindparam("now"), deadline_at=func.coalesce(_hosts.c.deadline_at, bindparam("deadline")),
-    boot_address=bindparam("address"),
+    boot_address=bindparam("address"), download_sent=literal_column("0"), download_size=null(),
+    post_install_at=null(),
 )
 _SEEN = update(_hosts).where(_hosts.c.id == _HOST_ID).values(last_seen_at=bindparam("now"))
 
@@ -331,24 +332,50 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     return host, states.current(before)
 
 
+def download_host(session: Session, address: str, image: str) -> tuple[int, datetime] | None:
+    """The host downloading ``image`` from ``address``, with the time of the boot it belongs to; None if none.
+
+    The host whose last boot came from this address and whose current state is ``image``.
+    """
+    found = session.execute(
+        select(Host.id, Host.state, Host.last_boot_at).where(Host.boot_address == address)
+        .order_by(Host.last_boot_at.desc()).limit(1)
+    ).first()
+    if found is None or found.last_boot_at is None or states.current(states.parse_chain(found.state)) != image:
+        return None
+    return found.id, found.last_boot_at
+
+
+def record_progress(session: Session, host_id: int, boot_at: datetime, sent: int, size: int) -> None:
+    """How far the download of the boot at ``boot_at`` got; nothing if the host booted again meanwhile."""
+    session.execute(update(Host).where(Host.id == host_id, Host.last_boot_at == boot_at)
+                    .values(download_sent=sent, download_size=size))
+
+
 def record_download(session: Session, address: str, image: str, name: str, sent: int, size: int,
                     seconds: float) -> int | None:
     """Record an image download in the history of the machine that booted from ``address`` into ``image``.
 
     The host whose last boot came from this address and whose current state is
-    ``image``; None (nothing recorded) when no such host is known.
+    ``image``; None (nothing recorded) when no such host is known. Its progress
+    gets the final count.
     """
-    candidates = session.scalars(
-        select(Host).where(Host.boot_address == address).order_by(Host.last_boot_at.desc()).limit(1)
-    ).all()
-    if not candidates or states.current(states.parse_chain(candidates[0].state)) != image:
+    found = download_host(session, address, image)
+    if found is None:
         return None
-    host = candidates[0]
+    host = get_host(session, found[0])
+    host.download_sent, host.download_size = sent, size
     rate = sent / seconds / 1e6 if seconds > 0 else 0.0
     how = "" if sent == size else " (incomplete: the client went away)"
     detail = f"{name}: {sent} of {size} bytes in {seconds:.1f} s ({rate:.1f} MB/s) to {address}{how}"
     record(session, host.id, EventKind.DOWNLOAD, "images", host.state, host.state, detail)
     return host.id
+
+
+def post_install_fetched(session: Session, host_id: int, chain: str, template: str) -> None:
+    """The installed system fetched its post-install script: a history line and the host's progress."""
+    session.execute(update(Host).where(Host.id == host_id).values(post_install_at=utcnow()))
+    record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain, f"template {template}")
 
 
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict],

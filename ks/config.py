@@ -120,6 +120,10 @@ class Settings:
     secret_key_file: str = setting(
         "", "KS_SECRET_KEY_FILE", "The key file; empty: <root>/kiwispray.key, created when first needed."
     )
+    session_lifetime: int = setting(
+        8 * 3600, "KS_SESSION_LIFETIME", "Seconds a dashboard session lasts from its login; then the token is "
+        "asked again.", low=60,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ Decisions (RFC 9110), documented in docs/performance.md:
   nothing changes image files over HTTP.
 """
 
+import io
 import os
 import re
 import time
@@ -140,8 +141,10 @@ class Window:
     end of the window rather than at the end of the file.
     """
 
-    def __init__(self, file, length: int, on_close: Callable[[int, float], None] | None = None):
+    def __init__(self, file, length: int, on_close: Callable[[int, float], None] | None = None,
+                 progress: Callable[[int], None] | None = None):
         self.file = file
+        self.progress = progress
         self.start = file.tell()
         self.sent = 0  # how far a sendfile or read got, for on_close
         self.remaining = length
@@ -149,6 +152,8 @@ class Window:
         self.opened = time.monotonic()
 
     def fileno(self) -> int:
+        if self.progress is not None:  # counted as it goes: the server reads, see ``read``
+            raise io.UnsupportedOperation("a counted download is sent in chunks")
         return self.file.fileno()
 
     def read(self, size: int = -1) -> bytes:
@@ -157,6 +162,8 @@ class Window:
         data = self.file.read(size) if size else b""
         self.remaining -= len(data)
         self.sent += len(data)
+        if self.progress is not None:
+            self.progress(self.sent)
         return data
 
     def seek(self, offset: int) -> int:
@@ -172,11 +179,14 @@ class Window:
 
 
 def send(environ: dict, path: Path, send_timeout: float | None = None,
-         on_close: Callable[[int, int, float], None] | None = None) -> Response:
+         on_close: Callable[[int, int, float], None] | None = None,
+         track: Callable[[int], Callable[[int], None] | None] | None = None) -> Response:
     """The response to a GET or HEAD of ``path`` (already checked to be a servable file).
 
     ``on_close(bytes sent, file size, seconds)`` is called when a GET of the whole
-    file ends, complete or not.
+    file ends, complete or not. ``track(file size)``, asked when a GET of the whole
+    file starts, may return ``progress(bytes sent)``: the file then goes out in
+    chunks of ``READ_SIZE`` read by the server (not zero-copy), each counted.
     """
     file = open(path, "rb", buffering=0)
     try:
@@ -185,13 +195,15 @@ def send(environ: dict, path: Path, send_timeout: float | None = None,
         if result.length and environ["REQUEST_METHOD"] != "HEAD":
             file.seek(result.start)
             _limit_stall(environ, send_timeout)
-            done = None
+            done = counted = None
             if on_close is not None and result.status == 200:
                 def done(sent: int, seconds: float) -> None:
                     on_close(sent, v.size, seconds)
+            if track is not None and result.status == 200:
+                counted = track(v.size)
             # PEP 3333's wsgi.file_wrapper takes any object with read() (and uses fileno());
             # werkzeug's annotation asks for a whole IO[bytes], which a window of a file is not.
-            body = wrap_file(environ, Window(file, result.length, done), READ_SIZE)  # type: ignore[arg-type]
+            body = wrap_file(environ, Window(file, result.length, done, counted), READ_SIZE)  # type: ignore[arg-type]
             return respond(result, v, path.name, body)
     except BaseException:
         file.close()

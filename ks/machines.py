@@ -5,6 +5,7 @@ of work per request or command, see ``ks.db.Database.write``). Every change is
 recorded in the host's history. The boot path is ``ks.booting``.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -101,7 +102,10 @@ def set_state(session: Session, host: Host, chain: states.Chain, source: str) ->
     host.bootid_hash = None
     # A new chain is a fresh start: its first boot sets a new deadline.
     host.deadline_at = host.failed_at = None
-    host.updated_at = utcnow()
+    # ... and the progress of the boot before it is over.
+    host.boot_finished = False
+    host.download_sent, host.download_size, host.post_install_at = 0, None, None
+    host.updated_at = host.chain_set_at = utcnow()
     record(session, host.id, EventKind.STATE, source, before, host.state)
 
 
@@ -235,6 +239,67 @@ def list_hosts(session: Session, host_id: int | None = None, state: str | None =
         for owner, mac in session.execute(stmt):
             macs.setdefault(owner, []).append(mac)
     return [HostRecord.from_row(row, tuple(macs.get(row.id, ()))) for row in rows]
+
+
+# How a listing page may be ordered: name -> the columns it sorts by.
+SORTS = {
+    "id": (Host.id,),
+    "hostname": (Host.hostname, Host.id),
+    "state": (Host.state, Host.id),
+    "last_boot": (Host.last_boot_at, Host.id),
+    "failed": (Host.failed_at.is_(None), Host.id),  # failed hosts first
+}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which hosts a listing page shows: current state, one label ``key=value``, free text (id, name, serial, MAC)."""
+
+    state: str | None = None
+    label: tuple[str, str] | None = None
+    text: str | None = None
+
+    def conditions(self) -> list:
+        found = []
+        if self.state:
+            found.append(or_(Host.state == self.state, Host.state.startswith(self.state + ",", autoescape=True)))
+        if self.label:
+            key, value = self.label
+            found.append(Host.labels[key].as_string() == value)
+        if self.text:
+            text = self.text.lower()
+            by_mac = select(HostMac.host_id).where(HostMac.mac.contains(normalize_partial_mac(text), autoescape=True))
+            alternatives = [func.lower(Host.hostname).contains(text, autoescape=True),
+                            func.lower(Host.serial).contains(text, autoescape=True), Host.id.in_(by_mac)]
+            if is_decimal(self.text) and len(self.text) < 19:
+                alternatives.append(Host.id == int(self.text))
+            found.append(or_(*alternatives))
+        return found
+
+
+def normalize_partial_mac(text: str) -> str:
+    """A piece of a MAC as stored: lower case, ``:`` between octets (``52-54-00`` finds ``52:54:00:..``)."""
+    return text.lower().replace("-", ":")
+
+
+def page_hosts(session: Session, selection: Selection, sort: str = "failed", descending: bool = False,
+               offset: int = 0, limit: int = 50) -> tuple[list[HostRecord], int]:
+    """One page of the hosts ``selection`` picks, ordered by ``sort`` (a key of ``SORTS``), and how many it picks.
+
+    Two queries (the page, the count) and one for the page's MACs, whatever the size of the fleet.
+    """
+    conditions = selection.conditions()
+    order = [c.desc() if descending else c for c in SORTS[sort]]
+    stmt = select(Host).where(*conditions).order_by(*order).offset(offset).limit(limit)
+    total = session.scalar(select(func.count()).select_from(Host).where(*conditions)) or 0
+    return [HostRecord.of(host) for host in session.scalars(stmt)], total
+
+
+def downloading(session: Session, limit: int = 1000) -> list[HostRecord]:
+    """Hosts whose current boot is downloading its image now (started, not complete, not failed)."""
+    stmt = select(Host).where(Host.download_size.is_not(None), Host.download_sent < Host.download_size,
+                              Host.failed_at.is_(None)).order_by(Host.id).limit(limit)
+    return [HostRecord.of(host) for host in session.scalars(stmt)]
 
 
 def history(session: Session, host_id: int, limit: int | None = None) -> list[Event]:

@@ -101,6 +101,14 @@ class Host(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # When the check found the deadline passed; such a host waits for a retry.
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How far the current boot got (ks.progress): bytes of the image's disk sent so
+    # far and its size (written every few seconds or 10 %), and when the installed
+    # system fetched its post-install script. Every boot resets them.
+    download_sent: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    download_size: Mapped[int | None] = mapped_column(BigInteger)
+    post_install_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When an operator last set the chain: until the next boot the host waits for it.
+    chain_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     macs: Mapped[list["HostMac"]] = relationship(
         back_populates="host", order_by="HostMac.position", cascade="all, delete-orphan", lazy="selectin"

@@ -1,5 +1,6 @@
 """How hosts and events are shown: the original's text table and JSON documents."""
 
+from ks import progress
 from ks.models import Event
 from ks.record import HostRecord
 from ks.values import MAX_DEPTH, printable
@@ -24,13 +25,21 @@ def list_format(hosts) -> str:
     return "%{}s %-{}s %-{}s %-s".format(*widths)
 
 
-def table_header(line_format: str) -> str:
-    """The original's header line: ``#Id Hostname State Serial#``."""
-    return line_format % LIST_HEADER
+def with_progress(line_format: str, hosts) -> str:
+    """The original's format with the serial column padded and a Progress column after it."""
+    width = max(len(LIST_HEADER[3]), *(len(_cells(h)[3]) for h in hosts))
+    return line_format[: -len("%-s")] + f"%-{width}s %-s"
 
 
-def table_row(host: HostRecord, line_format: str) -> str:
+def table_header(line_format: str, show_progress: bool = False) -> str:
+    """The original's header line: ``#Id Hostname State Serial#`` (and ``Progress``)."""
+    return line_format % (LIST_HEADER + ("Progress",) if show_progress else LIST_HEADER)
+
+
+def table_row(host: HostRecord, line_format: str, show_progress: bool = False) -> str:
     """One host in the original's table format; a failed host's state says so."""
+    if show_progress:
+        return line_format % (*_cells(host), progress.describe(progress.phase(host)))
     return line_format % _cells(host)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, inspect
 
-from ks import states
+from ks import progress, states
 from ks.models import Host, UTCDateTime
 from ks.values import load_stored_json
 
@@ -44,6 +44,10 @@ def _state(host: "HostRecord") -> dict:
 
 def _bmc(host: "HostRecord") -> dict:
     return {"bmc": {"address": host.bmc_address, "username": host.bmc_username} if host.bmc_address else None}
+
+
+def _progress(host: "HostRecord") -> dict:
+    return {"progress": progress.phase(host)}
 
 
 def _failed(host: "HostRecord") -> dict:
@@ -80,6 +84,12 @@ class HostRecord:
     bmc_password: str | None = shown(show=_hidden)  # encrypted (ks.vault), for power actions only
     failed_at: datetime | None = shown(show=_failed, schema={"failed": {"type": "boolean"}, "failed_at": NULLABLE_TIME})
     deadline_at: datetime | None = shown(NULLABLE_TIME)
+    # The current boot's progress, shown as one "progress" object (ks.progress).
+    boot_finished: bool = shown(show=_progress, schema=progress.SCHEMA)
+    download_sent: int = shown(show=_hidden)
+    download_size: int | None = shown(show=_hidden)
+    post_install_at: datetime | None = shown(show=_hidden)
+    chain_set_at: datetime | None = shown(NULLABLE_TIME)
 
     @property
     def chain(self) -> states.Chain:

@@ -375,3 +375,17 @@ def plain_script(renderer: Renderer, kind: str, origin: Origin, **extra) -> Rend
     }
     legacy = [("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
     return renderer.render(kind, None, ctx, lambda: legacy)
+
+
+# Where a script shown to an operator says the server is when no base URL is configured.
+PLACEHOLDER_URL = "http://SERVER:5000"
+
+
+def script_now(renderer: Renderer, host: Host, origin: Origin, state: str | None = None,
+               post_install: bool = False) -> Rendered:
+    """The script the machine would get now (or in ``state``), changing nothing; the bootid shows as BOOTID."""
+    chain = states.parse_chain(state or host.state)
+    if host.failed_at and not (state or post_install):
+        return failed_script(renderer, host, chain, origin, poll_url="")
+    make = post_install_script if post_install else host_script
+    return make(renderer, host, chain, "BOOTID", origin)

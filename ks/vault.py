@@ -6,6 +6,8 @@ password is stored. A copy of the database alone does not reveal a password.
 """
 
 import functools
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -25,6 +27,7 @@ class Vault:
     def __init__(self, key: str, key_file: Path):
         self.key = key
         self.key_file = key_file
+        self._derived: dict[str, bytes] = {}  # the key file is read once per process
 
     def encrypt(self, secret: str) -> str:
         """The stored form of ``secret``; creates the key file if there is no key yet."""
@@ -41,6 +44,20 @@ class Vault:
                 f"a stored BMC password cannot be decrypted with the key from {self._where()}; "
                 "was the key replaced? Restore it, or set the BMC's password again"
             ) from None
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (signing dashboard sessions) derived from the site's key; makes the key file if needed.
+
+        Every process and server sharing the key (``KS_SECRET_KEY`` or the key file)
+        derives the same one; the site's key itself is never used for two things.
+        """
+        derived = self._derived.get(purpose)
+        if derived is None:
+            key = self.key or _read_key(self.key_file, create=True)
+            if not key:  # created above when missing; an empty file is no key
+                raise ConfigError(f"the secret key in {self.key_file} is empty; remove the file to get a new one")
+            derived = self._derived[purpose] = hmac.new(key.encode(), purpose.encode(), hashlib.sha256).digest()
+        return derived
 
     def _where(self) -> str:
         return "KS_SECRET_KEY" if self.key else str(self.key_file)

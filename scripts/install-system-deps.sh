@@ -7,7 +7,8 @@
 # (kiwi and its system dependencies, debootstrap, fdisk, rsync). The build
 # scripts and the tests install nothing: they stop and name this script. The
 # Python libraries Debian's cloud-init runs on: the NoCloud tests run its code with
-# /usr/bin/python3 from the unpacked package (below).
+# /usr/bin/python3 from the unpacked package (below). Chromium with its WebDriver
+# (the dashboard's browser tests drive it with selenium).
 # Idempotent: installs only what is missing; needs root (or sudo).
 set -euo pipefail
 
@@ -17,6 +18,7 @@ packages=(
     kiwi kiwi-systemdeps-core kiwi-systemdeps-filesystems kiwi-systemdeps-bootloaders debootstrap fdisk rsync
     python3-yaml python3-jinja2 python3-jsonschema python3-requests python3-configobj python3-jsonpatch
     python3-netifaces python3-oauthlib python3-serial
+    chromium chromium-driver
 )
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -71,9 +71,12 @@ def _json_object(ctx, param, value):
 @click.option("--force", is_flag=True, help="Set a state even if images/<name>/ does not exist (yet).")
 @click.option("--history", is_flag=True, help="Show the host's history: boots, state changes, finishes, conflicts.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts instead of tables.")
+@click.option("-p", "--progress", "show_progress", is_flag=True,
+              help="With -l: add a column with each host's install progress (booted, downloading 42 %, ...).")
 @root_option
 def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, hostname, labels, unlabels, set_macs,
-              delete, retry, bmc, bmc_user, bmc_password, power_action, reboot, force, history, as_json, root):
+              delete, retry, bmc, bmc_user, bmc_password, power_action, reboot, force, history, as_json, show_progress,
+              root):
     """List known machines and change their state, hostname, metadata or labels, one host or many (--select).
 
     \b
@@ -102,7 +105,7 @@ def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, h
         _check_select(selected, {"hostname": hostname, "set_macs": set_macs, "bmc": bmc, "delete": delete,
                                  "power_action": power_action, "reboot": reboot, "history": history})
         _selected(site, selectors.parse(selector), changes, state, meta, label_updates, retry, force, dry_run,
-                  verbosity, as_json)
+                  verbosity, as_json, show_progress)
         return
     if dry_run:
         raise click.UsageError("--dry-run goes with --select (it shows the hosts a change of many would touch)")
@@ -136,7 +139,7 @@ def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, h
         if history:
             _show_history(session, host_id, as_json)
         else:
-            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings)
+            _show_hosts(session, host_id, verbosity or 1, as_json, site.settings, show_progress)
 
 
 def _resolve(db, host_id, mac, serial) -> int:
@@ -156,7 +159,8 @@ def _check_select(selected: bool, given: dict) -> None:
                                    "select that host with -i ID")
 
 
-def _selected(site, selector, changes, state, meta, label_updates, retry, force, dry_run, verbosity, as_json) -> None:
+def _selected(site, selector, changes, state, meta, label_updates, retry, force, dry_run, verbosity, as_json,
+              show_progress=False) -> None:
     """--select: list the matching hosts, or change them all in one unit of work and show them."""
     db = site.migrated_db()
     if not changes:
@@ -164,7 +168,8 @@ def _selected(site, selector, changes, state, meta, label_updates, retry, force,
             raise click.UsageError("--dry-run shows what a change would touch: "
                                    "give -s, -m, --label, --unlabel or --retry")
         with db.read() as session:
-            _print_hosts(machines.list_hosts(session, selector=selector), verbosity or 1, as_json, site.settings)
+            _print_hosts(machines.list_hosts(session, selector=selector), verbosity or 1, as_json, site.settings,
+                         show_progress=show_progress)
         return
     change = HostChange.parse(images.image_names(site.root), state=state, metadata=meta, labels=label_updates,
                               force=force, retry=retry)
@@ -195,26 +200,28 @@ def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, 
         raise click.BadParameter(str(exc), param_hint="--bmc") from None
 
 
-def _show_hosts(session, host_id, verbosity, as_json, settings) -> None:
+def _show_hosts(session, host_id, verbosity, as_json, settings, show_progress=False) -> None:
     hosts = machines.list_hosts(session, host_id=host_id)
     if host_id is not None and not hosts:
         raise NotFound(f"no host with id {host_id}")
     if as_json and host_id is not None:
         click.echo(json.dumps(hosts[0].document(), indent=2))
         return
-    _print_hosts(hosts, verbosity, as_json, settings, one=host_id is not None)
+    _print_hosts(hosts, verbosity, as_json, settings, one=host_id is not None, show_progress=show_progress)
 
 
-def _print_hosts(hosts, verbosity, as_json, settings, one: bool = False) -> None:
+def _print_hosts(hosts, verbosity, as_json, settings, one: bool = False, show_progress: bool = False) -> None:
     """Hosts as the original's table (more with -ll), or a JSON list."""
     if as_json:
         click.echo(json.dumps([h.document() for h in hosts], indent=2))
         return
     power_states = host_power.power_states(hosts, settings) if verbosity > 1 else {}
     line_format = present.list_format(hosts)
-    lines = [present.table_header(line_format)]
+    if show_progress:  # one more column after the original's, which stay as they were
+        line_format = present.with_progress(line_format, hosts)
+    lines = [present.table_header(line_format, show_progress)]
     for host in hosts:
-        lines.append(present.table_row(host, line_format))
+        lines.append(present.table_row(host, line_format, show_progress))
         if verbosity > 1:
             lines.append(f"     MAC addrs: {present.legacy_macs(host)}")
             if host.bmc_address:
@@ -226,9 +233,6 @@ def _print_hosts(hosts, verbosity, as_json, settings, one: bool = False) -> None
         if (one or verbosity > 1) and host.meta:
             lines.append("     Metadata:")
             lines += present.metadata_lines(host.meta, verbosity)
-        if verbosity > 1 and host.facts:
-            lines.append("     Facts:")
-            lines += present.metadata_lines(host.facts, 2)
     click.echo("\n".join(lines))
 
 

@@ -173,6 +173,7 @@ def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
     click.echo(f"{verb} {len(imported)} hosts from {known_hosts}")
 
 
+# ks.render.PLACEHOLDER_URL, named here so that starting the command does not load the renderer.
 PLACEHOLDER_URL = "http://SERVER:5000"
 
 
@@ -191,7 +192,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
 
     The bootid is shown as BOOTID: the real one is made at boot time.
     """
-    from ks import machines, states
+    from ks import machines
     from ks import render as rendering
     from ks.record import HostRecord
     from ks.web import origin_from_base_url
@@ -210,12 +211,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
             host = HostRecord.of(
                 machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
             )
-            chain = states.parse_chain(state or host.state)
-            if host.failed_at and not (state or post_install):
-                script = rendering.failed_script(renderer, host, chain, where, poll_url="")
-            else:
-                make = rendering.post_install_script if post_install else rendering.host_script
-                script = make(renderer, host, chain, "BOOTID", where)
+            script = rendering.script_now(renderer, host, where, state, post_install)
     except KSError as exc:
         raise fail(exc) from None
     click.echo(f"# template: {script.template}", err=True)

@@ -1,0 +1,142 @@
+"""The dashboard's actions on one host or a selection: each is shown for confirmation, then done all or nothing.
+
+A first POST (without ``confirm``) answers a page that says what would happen
+to which hosts; its "Confirm" button posts the same form with ``confirm=1``.
+Changes of the hosts (chain, retry, delete, the chain of a deploy) are one
+``ks.change.HostChange`` applied to every selected host in one unit of work:
+one refused host (a retry of a host that has not failed, a host deleted
+meanwhile) changes none. Power actions first check that every host has a BMC,
+then ask the BMCs in parallel and say which ones failed: a BMC cannot be
+rolled back.
+"""
+
+from dataclasses import dataclass
+
+from flask import flash, g, redirect, render_template, request, url_for
+
+from ks import deploys, images, machines, vault
+from ks.change import HostChange
+from ks.errors import BadRequest, Conflict, Forbidden, KSError
+from ks.power import hosts as host_power
+from ks.roles import Action
+from ks.ui import SOURCE, bp, may
+from ks.ui.views import dashboard_path
+from ks.values import is_decimal
+from ks.web import runtime, step_aside
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One action of the dashboard: its label, the role it needs, whether it takes a chain, whether it powers."""
+
+    label: str
+    needs: Action
+    chain: bool = False
+    power: str | None = None
+
+
+ACTIONS = {
+    "set-chain": Kind("Set chain", Action.OPERATE, chain=True),
+    "deploy": Kind("Deploy now (set chain and power cycle)", Action.OPERATE, chain=True, power="cycle"),
+    "retry": Kind("Retry", Action.OPERATE),
+    "power-on": Kind("Power on", Action.OPERATE, power="on"),
+    "power-off": Kind("Power off", Action.OPERATE, power="off"),
+    "power-cycle": Kind("Power cycle", Action.OPERATE, power="cycle"),
+    "delete": Kind("Delete", Action.ADMINISTER),
+}
+MAX_HOSTS = deploys.MAX_DEPLOY_HOSTS
+
+
+def _host_ids() -> list[int]:
+    given = request.form.getlist("host")
+    if not given:
+        raise BadRequest("select at least one host")
+    if len(given) > MAX_HOSTS:
+        raise BadRequest(f"{len(given)} hosts selected; one action takes at most {MAX_HOSTS}")
+    if not all(is_decimal(v) and 0 < int(v) < 2**63 for v in given):
+        raise BadRequest("host must be host ids")
+    return list(dict.fromkeys(int(v) for v in given))
+
+
+def _chain() -> str:
+    written = (request.form.get("chain_text") or "").strip()
+    chosen = written or (request.form.get("chain") or "").strip()
+    if not chosen:
+        raise BadRequest("pick a configuration (or write a chain such as wipe,image1)")
+    return chosen
+
+
+@bp.post("/actions")
+def act():
+    """Confirm, then do one action on the selected hosts."""
+    name = request.form.get("action") or ""
+    kind = ACTIONS.get(name)
+    if kind is None:
+        raise BadRequest(f"unknown action {name[:32]!r}")
+    if not may(kind.needs.value):
+        raise Forbidden(f"a {g.role.label} session may not {kind.label.lower()}; that needs an {kind.needs.value} role")
+    host_ids = _host_ids()
+    root = runtime().settings.root
+    chain = _chain() if kind.chain else None
+    change = _change(name, chain, root)
+    back = dashboard_path(request.form.get("back")) or url_for("ui.overview")
+    if name == "delete" and back.startswith(url_for("ui.overview") + "hosts/"):
+        back = url_for("ui.overview")  # the host page is gone with the host
+    if request.form.get("confirm") != "1":
+        with runtime().db.read() as unit:
+            hosts = [machines.get_host(unit, host_id) for host_id in host_ids]
+            shown = [(h.id, h.hostname, h.state) for h in hosts]
+        return render_template("confirm.html", action=name, kind=kind, hosts=shown, chain=chain, back=back)
+    done = _do(name, kind, change, host_ids)
+    flash(done)
+    return redirect(back)
+
+
+def _change(name: str, chain: str | None, root: str) -> HostChange | None:
+    if chain is not None:
+        return HostChange.parse(images.image_names(root), state=chain)
+    if name == "retry":
+        return HostChange(retry=True)
+    if name == "delete":
+        return HostChange(delete=True)
+    return None
+
+
+def _do(name: str, kind: Kind, change: HostChange | None, host_ids: list[int]) -> str:
+    ks = runtime()
+    hosts = f"host {host_ids[0]}" if len(host_ids) == 1 else f"{len(host_ids)} hosts"
+    if change is not None:
+        keys = vault.of(ks.settings)
+
+        def work(unit):
+            for host in machines.resolve_many(unit, [str(i) for i in host_ids]):
+                change.apply(unit, host, SOURCE, keys)
+
+        ks.db.write(work)
+    if kind.power is None:
+        return {"set-chain": f"{hosts}: chain set", "retry": f"{hosts}: failure cleared",
+                "delete": f"{hosts} deleted"}[name]
+    with ks.db.read() as unit:
+        missing = [h.id for h in (machines.get_host(unit, i) for i in host_ids) if not h.bmc_address]
+    if missing:
+        what = "the chain is set, but " if change is not None else ""
+        raise Conflict(f"{what}hosts without a BMC: {', '.join(map(str, missing))}; nothing was powered")
+    step_aside()  # the BMCs may take seconds
+    failures = _power(host_ids, kind.power)
+    if failures:
+        raise Conflict(f"{kind.power} failed on {len(failures)} of {len(host_ids)} hosts: "
+                       + "; ".join(f"host {i}: {why}" for i, why in failures))
+    return f"{hosts}: {'chain set and ' if change is not None else ''}power {kind.power} sent"
+
+
+def _power(host_ids: list[int], action: str) -> list[tuple[int, str]]:
+    ks = runtime()
+    if action == "cycle":
+        return host_power.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)
+    failures = []
+    for host_id in host_ids:
+        try:
+            host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
+        except KSError as exc:  # a BMC that fails is reported with the others
+            failures.append((host_id, str(exc)))
+    return failures

@@ -1,0 +1,321 @@
+"""The dashboard's pages: login, fleet overview, host, images, and the live event stream."""
+
+import json
+import threading
+import time
+from urllib.parse import urlsplit
+
+from flask import Response, current_app, redirect, render_template, request, session, stream_with_context, url_for
+
+from ks import deploys, feed, machines, present, progress, render, roles, states, tokens
+from ks.errors import BadRequest
+from ks.kiwi import inventory
+from ks.power import hosts as host_power
+from ks.record import HostRecord
+from ks.ui import bp, live_token, may, sessions
+from ks.values import is_decimal
+from ks.web import MAX_ID, one, origin_from_base_url, parse_id, runtime, step_aside
+
+PAGE_SIZES = (25, 50, 100, 200)
+MAX_FILTER = 200  # characters of a filter value
+HISTORY_SHOWN = 200  # newest history lines on a host page
+PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
+# What the login page may say above its form (by key: a link cannot put words of its own there).
+RECHECK = 30.0  # seconds between two checks of an event stream's session
+# A stream sends what arrived together, at most every FLUSH_EVERY seconds (a boot storm is
+# then a few writes per second to each dashboard, not one per boot), and a comment after
+# KEEPALIVE seconds of silence so that proxies keep the connection.
+FLUSH_EVERY = 0.5
+KEEPALIVE = 15.0
+_FRAMES: dict[int, str] = {}  # the last events' frames, made once for all of a process's streams
+_FRAMES_KEPT = 4096
+NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
+
+
+@bp.get("/login")
+def login():
+    """The login form: one field, the API token."""
+    return render_template("login.html", note=NOTES.get(one("note") or ""), next=dashboard_path(one("next")))
+
+
+@bp.post("/login")
+def login_post():
+    """Check the token; a fresh session for it, then where the operator was going."""
+    given = (request.form.get("token") or "").strip()
+    found = runtime().db.write(lambda unit: _token_id(tokens.verify(unit, given)))
+    if found is None:
+        return render_template("login.html", error="that token is not valid (or was revoked)",
+                               next=dashboard_path(request.form.get("next"))), 401
+    sessions.start(session, found)
+    return redirect(dashboard_path(request.form.get("next")) or url_for("ui.overview"))
+
+
+def _token_id(token) -> int | None:
+    return token.id if token is not None else None
+
+
+def dashboard_path(target: str | None) -> str | None:
+    """``target`` if it is a path of the dashboard (never another site), else None."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(sessions.PREFIX + "/") or "\\" in target:
+        return None
+    return target
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for("ui.login", note="logged-out"))
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    value = one(name)
+    if value is None or value == "":
+        return default
+    if not is_decimal(value) or not low <= int(value) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _filter(name: str) -> str | None:
+    value = (one(name) or "").strip()
+    if len(value) > MAX_FILTER:
+        raise BadRequest(f"{name} is longer than {MAX_FILTER} characters")
+    return value or None
+
+
+def selection() -> machines.Selection:
+    """The overview's filters from the query: state, label (key=value), q (free text)."""
+    state, label, text = _filter("state"), _filter("label"), _filter("q")
+    if state is not None:
+        states.parse_chain(state)
+    pair = None
+    if label is not None:
+        key, equals, value = label.partition("=")
+        if not equals or not key.strip():
+            raise BadRequest("a label filter is key=value, e.g. rack=4")
+        pair = (key.strip(), value.strip())
+    return machines.Selection(state, pair, text)
+
+
+@bp.get("/")
+def overview():
+    """Counts by state (failed first) and one page of the filtered, sorted host table."""
+    chosen = selection()
+    sort = one("sort") or "failed"
+    if sort not in machines.SORTS:
+        raise BadRequest(f"sort must be one of {', '.join(machines.SORTS)}")
+    descending = one("dir") == "desc"
+    per = _int("per", 50, 1, max(PAGE_SIZES))
+    page = _int("page", 1, 1, 10**9)
+    with runtime().db.read() as unit:
+        counts = machines.state_counts(unit)
+        hosts, total = machines.page_hosts(unit, chosen, sort, descending, (page - 1) * per, per)
+    power = {}
+    if one("power") == "1":
+        step_aside()  # BMCs may take seconds; boots go on meanwhile
+        power = host_power.power_states(hosts, runtime().settings)
+    failed = sum(f for _, f in counts.values())
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+    return render_template(
+        "overview.html", hosts=hosts, rows=[_row(h) for h in hosts], total=total, counts=ordered, failed=failed,
+        fleet=sum(n for n, _ in counts.values()), chosen=chosen, sort=sort, descending=descending, per=per, page=page,
+        pages=max(1, -(-total // per)), power=power, power_shown=one("power") == "1",
+        configurations=deploys.configurations(runtime().settings.root), page_sizes=PAGE_SIZES,
+        query={k: v for k, v in request.args.items() if k != "page"},
+    )
+
+
+def _row(host: HostRecord) -> dict:
+    return {"host": host, "progress": progress.phase(host), "macs": ", ".join(host.macs)}
+
+
+@bp.get("/hosts/<int:host_id>/row")
+def host_row(host_id: int):
+    """One row of the overview's table, for live updates."""
+    with runtime().db.read() as unit:
+        host = HostRecord.of(machines.get_host(unit, host_id))
+    return render_template("_row.html", row=_row(host), power={}, selectable=may(roles.Action.OPERATE.value))
+
+
+@bp.get("/counts")
+def counts_fragment():
+    """The overview's counts, for live updates."""
+    with runtime().db.read() as unit:
+        counts = machines.state_counts(unit)
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+    return render_template("_counts.html", counts=ordered, failed=sum(f for _, f in counts.values()),
+                           fleet=sum(n for n, _ in counts.values()), chosen=machines.Selection())
+
+
+@bp.get("/hosts/<int:host_id>")
+def host_page(host_id: int):
+    """Identity, chain, metadata, labels, facts, BMC (never its password), history, and the script it would get now."""
+    return render_template("host.html", **_host_context(host_id))
+
+
+@bp.get("/hosts/<int:host_id>/live")
+def host_live(host_id: int):
+    """The changing parts of a host page, for live updates."""
+    return render_template("_host_live.html", **_host_context(host_id))
+
+
+def _host_context(host_id: int) -> dict:
+    if not 0 < host_id <= MAX_ID:
+        raise BadRequest(f"host id {host_id} is out of range")
+    ks = runtime()
+    with ks.db.read() as unit:
+        host = HostRecord.of(machines.get_host(unit, host_id))
+        events = [present.event_dict(e) for e in machines.history(unit, host_id, HISTORY_SHOWN)]
+    base_url = ks.settings.base_url or render.PLACEHOLDER_URL
+    where = origin_from_base_url(base_url, ks.settings.poll_interval, strict=False)
+    try:
+        script = render.script_now(ks.renderer, host, where)
+        script_text, template = script.text, script.template
+    except Exception as exc:  # a broken site template is shown, not a 500 of the page
+        script_text, template = f"# cannot render: {exc}", "-"
+    return {"host": host, "progress": progress.phase(host), "events": list(reversed(events)), "script": script_text,
+            "template": template, "placeholder": not ks.settings.base_url,
+            "configurations": deploys.configurations(ks.settings.root),
+            "metadata": json.dumps(host.meta, indent=2, sort_keys=True, ensure_ascii=False)}
+
+
+@bp.get("/images")
+def images_page():
+    """What `kiwispray image list` shows: kind, size, checksum verdict, missing files."""
+    rows = inventory.describe_all(runtime().settings.root)
+    return render_template("images.html", images=rows)
+
+
+@bp.get("/events")
+def events():
+    """Server-Sent Events for open pages: every new history line, and the progress of downloads in flight.
+
+    ``event: progress`` frames carry ``[{"id", "phase", "percent"}]`` of the hosts
+    downloading now, every few seconds while any does. The session is checked
+    again every ``RECHECK`` seconds: a revoked token or an expired session ends
+    the stream with ``event: ended`` (the page then asks for the token again).
+    """
+    poller = _poller(current_app)
+    downloads = _downloads(current_app)
+    db, token_id, lifetime = runtime().db, session["tid"], runtime().settings.session_lifetime
+    started = dict(session)
+    after = parse_id(request.headers.get("Last-Event-ID"), "Last-Event-ID") if request.headers.get(
+        "Last-Event-ID") else poller.start_cursor()
+    step_aside()  # the stream only waits for news from here on
+
+    def stream():
+        yield "retry: 3000\n\n"
+        shown: dict[int, tuple] = {}
+        last = checked = flushed = time.monotonic()
+        waiting: list[str] = []  # frames not sent yet: sent together, at most every FLUSH_EVERY seconds
+        for document in poller.follow(after, heartbeat=FLUSH_EVERY):
+            now = time.monotonic()
+            if now - checked >= RECHECK:
+                checked = now
+                with db.read() as unit:
+                    live = live_token(unit, token_id) is not None
+                if not live or sessions.expired(started, lifetime):
+                    yield "event: ended\ndata: {}\n\n"
+                    return
+            if document is not None:
+                waiting.append(_frame(document))
+            if now - last >= PROGRESS_EVERY:
+                last = now
+                moving = downloads.now()
+                fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
+                shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
+                if fresh:
+                    waiting.append(f"event: progress\ndata: {json.dumps(fresh)}\n\n")
+            if waiting and (document is None or now - flushed >= FLUSH_EVERY):
+                yield "".join(waiting)
+                waiting.clear()
+                flushed = now
+            elif document is None and now - flushed >= KEEPALIVE:
+                yield ": still here\n\n"
+                flushed = now
+
+    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _frame(document: dict) -> str:
+    """The SSE frame of a history line, made once per process however many streams send it."""
+    found = _FRAMES.get(document["id"])
+    if found is None:
+        found = _FRAMES[document["id"]] = feed.sse_frame(document)
+        if len(_FRAMES) > _FRAMES_KEPT:
+            for key in list(_FRAMES)[: _FRAMES_KEPT // 2]:
+                _FRAMES.pop(key, None)
+    return found
+
+
+class Downloads:
+    """The progress of the hosts downloading now, read at most once per interval for all of a process's streams."""
+
+    def __init__(self, db, interval: float = PROGRESS_EVERY / 2):
+        self.db = db
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.read_at = float("-inf")
+        self.found: list[dict] = []
+
+    def now(self) -> list[dict]:
+        with self.lock:
+            if time.monotonic() - self.read_at >= self.interval:
+                with self.db.read() as unit:
+                    self.found = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
+                self.read_at = time.monotonic()
+            return self.found
+
+
+def _downloads(app) -> Downloads:
+    found = app.extensions.get("kiwispray-ui-downloads")
+    if found is None:
+        found = app.extensions.setdefault("kiwispray-ui-downloads", Downloads(runtime().db))
+    return found
+
+
+def _poller(app) -> feed.Poller:
+    """The process's one poller of the history (see ks.feed), made on first use."""
+    found = app.extensions.get("kiwispray-ui-feed")
+    if found is None:
+        db = runtime().db
+
+        def read(after: int) -> list[dict]:
+            with db.read() as unit:
+                return feed.events_after(unit, after)
+
+        def newest() -> int:
+            with db.read() as unit:
+                return feed.last_id(unit)
+
+        found = app.extensions.setdefault("kiwispray-ui-feed", feed.Poller(read, newest))
+    return found
+
+
+@bp.app_template_filter("when")
+def when(value) -> str:
+    """A time as operators read it in a table: 2026-12-06 14:02:11 (UTC)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+@bp.app_template_filter("size")
+def size(value: int) -> str:
+    """A byte count for people: 512B, 1.5K, 48.0M."""
+    shown = float(value)
+    for unit in ("B", "K", "M", "G"):
+        if shown < 1024:
+            return f"{shown:.0f}{unit}" if unit == "B" else f"{shown:.1f}{unit}"
+        shown /= 1024
+    return f"{shown:.1f}T"
+
+
+@bp.app_template_global("describe")
+def describe(phase: dict) -> str:
+    return progress.describe(phase)
+
