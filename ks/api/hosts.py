@@ -3,12 +3,13 @@
 from flask import request
 
 from ks import images, machines, present, states, vault
-from ks.api import SOURCE, answer, body, bp
+from ks.api import SOURCE, answer, body, bp, needs, require
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
+from ks.roles import Action
 from ks.values import is_decimal
 from ks.web import services, step_aside
 
@@ -26,6 +27,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 @bp.get("/hosts")
+@needs(Action.READ)
 def list_hosts():
     """Hosts ordered by id; filters: state (current state), mac, serial; paging: limit, offset."""
     limit = _int_arg("limit", 1000, 1, MAX_LIMIT)
@@ -50,6 +52,7 @@ def list_hosts():
 
 
 @bp.get("/hosts/<ref>")
+@needs(Action.READ)
 def get_host(ref: str):
     """One host by id, MAC or unique hostname."""
     with services().db.read() as session:
@@ -77,9 +80,11 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
 
 
 @bp.patch("/hosts/<ref>")
+@needs(Action.OPERATE)
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
     change = parse_patch(body(), images.image_names(services().settings["ROOT"]))
+    require(change.needs)  # BMC credentials need an admin
 
     def work(session):
         host = machines.resolve(session, ref)
@@ -91,6 +96,7 @@ def patch_host(ref: str):
 
 
 @bp.delete("/hosts/<ref>")
+@needs(Action.ADMINISTER)
 def delete_host(ref: str):
     """Delete a host; its id is never reused."""
     services().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
@@ -98,6 +104,7 @@ def delete_host(ref: str):
 
 
 @bp.get("/hosts/<ref>/history")
+@needs(Action.READ)
 def host_history(ref: str):
     """The host's events, oldest first."""
     with services().db.read() as session:
