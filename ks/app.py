@@ -1,17 +1,18 @@
 """The Flask application factory."""
 
 import logging
+import threading
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from ks import config, images
+from ks import config, feed, images
 from ks.db import Database
 from ks.errors import KSError
 from ks.ratelimit import TokenBucket
 from ks.render import Renderer
 from ks.services import open_database
-from ks.web import text
+from ks.web import ADMIN, LISTENER, operator_side, text
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ class Services:
         self.deploy_timeout = images.DeployTimeouts(settings["ROOT"], settings["DEPLOY_TIMEOUT"])
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
         self.registrations = settings.get("REGISTRATIONS") or TokenBucket(settings["REGISTRATIONS_PER_MINUTE"])
+        # The history for event streams: one poller for all of this process's streams, and at most so many of them.
+        self.feed = feed.reader(self.db)
+        self.streams = threading.BoundedSemaphore(settings["EVENT_STREAMS"])
 
 
 def create_app(test_config: dict | None = None, db: Database | None = None) -> Flask:
@@ -47,6 +51,21 @@ def create_app(test_config: dict | None = None, db: Database | None = None) -> F
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
     metrics.init_app(app)
+
+    if settings["ADMIN_PORT"]:
+
+        @app.before_request
+        def one_side_per_port():
+            # With TLS, operators and machines meet the server on different ports (ks.server).
+            operator, admin_port = operator_side(request.path), request.environ.get(LISTENER) == ADMIN
+            if operator and not admin_port:
+                message = (f"the admin API and the dashboard are served over HTTPS on port {settings['ADMIN_PORT']} "
+                           "only; this port serves booting machines")
+                return api.error(message, 403) if request.path.startswith("/api/") else text(message + "\n", 403)
+            if admin_port and not operator:
+                return text(f"{request.path[:200]} is served to booting machines over plain HTTP on the boot port, "
+                            "not on the HTTPS admin port\n", 404)
+            return None
 
     @app.after_request
     def no_body_no_type(response):

@@ -65,6 +65,17 @@ DEFAULTS = {
     # file SECRET_KEY_FILE (empty: <ROOT>/kiwispray.key, created when first needed).
     "SECRET_KEY": "",
     "SECRET_KEY_FILE": "",
+    # Event streams (GET /api/v1/events) each server process holds open; each has a
+    # thread of its own beyond --threads, so streams never take a thread from boots.
+    "EVENT_STREAMS": 64,
+    # Seconds a webhook receiver may take to answer one delivery.
+    "WEBHOOK_TIMEOUT": 5.0,
+    # Attempts to deliver one event to a webhook before it is given up (logged) and the next one is sent.
+    "WEBHOOK_ATTEMPTS": 12,
+    # The operator side over HTTPS: certificate chain and key (PEM), and its port.
+    "TLS_CERT": "",
+    "TLS_KEY": "",
+    "ADMIN_PORT": 0,
 }
 
 # Environment variable -> setting, with the type to convert to.
@@ -91,6 +102,12 @@ ENV_VARS = {
     "KS_HEADER_TIMEOUT": ("HEADER_TIMEOUT", float),
     "KS_SECRET_KEY": ("SECRET_KEY", str),
     "KS_SECRET_KEY_FILE": ("SECRET_KEY_FILE", str),
+    "KS_EVENT_STREAMS": ("EVENT_STREAMS", int),
+    "KS_WEBHOOK_TIMEOUT": ("WEBHOOK_TIMEOUT", float),
+    "KS_WEBHOOK_ATTEMPTS": ("WEBHOOK_ATTEMPTS", int),
+    "KS_TLS_CERT": ("TLS_CERT", str),
+    "KS_TLS_KEY": ("TLS_KEY", str),
+    "KS_ADMIN_PORT": ("ADMIN_PORT", int),
 }
 
 _FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
@@ -133,6 +150,13 @@ def resolve(overrides=None, environ=None) -> dict:
     for key in ("DEPLOY_TIMEOUT", "TIMEOUT_CHECK_INTERVAL", "REGISTRATIONS_PER_MINUTE", "HEADER_TIMEOUT"):
         if settings[key] < 0:
             raise ConfigError(f"{key} must be 0 or more seconds, not {settings[key]}")
+    if settings["EVENT_STREAMS"] < 1:
+        raise ConfigError(f"EVENT_STREAMS must be 1 or more, not {settings['EVENT_STREAMS']}")
+    if settings["WEBHOOK_TIMEOUT"] <= 0 or settings["WEBHOOK_ATTEMPTS"] < 1:
+        raise ConfigError("WEBHOOK_TIMEOUT must be more than 0 seconds and WEBHOOK_ATTEMPTS 1 or more")
+    if len({bool(settings["TLS_CERT"]), bool(settings["TLS_KEY"]), bool(settings["ADMIN_PORT"])}) > 1:
+        raise ConfigError("TLS needs all three of --tls-cert, --tls-key and --admin-port (KS_TLS_CERT, KS_TLS_KEY, "
+                          "KS_ADMIN_PORT), or none")
     if settings["X_ACCEL_REDIRECT"] and not settings["X_ACCEL_REDIRECT"].startswith("/"):
         raise ConfigError(f"X-Accel-Redirect prefix {settings['X_ACCEL_REDIRECT']!r} must be a path such as /_images")
     return settings

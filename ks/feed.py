@@ -5,10 +5,21 @@ the last id it saw (an SSE client's ``Last-Event-ID``, a webhook's cursor)
 misses nothing across restarts and sees every server's writes. One ``Poller``
 per process reads new events for all of its waiting streams, so the cost of
 open streams is one small query per interval, not one per stream.
+
+Ids are handed out when an event is written, not when its transaction
+commits. On PostgreSQL, with concurrent writers, event 8 may become visible
+before event 7 commits; a reader that moved its cursor to 8 would never see
+7. A ``Cursor`` therefore stops before a gap in the ids and waits until the
+gap has lasted ``SETTLE`` seconds (by the reader's own clock) before it
+passes it: a transaction that writes events commits within milliseconds, and
+a gap that lasts is an id that was never committed (a rolled-back or retried
+transaction). SQLite commits one writer after another, so a visible id there
+means every lower one is committed or never will be: no waiting.
 """
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from sqlalchemy import func, select
@@ -18,6 +29,44 @@ from ks.models import Event
 from ks.present import event_dict
 
 BATCH = 500
+# Seconds a gap in the event ids is waited out on PostgreSQL before a reader passes it.
+SETTLE = 5.0
+
+
+def settle_time(dialect: str) -> float:
+    """How long a reader of a database of ``dialect`` waits out a gap in the ids (see the module)."""
+    return 0.0 if dialect == "sqlite" else SETTLE
+
+
+class Cursor:
+    """The last event id a reader passed on, moved only past gaps that lasted ``settle`` seconds."""
+
+    def __init__(self, after: int, settle: float, clock: Callable[[], float] = time.monotonic):
+        self.after = after
+        self.settle = settle
+        self._clock = clock
+        self._gaps: dict[int, float] = {}  # first missing id of a gap -> when this reader first saw it
+
+    def take(self, batch: list[dict]) -> list[dict]:
+        """What of ``batch`` (events after ``after``, oldest first) may be passed on now; moves past it."""
+        now = self._clock()
+        if self.settle > 0:
+            expected = self.after + 1
+            for document in batch:
+                if document["id"] > expected:
+                    self._gaps.setdefault(expected, now)
+                expected = max(expected, document["id"] + 1)
+        taken = []
+        for document in batch:
+            if document["id"] <= self.after:
+                continue
+            missing = self.after + 1
+            if document["id"] > missing and self.settle > 0 and now - self._gaps.get(missing, now) < self.settle:
+                break
+            taken.append(document)
+            self.after = document["id"]
+        self._gaps = {start: seen for start, seen in self._gaps.items() if start > self.after}
+        return taken
 
 
 def events_after(session: Session, after: int, limit: int = BATCH) -> list[dict]:
@@ -31,6 +80,20 @@ def last_id(session: Session) -> int:
     return session.scalar(select(func.max(Event.id))) or 0
 
 
+def reader(db) -> "Poller":
+    """A poller of ``db``'s history (a ``ks.db.Database``), waiting out gaps as its dialect needs."""
+
+    def read(after: int) -> list[dict]:
+        with db.read() as session:
+            return events_after(session, after)
+
+    def newest() -> int:
+        with db.read() as session:
+            return last_id(session)
+
+    return Poller(read, newest, settle=settle_time(db.engine.dialect.name))
+
+
 def sse_frame(document: dict) -> str:
     """One Server-Sent Event: the event's id (for Last-Event-ID), its kind, its JSON."""
     return f"id: {document['id']}\nevent: {document['kind']}\ndata: {json.dumps(document)}\n\n"
@@ -39,14 +102,16 @@ def sse_frame(document: dict) -> str:
 class Poller:
     """Reads new events every ``interval`` seconds while someone waits for them, and wakes the waiting."""
 
-    def __init__(self, read: Callable[[int], list[dict]], newest: Callable[[], int], interval: float = 1.0):
+    def __init__(self, read: Callable[[int], list[dict]], newest: Callable[[], int], interval: float = 1.0,
+                 settle: float = 0.0):
         self._read = read
         self._newest = newest
         self.interval = interval
+        self.settle = settle
         self._changed = threading.Condition()
         self._recent: list[dict] = []  # the last batches read, oldest first
         self._trimmed = 0  # the newest id dropped from _recent
-        self._cursor = 0
+        self._cursor = Cursor(0, settle)
         self._waiting = 0
         self._thread: threading.Thread | None = None
 
@@ -60,10 +125,10 @@ class Poller:
         with self._changed:
             self._waiting += 1
             if self._thread is None or not self._thread.is_alive():
-                self._cursor = self._newest()
+                self._cursor = Cursor(self._newest(), self.settle)
                 self._thread = threading.Thread(target=self._run, name="kiwispray-feed", daemon=True)
                 self._thread.start()
-            joined = self._cursor
+            joined = self._cursor.after
         try:
             # What came before the poller's cursor when this stream joined is read directly.
             while after < joined:
@@ -82,8 +147,8 @@ class Poller:
                         if not fresh:
                             self._changed.wait(heartbeat)
                             fresh = [d for d in self._recent if d["id"] > after]
-                if fresh is None:
-                    fresh = self._read(after)
+                if fresh is None:  # what the poller passed on is settled: read up to its cursor
+                    fresh = [d for d in self._read(after) if d["id"] <= self._cursor.after]
                 if not fresh:
                     yield None
                     continue
@@ -101,11 +166,10 @@ class Poller:
                     self._thread = None
                     return
             try:
-                batch = self._read(self._cursor)
+                batch = self._cursor.take(self._read(self._cursor.after))
             except Exception:  # the database is away for a moment: the streams wait, the next round retries
                 batch = []
             if batch:
-                self._cursor = batch[-1]["id"]
                 with self._changed:
                     kept = (self._recent + batch)[-4 * BATCH:]
                     dropped = len(self._recent) + len(batch) - len(kept)

@@ -27,6 +27,7 @@ from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.kiwi import kiwi
 from ks.cli.token import token
+from ks.cli.webhook import webhook
 from ks.errors import KSError
 
 
@@ -95,13 +96,21 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               help="List every host (id, hostname, state, serial) at GET /hosts and answer /state without the "
                    "host's bootid, as the original did; off: both reveal nothing to the boot network "
                    "(env KS_PUBLIC_HOSTS).")
+@click.option("--tls-cert", envvar="KS_TLS_CERT", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="PEM certificate (chain) for the operator side: with --tls-key and --admin-port, the admin API "
+                   "and the dashboard are served over HTTPS on --admin-port only, and machines keep plain HTTP on "
+                   "--port (env KS_TLS_CERT).")
+@click.option("--tls-key", envvar="KS_TLS_KEY", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="PEM private key of --tls-cert (env KS_TLS_KEY).")
+@click.option("--admin-port", envvar="KS_ADMIN_PORT", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="HTTPS port of the admin API and the dashboard (with --tls-cert and --tls-key) (env KS_ADMIN_PORT).")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
-          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, public_hosts, access_log,
-          log_format):
+          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, public_hosts, tls_cert, tls_key,
+          admin_port, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -117,9 +126,14 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
              "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
-             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout}
+             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout,
+             "TLS_CERT": tls_cert, "TLS_KEY": tls_key, "ADMIN_PORT": admin_port}
         )
         states.parse_chain(settings["INITIAL_CHAIN"])
+        if settings["ADMIN_PORT"] == port:
+            raise click.UsageError("--admin-port must differ from --port: machines boot over plain HTTP on --port")
+        if settings["TLS_CERT"]:
+            server.tls_context(settings)
         site.settings.update(settings)
     except KSError as exc:
         raise fail(exc) from None
@@ -133,6 +147,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
                  "(checked every %g s)", settings["DEPLOY_TIMEOUT"], settings["TIMEOUT_CHECK_INTERVAL"])
     if host in ("127.0.0.1", "localhost", "::1"):
         log.info("listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port)
+    if settings["TLS_CERT"]:
+        log.info("the admin API and the dashboard are served over HTTPS on port %d only; machines use plain HTTP "
+                 "on port %d", settings["ADMIN_PORT"], port)
     if settings["X_ACCEL_REDIRECT"]:
         log.info("image files are sent by the front web server from %s/", settings["X_ACCEL_REDIRECT"].rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log, log_format)
@@ -280,6 +297,7 @@ def pxelinux_sync(site: Site):
 cli.add_command(image)
 cli.add_command(kiwi)
 cli.add_command(token)
+cli.add_command(webhook)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)

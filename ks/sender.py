@@ -1,0 +1,199 @@
+"""The webhook sender: a thread in every server process; the one holding the lease delivers.
+
+Every worker process of every ``kiwispray serve`` sharing the database runs a
+``Sender``. Once per round it looks whether there are webhooks at all (a read),
+and if so whether it holds the ``webhooks`` row of ``leases``: a process claims
+the lease when it has expired and renews it while it delivers, so one process
+of all servers delivers at a time and another takes over ``LEASE_SECONDS``
+after it died. The lease is judged by the servers' clocks, which must agree
+within a few seconds; if two processes ever deliver at once, receivers see an
+event twice (they de-duplicate by ``X-KIWIspray-Event-Id``), never out of order.
+
+For each webhook the holder reads the history after the webhook's cursor,
+passes what does not match its kinds, and POSTs the rest one by one, oldest
+first. A 2xx moves the cursor; anything else (no answer within
+``WEBHOOK_TIMEOUT``, a refused connection, a non-2xx status) is logged and the
+webhook waits 1, 2, 4, … at most 300 seconds before the same event is tried
+again; after ``WEBHOOK_ATTEMPTS`` attempts the event is given up (logged) and
+the next one is sent. Deliveries never run in a request: a dead or hanging
+receiver delays only its own webhook, and the other webhooks after it in the
+same round, by the timeout.
+"""
+
+import http.client
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from datetime import timedelta
+from functools import partial
+from urllib.parse import urlsplit
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session
+
+from ks import feed, vault, webhooks
+from ks.db import Database
+from ks.errors import SecretKeyError
+from ks.models import Lease, Webhook, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE = "webhooks"
+LEASE_SECONDS = 15.0
+# Seconds between two rounds of a sender.
+ROUND = 0.5
+BATCH = 100
+
+
+class Sender:
+    """Delivers history events to webhooks while this process holds the lease."""
+
+    def __init__(self, db: Database, settings: dict, round_seconds: float = ROUND):
+        self.db = db
+        self.timeout = settings["WEBHOOK_TIMEOUT"]
+        self.max_attempts = settings["WEBHOOK_ATTEMPTS"]
+        self.vault = vault.of(settings)
+        self.round_seconds = round_seconds
+        self.holder = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.holding = False
+        self.settle = feed.settle_time(db.engine.dialect.name)
+        self.cursors: dict[int, feed.Cursor] = {}
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="ks-webhooks", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        while True:
+            time.sleep(self.round_seconds * random.uniform(0.8, 1.2))
+            try:
+                self.round()
+            except Exception:  # a database hiccup must not end deliveries for good
+                log.exception("webhook round failed; trying again in 5 s")
+                time.sleep(5)
+
+    def round(self) -> int:
+        """Deliver what is due to every webhook, if this process holds the lease; how many were delivered."""
+        with self.db.read() as session:
+            hooks = [(h.id, h.url, h.kinds, h.secret, h.delivered_id, h.attempts, h.next_attempt_at)
+                     for h in webhooks.all_webhooks(session)]
+        if not hooks or not self.hold():
+            return 0
+        return sum(self.serve(*hook) for hook in hooks)
+
+    def hold(self) -> bool:
+        """Whether this process holds the lease, claiming or renewing it when needed (a write only then)."""
+        now = utcnow()
+        with self.db.read() as session:
+            lease = session.get(Lease, LEASE)
+            if lease is not None:
+                if lease.holder == self.holder and lease.expires_at - now > timedelta(seconds=LEASE_SECONDS / 2):
+                    return True
+                if lease.holder != self.holder and lease.expires_at > now:
+                    self.holding = False
+                    return False
+        held = self.db.write(self._claim)
+        if held and not self.holding:
+            log.info("this process (%s) now delivers webhook events", self.holder)
+        self.holding = held
+        return held
+
+    def _claim(self, session: Session) -> bool:
+        now = utcnow()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        result = session.execute(
+            update(Lease).where(Lease.name == LEASE, or_(Lease.holder == self.holder, Lease.expires_at <= now))
+            .values(holder=self.holder, expires_at=until).execution_options(synchronize_session=False))
+        if result.rowcount:
+            return True
+        if session.get(Lease, LEASE) is None:
+            session.add(Lease(name=LEASE, holder=self.holder, expires_at=until))
+            return True
+        return False
+
+    def serve(self, webhook_id: int, url: str, kinds: str, stored_secret: str, delivered: int, attempts: int,
+              next_attempt_at) -> int:
+        """Deliver the due events of one webhook in order, up to the first failure; how many were delivered."""
+        if next_attempt_at is not None and next_attempt_at > utcnow():
+            return 0
+        cursor = self.cursors.get(webhook_id)
+        if cursor is None or cursor.after != delivered:
+            cursor = self.cursors[webhook_id] = feed.Cursor(delivered, self.settle)
+        with self.db.read() as session:
+            ready = cursor.take(feed.events_after(session, delivered, BATCH))
+        if not ready:
+            return 0
+        try:
+            secret: str | None = self.vault.decrypt(stored_secret)
+            why = ""
+        except SecretKeyError as exc:
+            secret, why = None, str(exc).replace("BMC password", "webhook secret")
+        passed = stored = delivered
+        sent = 0
+        for event in ready:
+            if not webhooks.wants(kinds, event["kind"]):
+                passed = event["id"]
+                continue
+            if not self.hold():
+                break
+            attempts += 1
+            status, error = self.post(url, webhook_id, event, secret) if secret is not None else (None, why)
+            ok = status is not None and 200 <= status < 300
+            done = ok or attempts >= self.max_attempts
+            if not ok and done:
+                error = f"gave up after {attempts} attempts: {error}"
+            if done:
+                passed = event["id"]
+            note = partial(self._note, webhook_id, event["id"], attempts, status, error, passed, done)
+            if not self.db.write(note):  # removed meanwhile
+                self.cursors.pop(webhook_id, None)
+                return sent
+            stored = passed
+            if not ok:
+                log.warning("webhook %d: event %d, attempt %d: %s", webhook_id, event["id"], attempts, error)
+            if not done:
+                break
+            attempts = 0
+            sent += ok
+        if passed != stored:
+            self.db.write(partial(self._note, webhook_id, None, 0, None, "", passed, True))
+        cursor.after = passed
+        return sent
+
+    @staticmethod
+    def _note(webhook_id: int, event_id: int | None, attempt: int, status: int | None, error: str, passed: int,
+              done: bool, session: Session) -> bool:
+        hook = session.get(Webhook, webhook_id)
+        if hook is None:
+            return False
+        if event_id is not None:
+            webhooks.record_attempt(session, webhook_id, event_id, attempt, status, error)
+        hook.delivered_id = max(hook.delivered_id, passed)
+        hook.attempts = 0 if done else attempt
+        hook.next_attempt_at = None if done else utcnow() + webhooks.backoff(attempt)
+        return True
+
+    def post(self, url: str, webhook_id: int, event: dict, secret: str) -> tuple[int | None, str]:
+        """POST one event; the receiver's status (None: no answer) and what went wrong ("" for a 2xx)."""
+        payload = webhooks.body(event)
+        parts = urlsplit(url)
+        kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = kind(parts.hostname or "", parts.port, timeout=self.timeout)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        try:
+            headers = webhooks.headers(webhook_id, event, secret, payload)
+            connection.request("POST", target, body=payload, headers=headers)
+            response = connection.getresponse()
+            response.read(64 * 1024)
+            if 200 <= response.status < 300:
+                return response.status, ""
+            return response.status, f"HTTP {response.status} {response.reason}"[:200]
+        except (OSError, http.client.HTTPException) as exc:
+            return None, (str(exc) or type(exc).__name__)[:200]
+        finally:
+            connection.close()
