@@ -17,6 +17,7 @@ transaction). SQLite commits one writer after another, so a visible id there
 means every lower one is committed or never will be: no waiting.
 """
 
+import bisect
 import json
 import threading
 import time
@@ -110,6 +111,8 @@ class Poller:
         self.settle = settle
         self._changed = threading.Condition()
         self._recent: list[dict] = []  # the last batches read, oldest first
+        self._recent_ids: list[int] = []
+        self._frames: dict[int, str] = {}  # the SSE frame of each event in _recent, made once
         self._trimmed = 0  # the newest id dropped from _recent
         self._cursor = Cursor(0, settle)
         self._waiting = 0
@@ -122,6 +125,26 @@ class Poller:
     def follow(self, after: int, stop: Callable[[], bool] = lambda: False,
                heartbeat: float = 15.0) -> Iterator[dict | None]:
         """Yield every event after ``after`` as it arrives; None every ``heartbeat`` seconds of silence."""
+        for batch in self._batches(after, stop, heartbeat):
+            if not batch:
+                yield None
+            yield from batch
+
+    def follow_frames(self, after: int, stop: Callable[[], bool] = lambda: False,
+                      heartbeat: float = 15.0) -> Iterator[str]:
+        """What an SSE stream sends: the frames of each batch of events as one chunk, a comment after silence.
+
+        A frame is made once per event for all streams, and a batch leaves in one write, not one per event.
+        """
+        for batch in self._batches(after, stop, heartbeat):
+            if not batch:
+                yield ": heartbeat\n\n"
+                continue
+            frames = self._frames
+            yield "".join(frames.get(d["id"]) or sse_frame(d) for d in batch)
+
+    def _batches(self, after: int, stop: Callable[[], bool], heartbeat: float) -> Iterator[list[dict]]:
+        """Lists of the events after ``after`` as they arrive; an empty list after ``heartbeat`` seconds of silence."""
         with self._changed:
             self._waiting += 1
             if self._thread is None or not self._thread.is_alive():
@@ -135,29 +158,29 @@ class Poller:
                 batch = [d for d in self._read(after) if d["id"] <= joined]
                 if not batch:
                     break
-                for document in batch:
-                    after = document["id"]
-                    yield document
+                after = batch[-1]["id"]
+                yield batch
             while not stop():
                 with self._changed:
                     if after < self._trimmed:  # fell behind what the poller keeps
                         fresh = None
                     else:
-                        fresh = [d for d in self._recent if d["id"] > after]
+                        fresh = self._recent_after(after)
                         if not fresh:
                             self._changed.wait(heartbeat)
-                            fresh = [d for d in self._recent if d["id"] > after]
+                            fresh = self._recent_after(after)
                 if fresh is None:  # what the poller passed on is settled: read up to its cursor
                     fresh = [d for d in self._read(after) if d["id"] <= self._cursor.after]
-                if not fresh:
-                    yield None
-                    continue
-                for document in fresh:
-                    after = document["id"]
-                    yield document
+                if fresh:
+                    after = fresh[-1]["id"]
+                yield fresh
         finally:
             with self._changed:
                 self._waiting -= 1
+
+    def _recent_after(self, after: int) -> list[dict]:
+        start = bisect.bisect_right(self._recent_ids, after)
+        return self._recent[start:]
 
     def _run(self) -> None:
         while True:
@@ -166,15 +189,20 @@ class Poller:
                     self._thread = None
                     return
             try:
-                batch = self._cursor.take(self._read(self._cursor.after))
+                read = self._read(self._cursor.after)
+                batch = self._cursor.take(read)
             except Exception:  # the database is away for a moment: the streams wait, the next round retries
-                batch = []
+                read = batch = []
             if batch:
+                frames = {d["id"]: sse_frame(d) for d in batch}
                 with self._changed:
                     kept = (self._recent + batch)[-4 * BATCH:]
                     dropped = len(self._recent) + len(batch) - len(kept)
                     if dropped:
                         self._trimmed = (self._recent + batch)[dropped - 1]["id"]
                     self._recent = kept
+                    self._recent_ids = [d["id"] for d in kept]
+                    self._frames = {**{i: f for i, f in self._frames.items() if i > self._trimmed}, **frames}
                     self._changed.notify_all()
-            threading.Event().wait(self.interval)
+            if len(read) < BATCH or len(batch) < len(read):  # caught up (or waiting out a gap): rest a while
+                threading.Event().wait(self.interval)

@@ -32,7 +32,7 @@ from datetime import timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
-from sqlalchemy import or_, update
+from sqlalchemy import CursorResult, or_, update
 from sqlalchemy.orm import Session
 
 from ks import feed, vault, webhooks
@@ -47,6 +47,8 @@ LEASE_SECONDS = 15.0
 # Seconds between two rounds of a sender.
 ROUND = 0.5
 BATCH = 100
+# Deliveries logged (and the cursor moved) in one write: fewer writes beside the boots' own.
+NOTE_EVERY = 50
 
 
 class Sender:
@@ -60,6 +62,7 @@ class Sender:
         self.round_seconds = round_seconds
         self.holder = f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.holding = False
+        self.lease_until = 0.0  # monotonic time until which this process surely holds the lease
         self.settle = feed.settle_time(db.engine.dialect.name)
         self.cursors: dict[int, feed.Cursor] = {}
 
@@ -88,16 +91,22 @@ class Sender:
 
     def hold(self) -> bool:
         """Whether this process holds the lease, claiming or renewing it when needed (a write only then)."""
+        if time.monotonic() < self.lease_until:
+            return True
         now = utcnow()
         with self.db.read() as session:
             lease = session.get(Lease, LEASE)
             if lease is not None:
                 if lease.holder == self.holder and lease.expires_at - now > timedelta(seconds=LEASE_SECONDS / 2):
+                    self.lease_until = time.monotonic() + (lease.expires_at - now).total_seconds() - LEASE_SECONDS / 2
                     return True
                 if lease.holder != self.holder and lease.expires_at > now:
                     self.holding = False
                     return False
+        claimed = time.monotonic()
         held = self.db.write(self._claim)
+        if held:
+            self.lease_until = claimed + LEASE_SECONDS / 2
         if held and not self.holding:
             log.info("this process (%s) now delivers webhook events", self.holder)
         self.holding = held
@@ -106,7 +115,7 @@ class Sender:
     def _claim(self, session: Session) -> bool:
         now = utcnow()
         until = now + timedelta(seconds=LEASE_SECONDS)
-        result = session.execute(
+        result: CursorResult = session.execute(  # type: ignore[assignment]
             update(Lease).where(Lease.name == LEASE, or_(Lease.holder == self.holder, Lease.expires_at <= now))
             .values(holder=self.holder, expires_at=until).execution_options(synchronize_session=False))
         if result.rowcount:
@@ -133,7 +142,8 @@ class Sender:
             why = ""
         except SecretKeyError as exc:
             secret, why = None, str(exc).replace("BMC password", "webhook secret")
-        passed = stored = delivered
+        passed = delivered
+        attempts_made: list[tuple[int, int, int | None, str]] = []  # event id, attempt, status, error
         sent = 0
         for event in ready:
             if not webhooks.wants(kinds, event["kind"]):
@@ -147,35 +157,41 @@ class Sender:
             done = ok or attempts >= self.max_attempts
             if not ok and done:
                 error = f"gave up after {attempts} attempts: {error}"
-            if done:
-                passed = event["id"]
-            note = partial(self._note, webhook_id, event["id"], attempts, status, error, passed, done)
-            if not self.db.write(note):  # removed meanwhile
-                self.cursors.pop(webhook_id, None)
-                return sent
-            stored = passed
+            attempts_made.append((event["id"], attempts, status, error))
             if not ok:
                 log.warning("webhook %d: event %d, attempt %d: %s", webhook_id, event["id"], attempts, error)
             if not done:
                 break
+            passed = event["id"]
             attempts = 0
             sent += ok
-        if passed != stored:
-            self.db.write(partial(self._note, webhook_id, None, 0, None, "", passed, True))
+            if len(attempts_made) >= NOTE_EVERY:  # the cursor moves in steps: a crash repeats at most one
+                if not self.db.write(partial(self._note, webhook_id, attempts_made, passed, 0)):
+                    self.cursors.pop(webhook_id, None)  # removed meanwhile
+                    return sent
+                attempts_made = []
+        if (attempts_made or passed != delivered) and not self.db.write(
+                partial(self._note, webhook_id, attempts_made, passed, attempts)):
+            self.cursors.pop(webhook_id, None)
+            return sent
         cursor.after = passed
         return sent
 
     @staticmethod
-    def _note(webhook_id: int, event_id: int | None, attempt: int, status: int | None, error: str, passed: int,
-              done: bool, session: Session) -> bool:
+    def _note(webhook_id: int, attempts_made: list[tuple[int, int, int | None, str]], passed: int, failing: int,
+              session: Session) -> bool:
+        """Log the attempts, move the cursor to ``passed``; ``failing``: failed attempts at the next event."""
         hook = session.get(Webhook, webhook_id)
         if hook is None:
             return False
-        if event_id is not None:
+        for event_id, attempt, status, error in attempts_made:
             webhooks.record_attempt(session, webhook_id, event_id, attempt, status, error)
+        if attempts_made:
+            session.flush()
+            webhooks.prune(session, webhook_id)
         hook.delivered_id = max(hook.delivered_id, passed)
-        hook.attempts = 0 if done else attempt
-        hook.next_attempt_at = None if done else utcnow() + webhooks.backoff(attempt)
+        hook.attempts = failing
+        hook.next_attempt_at = utcnow() + webhooks.backoff(failing) if failing else None
         return True
 
     def post(self, url: str, webhook_id: int, event: dict, secret: str) -> tuple[int | None, str]:

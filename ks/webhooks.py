@@ -150,12 +150,15 @@ def backoff(attempts: int) -> timedelta:
 
 def record_attempt(session: Session, webhook_id: int, event_id: int, attempt: int, status: int | None,
                    error: str) -> None:
-    """Log one attempt; keep the newest LOG_KEPT of the webhook."""
+    """Log one attempt."""
     session.add(WebhookDelivery(webhook_id=webhook_id, event_id=event_id, attempt=attempt, status=status,
                                 error=error[:255]))
-    if attempt == 1 or attempt % 10 == 0:
-        oldest = session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
-                                .order_by(desc(WebhookDelivery.id)).offset(LOG_KEPT).limit(1))
-        if oldest is not None:
-            session.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id,
-                                                          WebhookDelivery.id <= oldest))
+
+
+def prune(session: Session, webhook_id: int) -> None:
+    """Keep the newest LOG_KEPT attempts of a webhook in its log."""
+    oldest = session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.webhook_id == webhook_id)
+                            .order_by(desc(WebhookDelivery.id)).offset(LOG_KEPT).limit(1))
+    if oldest is not None:
+        session.execute(delete(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id,
+                                                      WebhookDelivery.id <= oldest))

@@ -2,7 +2,6 @@
 
 from flask import Response, request
 
-from ks import feed
 from ks.api import bp, needs
 from ks.errors import BadRequest, KSError
 from ks.roles import Action
@@ -44,8 +43,7 @@ def event_stream():
     def frames():
         try:
             yield f"retry: {RETRY_MS}\n: connected, after event {start}\n\n"
-            for document in ks.feed.follow(start, heartbeat=HEARTBEAT):
-                yield ": heartbeat\n\n" if document is None else feed.sse_frame(document)
+            yield from ks.feed.follow_frames(start, heartbeat=HEARTBEAT)
         finally:
             ks.streams.release()
 

@@ -274,10 +274,11 @@ DOCUMENT = {
 def with_roles(document: dict, rules) -> dict:
     """``document`` with each operation's least role (``x-kiwispray-role``), as its route declares it."""
     document = copy.deepcopy(document)
+    prefix = bp.url_prefix or ""
     for rule in rules:
-        if rule.endpoint in PUBLIC or not rule.rule.startswith(bp.url_prefix + "/"):
+        if rule.endpoint in PUBLIC or not rule.rule.startswith(prefix + "/"):
             continue
-        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule[len(bp.url_prefix):])
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule[len(prefix):])
         role = needed(action_of(rule.endpoint)).label
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = document["paths"].get(path, {}).get(method.lower())
