@@ -113,6 +113,7 @@ class Poller:
         self._recent: list[dict] = []  # the last batches read, oldest first
         self._recent_ids: list[int] = []
         self._frames: dict[int, str] = {}  # the SSE frame of each event in _recent, made once
+        self._chunks: dict[tuple[int, int], bytes] = {}
         self._trimmed = 0  # the newest id dropped from _recent
         self._cursor = Cursor(0, settle)
         self._waiting = 0
@@ -131,17 +132,23 @@ class Poller:
             yield from batch
 
     def follow_frames(self, after: int, stop: Callable[[], bool] = lambda: False,
-                      heartbeat: float = 15.0) -> Iterator[str]:
+                      heartbeat: float = 15.0) -> Iterator[bytes]:
         """What an SSE stream sends: the frames of each batch of events as one chunk, a comment after silence.
 
-        A frame is made once per event for all streams, and a batch leaves in one write, not one per event.
+        A frame is made once per event, and the chunk of a batch once for all the streams that get the same
+        batch (those that keep up); it leaves in one write, not one per event.
         """
         for batch in self._batches(after, stop, heartbeat):
             if not batch:
-                yield ": heartbeat\n\n"
+                yield b": heartbeat\n\n"
                 continue
-            frames = self._frames
-            yield "".join(frames.get(d["id"]) or sse_frame(d) for d in batch)
+            key = (batch[0]["id"], batch[-1]["id"])
+            chunk = self._chunks.get(key)
+            if chunk is None:
+                frames = self._frames
+                chunk = "".join(frames.get(d["id"]) or sse_frame(d) for d in batch).encode()
+                self._chunks = {key: chunk}  # only the newest: what streams that keep up share
+            yield chunk
 
     def _batches(self, after: int, stop: Callable[[], bool], heartbeat: float) -> Iterator[list[dict]]:
         """Lists of the events after ``after`` as they arrive; an empty list after ``heartbeat`` seconds of silence."""

@@ -42,7 +42,7 @@ def event_stream():
 
     def frames():
         try:
-            yield f"retry: {RETRY_MS}\n: connected, after event {start}\n\n"
+            yield f"retry: {RETRY_MS}\n: connected, after event {start}\n\n".encode()
             yield from ks.feed.follow_frames(start, heartbeat=HEARTBEAT)
         finally:
             ks.streams.release()
