@@ -83,13 +83,14 @@ def test_the_table_covers_every_route_and_the_openapi_document_says_each_role(ap
         assert paths[template][method.lower()]["x-kiwispray-role"] == least.label, (method, path)
 
 
-def test_token_create_takes_a_role_and_list_shows_it(cli_runner, root, app):
+def test_token_create_takes_a_role_and_list_shows_it(cli_runner, root, app, database_url):
+    env = {"KS_DATABASE_URL": database_url}
     for args in (["viewer1", "--role", "viewer"], ["op1", "--role", "operator"], ["adm1"]):
-        r = cli_runner.invoke(cli, ["--root", str(root), "token", "create", *args])
+        r = cli_runner.invoke(cli, ["--root", str(root), "token", "create", *args], env=env)
         assert r.exit_code == 0, r.output
-    r = cli_runner.invoke(cli, ["--root", str(root), "token", "create", "x", "--role", "root"])
+    r = cli_runner.invoke(cli, ["--root", str(root), "token", "create", "x", "--role", "root"], env=env)
     assert r.exit_code == 2 and "root" in r.output
-    listed = json.loads(cli_runner.invoke(cli, ["--root", str(root), "token", "list", "--json"]).output)
+    listed = json.loads(cli_runner.invoke(cli, ["--root", str(root), "token", "list", "--json"], env=env).output)
     assert [(t["name"], t["role"]) for t in listed] == [("viewer1", "viewer"), ("op1", "operator"), ("adm1", "admin")]
-    table = cli_runner.invoke(cli, ["--root", str(root), "token", "list"]).output
+    table = cli_runner.invoke(cli, ["--root", str(root), "token", "list"], env=env).output
     assert "ROLE" in table.splitlines()[0] and "operator" in table.splitlines()[2]
