@@ -118,15 +118,15 @@ class Receiver:
         self.server.server_close()
 
 
-def kiwispray(cli_runner, root, *args) -> str:
-    r = cli_runner.invoke(cli, ["--root", str(root), *args])
+def kiwispray(cli_runner, root, *args, env: dict | None = None) -> str:
+    r = cli_runner.invoke(cli, ["--root", str(root), *args], env=env)
     assert r.exit_code == 0, r.output
     return r.output
 
 
-def history(root) -> list[dict]:
+def history(root, url: str | None = None) -> list[dict]:
     """Every event of the site's history, oldest first."""
-    db = Database(f"sqlite:///{root / 'kiwispray.db'}")
+    db = Database(url or f"sqlite:///{root / 'kiwispray.db'}")
     try:
         with db.read() as s:
             return feed.events_after(s, 0, 10_000)
@@ -254,6 +254,36 @@ def test_a_hanging_or_failing_receiver_is_retried_and_boots_stay_fast(root, cli_
             assert receiver.documents()[0]["id"] == first
             table = kiwispray(cli_runner, root, "webhook", "log", "1", "--limit", "1000")
             assert "ATTEMPT" in table and "HTTP 500" in table
+    finally:
+        receiver.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_servers_sharing_postgresql_deliver_every_event_once_in_order(root, cli_runner, database_url):
+    receiver = Receiver()
+    env = {"KS_DATABASE_URL": database_url}
+    try:
+        with ServerProcess(root, env=env) as one, ServerProcess(root, env=env) as two:
+            added = json.loads(kiwispray(cli_runner, root, "webhook", "add", receiver.url, "--secret", SECRET, "--json",
+                                         env=env))
+
+            def machine(i):
+                srv = (one, two)[i % 2]
+                for _ in range(3):
+                    assert requests.get(srv.url + "/bootstrap", params={"net0": f"52-54-00-00-01-{i:02x}"},
+                                        timeout=10).status_code == 200
+
+            threads = [threading.Thread(target=machine, args=(i,)) for i in range(12)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            expected = [d for d in history(root, database_url) if d["id"] > added["delivered_id"]]
+            assert len(expected) == 12 * 4  # each: register and three boots
+            wait_for(lambda: len(receiver.deliveries) >= len(expected), 60, "every event delivered")
+            time.sleep(1)
+        assert receiver.documents() == expected  # each once, in id order, whichever server wrote it
+        assert all(verify(SECRET, d) for d in receiver.deliveries)
     finally:
         receiver.close()
 

@@ -8,8 +8,8 @@ from flask import current_app
 
 from ks import __version__, record
 from ks.api import PUBLIC, action_of, answer, bp
-from ks.roles import needed
 from ks.fleet import MAX_DEPLOY_HOSTS
+from ks.roles import needed
 
 
 def _ref(name: str) -> dict:
