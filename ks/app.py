@@ -16,7 +16,7 @@ from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.runtime import Runtime
 from ks.ui.sessions import DashboardSessions
-from ks.web import text
+from ks.web import ADMIN, LISTENER, operator_side, text
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,21 @@ def create_app(
     app.session_interface = DashboardSessions()
     app.permanent_session_lifetime = timedelta(seconds=settings.session_lifetime)
     metrics.init_app(app)
+
+    if settings.admin_port:
+
+        @app.before_request
+        def one_side_per_port():
+            # With TLS, operators and machines meet the server on different ports (ks.server).
+            operator, admin_port = operator_side(request.path), request.environ.get(LISTENER) == ADMIN
+            if operator and not admin_port:
+                message = (f"the admin API and the dashboard are served over HTTPS on port {settings.admin_port} "
+                           "only; this port serves booting machines")
+                return api.error(message, 403) if request.path.startswith("/api/") else text(message + "\n", 403)
+            if admin_port and not operator:
+                return text(f"{request.path[:200]} is served to booting machines over plain HTTP on the boot port, "
+                            "not on the HTTPS admin port\n", 404)
+            return None
 
     @app.after_request
     def no_body_no_type(response):

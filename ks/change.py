@@ -12,6 +12,7 @@ from ks import machines, power, states, timeouts
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.models import Host
+from ks.roles import Action
 from ks.values import check_labels, check_metadata, check_text
 from ks.vault import Vault
 
@@ -33,6 +34,11 @@ class HostChange:
     delete: bool = False
     # Label updates: {key: value} sets, {key: None} removes; other labels stay.
     labels: dict[str, str | None] | None = None
+
+    @property
+    def needs(self) -> Action:
+        """What the change does as far as roles are concerned: BMC credentials and deleting administer."""
+        return Action.ADMINISTER if self.delete or self.bmc is not None else Action.OPERATE
 
     @classmethod
     def parse(cls, known_images: set[str], *, state=None, hostname=None, metadata=None, macs=None, bmc=UNCHANGED,

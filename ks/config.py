@@ -120,6 +120,28 @@ class Settings:
     secret_key_file: str = setting(
         "", "KS_SECRET_KEY_FILE", "The key file; empty: <root>/kiwispray.key, created when first needed."
     )
+    event_streams: int = setting(
+        64, "KS_EVENT_STREAMS", "Event streams (GET /api/v1/events) each server process keeps open at once, each "
+        "on a thread of its own beyond --threads; one more is answered 503.", low=1,
+    )
+    webhook_timeout: float = setting(
+        5.0, "KS_WEBHOOK_TIMEOUT", "Seconds a webhook delivery may take before it counts as failed and is retried.",
+        low=0.1,
+    )
+    webhook_attempts: int = setting(
+        12, "KS_WEBHOOK_ATTEMPTS", "Attempts at delivering one event to a webhook (1, 2, 4 ... up to 300 s apart) "
+        "before it is logged as given up and the next event is sent.", low=1,
+    )
+    tls_cert: str = setting(
+        "", "KS_TLS_CERT", "PEM certificate (chain) for the operator side: with --tls-key and --admin-port, the admin "
+        "API and the dashboard are served over HTTPS on --admin-port only, and machines keep plain HTTP on --port.",
+        option="--tls-cert",
+    )
+    tls_key: str = setting("", "KS_TLS_KEY", "PEM private key of --tls-cert.", option="--tls-key")
+    admin_port: int = setting(
+        0, "KS_ADMIN_PORT", "HTTPS port of the admin API and the dashboard (with --tls-cert and --tls-key); "
+        "0: no HTTPS port.", option="--admin-port", low=0, high=65535,
+    )
     session_lifetime: int = setting(
         8 * 3600, "KS_SESSION_LIFETIME", "Seconds a dashboard session lasts from its login; then the token is "
         "asked again.", low=60,
@@ -203,6 +225,9 @@ def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, st
     root = Path(settings.root).expanduser().resolve()
     if not root.is_dir():
         raise ConfigError(f"site root {root} is not a directory; create it or pass --root")
+    if len({bool(settings.tls_cert), bool(settings.tls_key), bool(settings.admin_port)}) > 1:
+        raise ConfigError("TLS needs all three of --tls-cert, --tls-key and --admin-port (KS_TLS_CERT, KS_TLS_KEY, "
+                          "KS_ADMIN_PORT), or none")
     if settings.x_accel_redirect and not settings.x_accel_redirect.startswith("/"):
         raise ConfigError(f"X-Accel-Redirect prefix {settings.x_accel_redirect!r} must be a path such as /_images")
     return dataclasses.replace(

@@ -136,7 +136,9 @@ class Event(Base):
     """One line of a host's history: a boot, state change, finish, update or conflict."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_host_id_id", "host_id", "id"),)
+    # AUTOINCREMENT: SQLite never hands out the id of a deleted event again, so a reader's
+    # cursor (an event stream's Last-Event-ID, a webhook's) never skips a new event.
+    __table_args__ = (Index("ix_events_host_id_id", "host_id", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
@@ -170,3 +172,49 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Webhook(Base):
+    """A receiver of history events: a URL, the kinds it wants, its secret, how far it got."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # Comma-separated event kinds (ks.events.EventKind values); empty: every kind.
+    kinds: Mapped[str] = mapped_column(String(255), default="")
+    # A Fernet token (ks.vault) of the secret that signs each delivery.
+    secret: Mapped[str] = mapped_column(String(1024))
+    # The last event id passed: delivered, given up, or of a kind not wanted.
+    delivered_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Failed attempts at the event after delivered_id, and when the next one is due.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver one event to one webhook: the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    # The receiver's HTTP status; None when it did not answer.
+    status: Mapped[int | None] = mapped_column(Integer)
+    # Why the attempt failed ("" when it worked); "gave up" when it was the last one.
+    error: Mapped[str] = mapped_column(String(255), default="")
+
+
+class Lease(Base):
+    """Work that one process of all servers sharing the database does at a time, and who holds it until when."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,9 @@ Both the server and the commands open their database here (``open_database``),
 so a state change has the same consequences wherever it is made.
 """
 
-from ks import config, images, pxelinux, rules
+import threading
+
+from ks import config, feed, images, pxelinux, rules
 from ks.config import Settings
 from ks.db import Database
 from ks.metrics import Metrics
@@ -39,3 +41,7 @@ class Runtime:
         self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
         # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.
         self.metrics = Metrics(metrics_dir)
+        # The history for event streams (the API's and the dashboard's): one poller for all of this
+        # process's streams, and at most so many of them at once.
+        self.feed = feed.reader(self.db)
+        self.streams = threading.BoundedSemaphore(settings.event_streams)

@@ -9,6 +9,7 @@ import queue
 import random
 import selectors
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -26,10 +27,11 @@ from ks import logs, timeouts
 from ks.app import create_app
 from ks.config import Settings
 from ks.db import Database
+from ks.errors import ConfigError
 from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
-from ks.web import SEND_TIMEOUT, STEP_ASIDE
+from ks.web import ADMIN, BOOT, LISTENER, SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ class Server(BaseApplication):
                              daemon=True).start()
         threading.Thread(target=watch_rules, args=(runtime.rules, self.settings.rules_check_interval),
                          name="ks-rules", daemon=True).start()
+        from ks.sender import Sender
+
+        # Every worker runs one; a lease in the database lets one of them (of all servers) deliver.
+        Sender(runtime.db, self.settings).start()
         return app
 
 
@@ -83,6 +89,7 @@ class Connection:
         self.received = bytearray()
         self.deadline = float("inf")
         self.idle = False  # kept alive, no byte of its next request yet
+        self.tls = False  # came through the HTTPS listener of the operator side
         self.counted = False  # holds a place among the running requests
         # The parser reads through ``recv`` below: first what the main loop received.
         self.parser = http.RequestParser(cfg, self, client)
@@ -140,7 +147,11 @@ class Worker(base.Worker):
         self.receiving: set[Connection] = set()  # connections whose headers are being received
         self.connections = 0  # open connections, for worker_connections
         self.busy = 0  # connections in a thread
-        self.pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix="ks-request")
+        # Event streams (GET /api/v1/events) hold a thread each for as long as they are open:
+        # they get threads of their own, so that open streams never leave boots without one.
+        self.pool = ThreadPoolExecutor(self.cfg.threads + settings.event_streams, thread_name_prefix="ks-request")
+        self.tls = tls_context(settings) if settings.tls_cert else None
+        self.admin_port = settings.admin_port
         self.selector = selectors.DefaultSelector()
         self.calls: queue.SimpleQueue = queue.SimpleQueue()
         self.wake_read, self.wake_write = os.pipe()
@@ -205,7 +216,40 @@ class Worker(base.Worker):
             return
         self.connections += 1
         conn = Connection(self.cfg, sock, client, listener.getsockname())
-        self._receive_headers(conn, self.header_timeout)
+        if self.tls is not None and conn.server[1] == self.admin_port:
+            return self._start_tls(conn)
+        return self._receive_headers(conn, self.header_timeout)
+
+    def _start_tls(self, conn: Connection) -> None:
+        """Wrap the connection in TLS; the handshake runs in the main loop, bounded like the headers."""
+        if self.tls is None:  # only the admin port's connections come here, and it exists only with TLS
+            return self._receive_headers(conn, self.header_timeout)
+        try:
+            conn.sock = self.tls.wrap_socket(conn.sock, server_side=True, do_handshake_on_connect=False)
+        except (OSError, ValueError):
+            self.connections -= 1
+            conn.close()
+            return
+        conn.tls = True
+        conn.sock.setblocking(False)
+        conn.deadline = time.monotonic() + self.header_timeout
+        self.receiving.add(conn)
+        self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_handshake, conn))
+
+    def _on_handshake(self, conn: Connection, _sock) -> None:
+        try:
+            conn.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(conn.sock, selectors.EVENT_READ, partial(self._on_handshake, conn))
+            return None
+        except ssl.SSLWantWriteError:
+            self.selector.modify(conn.sock, selectors.EVENT_WRITE, partial(self._on_handshake, conn))
+            return None
+        except OSError:  # not TLS, or a certificate the client refused: nothing to answer
+            return self._drop(conn)
+        self.selector.unregister(conn.sock)
+        self.receiving.discard(conn)
+        return self._receive_headers(conn, max(conn.deadline - time.monotonic(), 0.0))
 
     def _receive_headers(self, conn: Connection, wait: float) -> None:
         """Wait in the main loop for the next header block of ``conn``, for at most ``wait`` seconds."""
@@ -215,13 +259,19 @@ class Worker(base.Worker):
         conn.sock.setblocking(False)  # which also ends a send timeout of the last request
         self.receiving.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
+        if conn.tls and conn.sock.pending():  # decrypted bytes the selector cannot see
+            self.call_soon(self._on_header_bytes, conn, None)
         return None
 
     def _on_header_bytes(self, conn: Connection, _sock) -> None:
         """Take what the client sent; once the header block is complete, hand the connection to a thread."""
+        if conn not in self.receiving:  # a late call for a connection already handed on
+            return None
         try:
             data = conn.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
+            while conn.tls and data and conn.sock.pending():  # TLS hands out one record per call
+                data += conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         except OSError:
             data = b""
@@ -253,7 +303,7 @@ class Worker(base.Worker):
         self.selector.unregister(conn.sock)
         self.receiving.discard(conn)
         if status:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         self.connections -= 1
         conn.close()
@@ -333,11 +383,16 @@ class Worker(base.Worker):
             environ["wsgi.multithread"] = True
             environ[STEP_ASIDE] = partial(self.call_soon, self._release, conn)
             environ[SEND_TIMEOUT] = conn.sock.settimeout
+            environ[LISTENER] = ADMIN if conn.tls else BOOT
+            if conn.tls:
+                environ["wsgi.url_scheme"] = "https"
+                environ["HTTPS"] = "on"
             if not self.alive or not self.cfg.keepalive:
                 resp.force_close()
             body = self.wsgi(environ, resp.start_response)
             try:
-                if isinstance(body, environ["wsgi.file_wrapper"]):
+                # os.sendfile would bypass TLS: a file goes out through the TLS socket like any body.
+                if isinstance(body, environ["wsgi.file_wrapper"]) and not conn.tls:
                     resp.write_file(body)
                 else:
                     for chunk in body:
@@ -403,6 +458,18 @@ class JsonLogger(Logger):
     log_format = logs.JSON
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server side of TLS for the operator side: the certificate chain and key of the settings."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot use the TLS certificate {settings.tls_cert} with the key {settings.tls_key}: "
+                          f"{exc.strerror or exc}") from None
+    return context
+
+
 def watch_rules(watched: RulesFile, interval: float) -> None:
     """Look at rules.toml about every ``interval`` seconds (1 for 0), for as long as the worker lives.
 
@@ -454,8 +521,12 @@ def run(
 
     ``rules_file``: the enrollment rules as read (and checked) before the workers fork.
     """
+    ports = [port, settings.admin_port] if settings.admin_port else [port]
+    if settings.tls_cert:
+        tls_context(settings)  # a wrong file stops the server now, not each worker later
     options = {
-        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        # The boot side (plain HTTP, for iPXE); with TLS, the operator side's HTTPS port too (see Worker).
+        "bind": [f"[{host}]:{p}" if ":" in host else f"{host}:{p}" for p in ports],
         "workers": workers,
         "threads": threads,
         "worker_class": "ks.server.Worker",

@@ -24,6 +24,17 @@ MAX_METADATA_PARAMETER = 64 * 1024
 # - SEND_TIMEOUT: a call with seconds, "from now on, a send that makes no progress for this long ends the connection".
 STEP_ASIDE = "kiwispray.step_aside"
 SEND_TIMEOUT = "kiwispray.send_timeout"
+# Which of the server's listeners a request came through: BOOT (plain HTTP, --port) or
+# ADMIN (HTTPS, --admin-port). Absent under any other server.
+LISTENER = "kiwispray.listener"
+BOOT, ADMIN = "boot", "admin"
+# Paths of the operator side: with TLS configured, served on the HTTPS port only.
+OPERATOR_PREFIXES = ("/api/", "/ui/")
+
+
+def operator_side(path: str) -> bool:
+    """Whether ``path`` belongs to the operator side (the admin API, the dashboard), not to booting machines."""
+    return path == "/ui" or path.startswith(OPERATOR_PREFIXES)
 
 
 def runtime() -> "Runtime":
@@ -40,6 +51,13 @@ def step_aside() -> None:
     hook = request.environ.get(STEP_ASIDE)
     if hook is not None:
         hook()
+
+
+def send_timeout(seconds: float | None) -> None:
+    """Tell the server to drop the connection when a send makes no progress for ``seconds`` (None: never)."""
+    hook = request.environ.get(SEND_TIMEOUT)
+    if hook is not None:
+        hook(seconds)
 
 
 def text(body: str, status: int = 200) -> Response:

@@ -55,3 +55,11 @@ def test_one_poller_wakes_every_stream_with_every_event_in_order():
 
 def test_a_frame_carries_the_id_the_kind_and_the_document():
     assert feed.sse_frame({"id": 7, "kind": "finish"}) == 'id: 7\nevent: finish\ndata: {"id": 7, "kind": "finish"}\n\n'
+
+
+def test_the_feed_documents_are_the_history_api_documents(client, db):
+    from ks import machines, present
+
+    boot(client, MAC1)
+    with db.read() as s:
+        assert feed.events_after(s, 0) == [present.event_dict(e) for e in machines.history(s, 1)]

@@ -2,12 +2,15 @@
 
 import json
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
 from ks import tokens
-from ks.errors import BadRequest, KSError
+from ks.errors import BadRequest, Forbidden, KSError
+from ks.roles import Action, Role, allows, needed
 from ks.values import load_json_object
 from ks.web import runtime
 
@@ -33,9 +36,28 @@ def body() -> dict:
     return load_json_object(request.get_data(cache=True) or b"null", "the body")
 
 
+View = TypeVar("View", bound=Callable)
+
+
+def needs(action: Action) -> Callable[[View], View]:
+    """Declare what a route does (read, operate, administer); ``authenticate`` checks the token's role against it."""
+
+    def declare(view: View) -> View:
+        view.ks_action = action  # type: ignore[attr-defined]
+        return view
+
+    return declare
+
+
+def action_of(endpoint: str | None) -> Action:
+    """What the route ``endpoint`` declared; a route that declared nothing needs the most (administer)."""
+    view = current_app.view_functions.get(endpoint or "")
+    return getattr(view, "ks_action", Action.ADMINISTER)
+
+
 @bp.before_request
 def authenticate():
-    """Every route but the OpenAPI document needs ``Authorization: Bearer <token>``."""
+    """Every route but the OpenAPI document needs ``Authorization: Bearer <token>`` of a role that may use it."""
     if request.endpoint in PUBLIC:
         return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -48,12 +70,22 @@ def authenticate():
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiwispray"'
         return response
-    g.token_name = found
+    g.token_name, g.token_role = found
+    if request.endpoint is not None:  # an unknown path answers 404 to any valid token
+        require(action_of(request.endpoint))
     return None
 
 
-def _verified(token) -> str | None:
-    return token.name if token is not None else None
+def require(action: Action) -> None:
+    """Forbidden unless the request's token may do ``action`` (a view calls it for what depends on the body)."""
+    role: Role = g.token_role
+    if not allows(role, action):
+        raise Forbidden(f"this needs a token with the {needed(action).label} role (to {action.value}); "
+                        f"the token {g.token_name!r} is a {role.label}")
+
+
+def _verified(token) -> tuple[str, Role] | None:
+    return (token.name, tokens.role_of(token)) if token is not None else None
 
 
 @bp.errorhandler(KSError)
@@ -69,4 +101,4 @@ def http_error(exc: HTTPException):
 SOURCE = "api"  # how the history records changes made here
 
 
-from ks.api import configurations, hosts, openapi, power  # noqa: E402,F401  (routes register on bp)
+from ks.api import configurations, events, hosts, openapi, power  # noqa: E402,F401  (routes register on bp)

@@ -1,10 +1,11 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
 from ks import deploys, images, selectors
-from ks.api import SOURCE, answer, body, bp
+from ks.api import SOURCE, answer, body, bp, needs
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
 from ks.errors import BadRequest, NotFound
+from ks.roles import Action
 from ks.web import runtime
 
 DEPLOY_FIELDS = {"hosts", "selector", "reboot"}
@@ -16,12 +17,14 @@ def configuration_names() -> list[dict]:
 
 
 @bp.get("/configurations")
+@needs(Action.READ)
 def list_configurations():
     """Images and builtin states, PXE Pilot's ``{"configurations": [{"name": ...}]}``."""
     return answer({"configurations": configuration_names()})
 
 
 @bp.get("/configurations/<name>")
+@needs(Action.READ)
 def get_configuration(name: str):
     """One configuration, with the files of an image."""
     for config in configuration_names():
@@ -52,6 +55,7 @@ def parse_deploy(document: dict) -> tuple[list, selectors.Selector | None, bool]
 
 
 @bp.put("/configurations/<name>/deploy")
+@needs(Action.OPERATE)
 def deploy(name: str):
     """Give every listed (or selected) host this configuration; all or nothing. 204 like PXE Pilot."""
     entries, selector, reboot = parse_deploy(body())

@@ -3,12 +3,13 @@
 from flask import Response, request
 
 from ks import deploys, ignition, images, machines, nocloud, present, selectors, states, vault
-from ks.api import SOURCE, answer, body, bp
+from ks.api import SOURCE, answer, body, bp, needs, require
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.power import hosts as host_power
 from ks.record import HostRecord
+from ks.roles import Action
 from ks.values import is_decimal
 from ks.web import one, origin, runtime, step_aside, text
 
@@ -39,6 +40,7 @@ def _flag(name: str) -> bool:
 
 
 @bp.get("/hosts")
+@needs(Action.READ)
 def list_hosts():
     """Hosts ordered by id; filters: state (current state), mac, serial, selector; paging: limit, offset."""
     limit = _int_arg("limit", 1000, 1, MAX_LIMIT)
@@ -68,6 +70,7 @@ def list_hosts():
 
 
 @bp.get("/hosts/<ref>")
+@needs(Action.READ)
 def get_host(ref: str):
     """One host by id, MAC or unique hostname."""
     with runtime().db.read() as session:
@@ -96,6 +99,7 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
 
 
 @bp.patch("/hosts")
+@needs(Action.OPERATE)
 def patch_selected():
     """The same change for every host ``selector`` matches, all or nothing; ``dry_run=1`` changes nothing."""
     selector = _selector()
@@ -110,9 +114,11 @@ def patch_selected():
 
 
 @bp.patch("/hosts/<ref>")
+@needs(Action.OPERATE)
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
     change = parse_patch(body(), images.image_names(runtime().settings.root))
+    require(change.needs)  # BMC credentials need an admin
 
     def work(session):
         host = machines.resolve(session, ref)
@@ -124,6 +130,7 @@ def patch_host(ref: str):
 
 
 @bp.delete("/hosts/<ref>")
+@needs(Action.ADMINISTER)
 def delete_host(ref: str):
     """Delete a host; its id is never reused."""
     runtime().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
@@ -131,6 +138,7 @@ def delete_host(ref: str):
 
 
 @bp.get("/hosts/<ref>/history")
+@needs(Action.READ)
 def host_history(ref: str):
     """The host's events, oldest first."""
     with runtime().db.read() as session:
@@ -138,7 +146,10 @@ def host_history(ref: str):
         return answer({"host": host.id, "events": [present.event_dict(e) for e in machines.history(session, host.id)]})
 
 
+# What a machine's first boot reads may carry credentials (a cluster's join token, a password
+# hash): operators, who set up installs, may read it; viewers may not.
 @bp.get("/hosts/<ref>/nocloud/<file>")
+@needs(Action.OPERATE)
 def host_nocloud(ref: str, file: str):
     """A file of the host's cloud-init NoCloud seed as its current boot reads it (text, not JSON)."""
     with runtime().db.read() as session:
@@ -148,6 +159,7 @@ def host_nocloud(ref: str, file: str):
 
 
 @bp.get("/hosts/<ref>/ignition")
+@needs(Action.OPERATE)
 def host_ignition(ref: str):
     """The host's Ignition config as its current boot reads it."""
     with runtime().db.read() as session:

@@ -1,8 +1,15 @@
 """The OpenAPI 3 description of /api/v1, served at /api/v1/openapi.json."""
 
+import copy
+import functools
+import re
+
+from flask import current_app
+
 from ks import __version__, nocloud, record
-from ks.api import answer, bp
+from ks.api import PUBLIC, action_of, answer, bp
 from ks.deploys import MAX_DEPLOY_HOSTS, MAX_SELECTED_HOSTS
+from ks.roles import needed
 from ks.selectors import MAX_SELECTOR_LENGTH
 
 
@@ -15,7 +22,8 @@ def _json(schema: dict, description: str) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    words = {400: "Malformed request", 401: "No valid token", 404: "Not found",
+    words = {400: "Malformed request", 401: "No valid token", 403: "The token's role may not do this",
+             404: "Not found",
              409: "Conflict with the current state", 502: "The BMC refused or failed the operation",
              504: "The BMC did not answer in time"}
     return {str(c): _json(_ref("Error"), words[c]) for c in codes}
@@ -309,6 +317,24 @@ PATHS = {
             "responses": {"204": {"description": "Swept"}, **_errors(400, 401, 409)},
         },
     },
+    "/events": {
+        "get": {
+            "summary": "The history as Server-Sent Events, from now on or after an event id",
+            "parameters": [
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0},
+                 "description": "Resume after this event (what a reconnecting EventSource sends)"},
+                {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                 "description": "Start after this event id; without either, the stream starts with the next event"},
+            ],
+            "responses": {
+                "200": {"description": "`text/event-stream`: each event's `id:` (its id), `event:` (its kind) and "
+                                       "`data:` (the Event document); a comment line after 15 s of silence",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403),
+                "503": _json(_ref("Error"), "This server process serves as many streams as KS_EVENT_STREAMS allows"),
+            },
+        },
+    },
     "/configurations": {
         "get": {
             "summary": "Images and builtin states",
@@ -338,12 +364,11 @@ PATHS = {
 
 DOCUMENT = {
     "openapi": "3.0.3",
-    "info": {
-        "title": "KIWIspray admin API",
-        "version": __version__,
-        "description": "Hosts, their state chains and power. Every route needs `Authorization: Bearer <token>` "
-        "(`kiwispray token create NAME`).",
-    },
+    "info": {"title": "KIWIspray admin API", "version": __version__,
+             "description": "Hosts, their state chains and power. Every route needs `Authorization: Bearer <token>` "
+                            "(`kiwispray token create NAME --role ROLE`) of a role that may use it: each operation's "
+                            "`x-kiwispray-role` (viewer < operator < admin; each may do what the ones below may). "
+                            "A PATCH of a host that sets `bmc` needs admin."},
     "servers": [{"url": "/api/v1"}],
     "security": [{"bearer": []}],
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": SCHEMAS},
@@ -360,7 +385,29 @@ DOCUMENT = {
 }
 
 
+def with_roles(document: dict, rules) -> dict:
+    """``document`` with each operation's least role (``x-kiwispray-role``), as its route declares it."""
+    document = copy.deepcopy(document)
+    prefix = bp.url_prefix or ""
+    for rule in rules:
+        if rule.endpoint in PUBLIC or not rule.rule.startswith(prefix + "/"):
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule[len(prefix):])
+        role = needed(action_of(rule.endpoint)).label
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = document["paths"].get(path, {}).get(method.lower())
+            if operation is not None:
+                operation["x-kiwispray-role"] = role
+                operation["description"] = f"Role: {role} or higher."
+    return document
+
+
+@functools.cache
+def _document(app_key: int) -> dict:
+    return with_roles(DOCUMENT, current_app.url_map.iter_rules())
+
+
 @bp.get("/openapi.json")
 def openapi():
     """This API's OpenAPI 3 document (no token needed)."""
-    return answer(DOCUMENT)
+    return answer(_document(id(current_app.url_map)))  # one document per application

@@ -1,9 +1,10 @@
 """Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
 from ks import machines, power
-from ks.api import SOURCE, answer, body, bp, error
+from ks.api import SOURCE, answer, body, bp, error, needs
 from ks.errors import BadRequest
 from ks.power import hosts as host_power
+from ks.roles import Action
 from ks.web import runtime, step_aside
 
 
@@ -13,6 +14,7 @@ def _host_id(ref: str) -> int:
 
 
 @bp.post("/hosts/<ref>/power")
+@needs(Action.OPERATE)
 def power_action(ref: str):
     """``{"action": "status"|"on"|"off"|"cycle"}``; a failure answers with its error's status.
 
@@ -30,6 +32,7 @@ def power_action(ref: str):
 
 
 @bp.patch("/hosts/<ref>/reboot")
+@needs(Action.OPERATE)
 def host_reboot(ref: str):
     """Power-cycle the host (PXE Pilot): 204, or 409 if it did not work."""
     host_id = _host_id(ref)
@@ -42,6 +45,7 @@ def host_reboot(ref: str):
 
 
 @bp.patch("/discovery")
+@needs(Action.OPERATE)
 def discovery_sweep():
     """Sweep KS_BMC_SUBNETS so that BMCs given by MAC are found (PXE Pilot): 204, 409 if none are set."""
     ks = runtime()
@@ -51,6 +55,7 @@ def discovery_sweep():
 
 
 @bp.get("/discovery")
+@needs(Action.READ)
 def discovery_table():
     """Where each BMC given by MAC is now, as the neighbour table says (no sweep)."""
     ks = runtime()

@@ -29,6 +29,7 @@ from ks.cli.image import image
 from ks.cli.kiwi import kiwi
 from ks.cli.rules import rules_group
 from ks.cli.token import token
+from ks.cli.webhook import webhook
 from ks.errors import KSError, RulesError
 
 
@@ -75,13 +76,16 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @setting_option("REGISTRATIONS_PER_MINUTE")
 @setting_option("HEADER_TIMEOUT")
 @setting_option("PUBLIC_HOSTS")
+@setting_option("TLS_CERT", metavar="FILE")
+@setting_option("TLS_KEY", metavar="FILE")
+@setting_option("ADMIN_PORT", metavar="PORT")
 @click.option("--access-log", is_flag=True, envvar="KS_ACCESS_LOG", help="Log every request (env KS_ACCESS_LOG).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="KS_LOG_FORMAT",
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
-          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, public_hosts, access_log,
-          log_format):
+          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, public_hosts, tls_cert, tls_key,
+          admin_port, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -97,9 +101,14 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
              "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
-             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout}
+             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout,
+             "TLS_CERT": tls_cert, "TLS_KEY": tls_key, "ADMIN_PORT": admin_port}
         )
         states.parse_chain(settings.initial_chain)
+        if settings.admin_port == port:
+            raise click.UsageError("--admin-port must differ from --port: machines boot over plain HTTP on --port")
+        if settings.tls_cert:
+            server.tls_context(settings)
         site.settings = settings
         rules_path = rules.path_of(settings.root)
         watched = rules.RulesFile(rules_path, settings.rules_check_interval, lambda: images.image_names(settings.root))
@@ -124,6 +133,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         log.info(
             "listening on %s:%d: only this machine can reach it; use --host 0.0.0.0 for booting machines", host, port
         )
+    if settings.tls_cert:
+        log.info("the admin API and the dashboard are served over HTTPS on port %d only; machines use plain HTTP "
+                 "on port %d", settings.admin_port, port)
     if settings.x_accel_redirect:
         log.info("image files are sent by the front web server from %s/", settings.x_accel_redirect.rstrip("/"))
     server.run(settings, host, port, workers, threads, access_log, log_format, rules_file=watched)
@@ -272,6 +284,7 @@ cli.add_command(image)
 cli.add_command(kiwi)
 cli.add_command(token)
 cli.add_command(rules_group)
+cli.add_command(webhook)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from ks import tokens
+from ks import roles, tokens
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail
 from ks.errors import KSError
 
@@ -16,15 +16,19 @@ def token():
 
 @token.command("create")
 @click.argument("name")
+@click.option("--role", type=click.Choice(roles.NAMES), default=roles.DEFAULT.label, show_default=True,
+              help="What the token may do: viewer reads; operator also changes states, hostnames, metadata, "
+                   "retries, deploys and power; admin also sets BMC credentials and deletes hosts.")
 @click.pass_obj
-def create(site: Site, name: str):
+def create(site: Site, name: str, role: str):
     """Create a token and print it once; only its hash is kept."""
     try:
-        value = site.migrated_db().write(lambda session: tokens.create(session, name))
+        value = site.migrated_db().write(lambda session: tokens.create(session, name, roles.parse_role(role)))
     except KSError as exc:
         raise fail(exc) from None
     click.echo(value)
-    click.echo(f"token {name!r} created; it is shown only now. Use it as: Authorization: Bearer <token>", err=True)
+    click.echo(f"token {name!r} ({role}) created; it is shown only now. Use it as: Authorization: Bearer <token>",
+               err=True)
     click.echo(f"`kiwispray --server URL host …` reads it from {DEFAULT_TOKEN_FILE} on the machine it runs on "
                "(another file: --token-file or KS_TOKEN_FILE), or from the variable KS_TOKEN, which comes first",
                err=True)
@@ -37,7 +41,7 @@ def list_tokens(site: Site, as_json: bool):
     """List tokens (never their values)."""
     with site.migrated_db().read() as session:
         rows = [
-            {"name": t.name, "created_at": t.created_at.isoformat(),
+            {"name": t.name, "role": tokens.role_of(t).label, "created_at": t.created_at.isoformat(),
              "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
              "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
             for t in tokens.all_tokens(session)
@@ -45,10 +49,11 @@ def list_tokens(site: Site, as_json: bool):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'NAME':<24} {'CREATED':<20} {'LAST USED':<20} STATUS")
+    click.echo(f"{'NAME':<24} {'ROLE':<9} {'CREATED':<20} {'LAST USED':<20} STATUS")
     for r in rows:
         status = "revoked" if r["revoked_at"] else "active"
-        click.echo(f"{r['name']:<24} {str(r['created_at'])[:19]:<20} {(r['last_used_at'] or '-')[:19]:<20} {status}")
+        click.echo(f"{r['name']:<24} {r['role']:<9} {str(r['created_at'])[:19]:<20} "
+                   f"{(r['last_used_at'] or '-')[:19]:<20} {status}")
 
 
 @token.command("revoke")

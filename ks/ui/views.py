@@ -198,7 +198,7 @@ def events():
     again every ``RECHECK`` seconds: a revoked token or an expired session ends
     the stream with ``event: ended`` (the page then asks for the token again).
     """
-    poller = _poller(current_app)
+    poller = runtime().feed  # the process's one poller of the history, shared with /api/v1/events
     downloads = _downloads(current_app)
     db, token_id, lifetime = runtime().db, session["tid"], runtime().settings.session_lifetime
     started = dict(session)
@@ -277,24 +277,6 @@ def _downloads(app) -> Downloads:
     found = app.extensions.get("kiwispray-ui-downloads")
     if found is None:
         found = app.extensions.setdefault("kiwispray-ui-downloads", Downloads(runtime().db))
-    return found
-
-
-def _poller(app) -> feed.Poller:
-    """The process's one poller of the history (see ks.feed), made on first use."""
-    found = app.extensions.get("kiwispray-ui-feed")
-    if found is None:
-        db = runtime().db
-
-        def read(after: int) -> list[dict]:
-            with db.read() as unit:
-                return feed.events_after(unit, after)
-
-        def newest() -> int:
-            with db.read() as unit:
-                return feed.last_id(unit)
-
-        found = app.extensions.setdefault("kiwispray-ui-feed", feed.Poller(read, newest))
     return found
 
 
