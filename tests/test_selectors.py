@@ -1,5 +1,7 @@
 """Selectors: the grammar (good and bad, with positions) and what they match, in Python and in SQL on both backends."""
 
+import dataclasses
+
 import pytest
 
 from ks import machines, selectors
@@ -133,9 +135,9 @@ MATCHES = [
 
 
 def _records() -> list[HostRecord]:
-    return [HostRecord(**{**h, "meta": {}, "created_at": None, "updated_at": None, "last_boot_at": None,
-                          "last_seen_at": None, "bmc_address": None, "bmc_username": None, "bmc_password": None,
-                          "failed_at": None, "deadline_at": None}) for h in HOSTS]
+    """HOSTS as records; every field the selectors do not read is empty."""
+    blank = {f.name: None for f in dataclasses.fields(HostRecord)}
+    return [HostRecord(**{**blank, "meta": {}, **h}) for h in HOSTS]
 
 
 @pytest.mark.parametrize("text, expected", MATCHES)
