@@ -98,6 +98,11 @@ def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path)
         )
         r = remote("host", "reboot", "2")
         assert r.returncode == 1 and "host 2 has no BMC" in r.stderr and r.stderr.count("\n") == 1
+        # A reboot that fails after the deploy: the CLI reads the server's reboot_failures, not its sentence.
+        r = remote("config", "deploy", "image1", "1", "--reboot")
+        assert (r.returncode, r.stdout.split()) == (1, ["HOST", "CONFIGURATION", "1", "image1"])
+        assert r.stderr == ("Error: deployed, but the reboot failed: host 1: host 1 has no BMC; set one with "
+                            'PATCH /api/v1/hosts/1 {"bmc": {"address": URL, ...}}\n')
         # Labels and selectors, through the server's API.
         assert remote("host", "set", "2", "--label", "rack=4").stdout == "host 2: wipe rack=4\n"
         r = remote("host", "list", "--no-power", "--select", "rack=4", "--json")

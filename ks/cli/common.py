@@ -60,10 +60,7 @@ class Site:
 
     @cached_property
     def settings(self) -> Settings:
-        try:
-            return config.resolve({"ROOT": self.options["root"]})
-        except KSError as exc:
-            raise click.ClickException(str(exc)) from None
+        return config.resolve({"ROOT": self.options["root"]})
 
     @property
     def root(self) -> str:
@@ -108,11 +105,11 @@ class Site:
 
 
 class Failed(click.ClickException):
-    """A KIWIspray error (or a file system error: exit 1) as a one-line command failure, with its exit status."""
+    """A KIWIspray error as a one-line command failure, with its exit status: the one place errors meet exit codes."""
 
-    def __init__(self, error: KSError | OSError):
+    def __init__(self, error: KSError):
         super().__init__(str(error))
-        self.exit_code = error.exit_code if isinstance(error, KSError) else 1
+        self.exit_code = error.exit_code
 
 
 class Command(click.Command):
@@ -213,11 +210,6 @@ def accept_after(command: click.Command, *options) -> None:
     command.params.extend(make() for make in options)
     for sub in getattr(command, "commands", {}).values():
         accept_after(sub, *options)
-
-
-def fail(exc: KSError | OSError) -> click.ClickException:
-    """A KIWIspray error as a one-line command failure (what ``Group`` does for every command)."""
-    return Failed(exc)
 
 
 def table(rows: list, header: list[str]) -> str:

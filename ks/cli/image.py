@@ -9,8 +9,7 @@ from dataclasses import asdict
 
 import click
 
-from ks.cli.common import Group, Site, fail, table
-from ks.errors import KSError
+from ks.cli.common import Group, Site, table
 from ks.kiwi import importer, inventory
 
 
@@ -68,13 +67,15 @@ def import_command(site: Site, name: str, source: str, force: bool, no_verify: b
     or ISO. The disk is checked against the build's checksum file before the
     image appears; a failed or interrupted import leaves nothing behind.
     """
+    # A file system failure (a full disk, a directory it may not write) is no KIWIspray error; it ends
+    # the command with its one-line message too, exit 1. KIWIspray errors go to Group's one mapping.
     try:
         with terminate_as_exit():
             done = importer.import_image(
                 site.root, name, source, force=force, verify=not no_verify, progress=progressbar
             )
-    except (KSError, OSError) as exc:
-        raise fail(exc) from None
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
     for note in done.notes:
         click.echo(f"note: {note}", err=True)
     if done.verified:
@@ -116,8 +117,8 @@ def check_command(site: Site, name: str):
     """Verify images/NAME again: its files, and its disk against the checksum file."""
     try:
         status, result = inventory.check(site.root, name, progress=progressbar)
-    except (KSError, OSError) as exc:
-        raise fail(exc) from None
+    except OSError as exc:  # an unreadable file: a one-line failure, as in `image import`
+        raise click.ClickException(str(exc)) from None
     if result is None:
         click.echo(f"{name}: {status.kind} image complete; it has no checksum file to verify")
     else:

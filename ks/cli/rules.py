@@ -7,7 +7,7 @@ import click
 
 from ks import images, rules, states
 from ks.cli.common import Group, Site, table
-from ks.errors import BadRequest, KSError, RulesError
+from ks.errors import BadRequest, RulesError
 from ks.identity import check_fact_key, normalize_fact, normalize_mac, normalize_serial, normalize_uuid
 
 
@@ -96,11 +96,8 @@ def test(site: Site, macs: tuple[str, ...], serial: str, uuid: str, facts: dict[
     else:
         seq = 1  # a site without a database yet has enrolled nothing
         if site._missing_database() is None:
-            try:
-                with site.migrated_db().read() as session:
-                    seq = booting.peek_seq(session, rule.name)
-            except KSError as exc:
-                raise click.ClickException(str(exc)) from None
+            with site.migrated_db().read() as session:
+                seq = booting.peek_seq(session, rule.name)
         got = rule.enroll(machine, seq)
         result = {"rule": rule.name, "position": rule.position, "seq": seq, "chain": list(got.chain or initial),
                   "hostname": got.hostname, "labels": got.labels, "problem": got.problem}

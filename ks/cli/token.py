@@ -5,8 +5,7 @@ import json
 import click
 
 from ks import roles, tokens
-from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, fail
-from ks.errors import KSError
+from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site
 
 
 @click.group(cls=Group)
@@ -22,10 +21,7 @@ def token():
 @click.pass_obj
 def create(site: Site, name: str, role: str):
     """Create a token and print it once; only its hash is kept."""
-    try:
-        value = site.migrated_db().write(lambda session: tokens.create(session, name, roles.parse_role(role)))
-    except KSError as exc:
-        raise fail(exc) from None
+    value = site.migrated_db().write(lambda session: tokens.create(session, name, roles.parse_role(role)))
     click.echo(value)
     click.echo(f"token {name!r} ({role}) created; it is shown only now. Use it as: Authorization: Bearer <token>",
                err=True)
@@ -61,8 +57,5 @@ def list_tokens(site: Site, as_json: bool):
 @click.pass_obj
 def revoke(site: Site, name: str):
     """Revoke a token; requests with it get 401 from now on."""
-    try:
-        site.migrated_db().write(lambda session: tokens.revoke(session, name))
-    except KSError as exc:
-        raise fail(exc) from None
+    site.migrated_db().write(lambda session: tokens.revoke(session, name))
     click.echo(f"token {name!r} revoked")
