@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from ks import __version__, feed
 from ks.errors import BadRequest, NotFound
 from ks.events import EventKind
-from ks.models import Webhook, WebhookDelivery
+from ks.models import Event, Webhook, WebhookDelivery
 from ks.vault import Vault
 
 # Names an operator may give besides the history's kinds: ``failed`` is a ``timeout`` line
@@ -111,14 +111,18 @@ def document(hook: Webhook) -> dict:
 
 
 def log(session: Session, webhook_id: int | None = None, limit: int = 50) -> list[dict]:
-    """The newest ``limit`` attempts (of one webhook, or all), oldest first."""
-    stmt = select(WebhookDelivery).order_by(desc(WebhookDelivery.id)).limit(limit)
+    """The newest ``limit`` attempts (of one webhook, or all), oldest first.
+
+    ``kind`` is the event's kind, None when the event is gone with its host.
+    """
+    stmt = (select(WebhookDelivery, Event.kind).outerjoin(Event, Event.id == WebhookDelivery.event_id)
+            .order_by(desc(WebhookDelivery.id)).limit(limit))
     if webhook_id is not None:
         get(session, webhook_id)
         stmt = stmt.where(WebhookDelivery.webhook_id == webhook_id)
-    return [{"id": d.id, "webhook": d.webhook_id, "at": d.at.isoformat(), "event_id": d.event_id,
+    return [{"id": d.id, "webhook": d.webhook_id, "at": d.at.isoformat(), "event_id": d.event_id, "kind": kind,
              "attempt": d.attempt, "status": d.status, "error": d.error}
-            for d in reversed(list(session.scalars(stmt)))]
+            for d, kind in reversed(list(session.execute(stmt)))]
 
 
 def wants(hook_kinds: str, kind: str) -> bool:

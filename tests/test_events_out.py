@@ -173,7 +173,8 @@ def test_a_receiver_gets_a_whole_boot_flow_signed_and_in_order(root, cli_runner)
                 assert delivery["headers"]["Content-Type"] == "application/json"
             assert not verify("another secret of 32 characters!", receiver.deliveries[0])
             log = json.loads(kiwispray(cli_runner, root, "webhook", "log", str(added["id"]), "--json"))
-            assert [(e["event_id"], e["status"], e["attempt"]) for e in log] == [(d["id"], 200, 1) for d in expected]
+            assert [(e["event_id"], e["kind"], e["status"], e["attempt"]) for e in log] == [
+                (d["id"], d["kind"], 200, 1) for d in expected]
     finally:
         receiver.close()
 
@@ -253,7 +254,7 @@ def test_a_hanging_or_failing_receiver_is_retried_and_boots_stay_fast(root, cli_
             assert "timed out" in log[0]["error"] and "500" in log[1]["error"]
             assert receiver.documents()[0]["id"] == first
             table = kiwispray(cli_runner, root, "webhook", "log", "1", "--limit", "1000")
-            assert "ATTEMPT" in table and "HTTP 500" in table
+            assert "ATTEMPT" in table and "KIND" in table and "HTTP 500" in table and " register " in table
     finally:
         receiver.close()
 

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ks import config, tokens
 from ks.app import create_app
@@ -309,6 +309,97 @@ def test_the_images_page_lists_images_with_their_checksum_verdict(admin):
     page = admin.get("/ui/images").get_data(as_text=True)
     assert "<td>image1</td>" in page and "<td>wipe</td>" in page
     assert 'class="checksum' in page
+
+
+WEBHOOK_SECRET = "a webhook secret of 32 characters"
+
+
+def add_webhook(app, db, url: str = "https://ci.example/hook?x=<b>") -> int:
+    """A webhook for finish and timeout events, and three attempts at the first two events of the history."""
+    from ks import vault, webhooks
+    from ks.models import Event
+
+    keys = vault.of(app.extensions["kiwispray"].settings)
+
+    def work(session):
+        hook, _ = webhooks.add(session, url, ("finish", "timeout"), WEBHOOK_SECRET, keys)
+        first, second = session.scalars(select(Event.id).order_by(Event.id).limit(2))
+        webhooks.record_attempt(session, hook.id, first, 1, None, "connection refused")
+        webhooks.record_attempt(session, hook.id, first, 2, 200, "")
+        webhooks.record_attempt(session, hook.id, second, 1, 503, "HTTP 503")
+        return hook.id
+
+    return db.write(work)
+
+
+def rows_of(page: str, table_id: str) -> list[list[str]]:
+    body = page[page.index(f'id="{table_id}"'):]
+    body = body[body.index("<tbody>"):body.index("</tbody>")]
+    return [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]
+
+
+def test_the_webhooks_page_lists_webhooks_and_their_deliveries_newest_first(app, admin, db):
+    from ks.models import Event, Webhook
+
+    hook_id = add_webhook(app, db)
+    page = admin.get("/ui/webhooks").get_data(as_text=True)
+    assert 'id="nav-webhooks"' in page
+    [hook] = rows_of(page, "webhooks")
+    assert hook[1] == "https://ci.example/hook?x=&lt;b&gt;" and hook[2] == "finish, timeout"
+    with db.read() as session:
+        first, second = [(e.id, e.kind) for e in session.scalars(select(Event).order_by(Event.id).limit(2))]
+        stored_secret = session.get(Webhook, hook_id).secret
+        newest = session.scalar(select(func.max(Event.id)))
+    assert hook[3] == str(newest) and hook[4] == "ok"  # the cursor: the newest event when it was added
+    attempts = rows_of(page, f"deliveries-{hook_id}")
+    assert [row[1:] for row in attempts] == [
+        [str(second[0]), second[1], "503", "1", "HTTP 503"],
+        [str(first[0]), first[1], "200", "2", "-"],
+        [str(first[0]), first[1], "-", "1", "connection refused"],
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", attempts[0][0])
+    assert WEBHOOK_SECRET not in page and stored_secret not in page
+
+
+def test_the_webhooks_page_shows_a_failing_webhook_and_at_most_the_newest_attempts(app, admin, db):
+    from ks import webhooks
+    from ks.models import Webhook
+    from ks.ui.views import LOG_SHOWN
+
+    hook_id = add_webhook(app, db)
+    gone = 10**9  # an event gone with its host: no kind
+
+    def fail(session):
+        for attempt in range(1, LOG_SHOWN + 3):
+            webhooks.record_attempt(session, hook_id, gone, attempt, 500, f"HTTP 500 #{attempt}")
+        session.execute(update(Webhook).where(Webhook.id == hook_id).values(
+            attempts=LOG_SHOWN + 2, next_attempt_at=utcnow() + timedelta(minutes=5)))
+
+    db.write(fail)
+    page = admin.get("/ui/webhooks").get_data(as_text=True)
+    [hook] = rows_of(page, "webhooks")
+    assert hook[4].startswith(f"failing: {LOG_SHOWN + 2} failed attempts at event ") and "next at 20" in hook[4]
+    attempts = rows_of(page, f"deliveries-{hook_id}")
+    assert len(attempts) == LOG_SHOWN
+    assert attempts[0][1:] == [str(gone), "-", "500", str(LOG_SHOWN + 2), f"HTTP 500 #{LOG_SHOWN + 2}"]
+    assert attempts[-1][4] == "3"
+
+
+def test_the_webhooks_page_without_webhooks(admin):
+    page = admin.get("/ui/webhooks").get_data(as_text=True)
+    assert "No webhooks yet" in page
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.OPERATOR])
+def test_only_admins_see_webhooks(app, client, db, hosts, role):
+    add_webhook(app, db)
+    log_in(client, make_token(db, role.label, role))
+    page = client.get("/ui/").get_data(as_text=True)
+    assert 'id="nav-webhooks"' not in page and "/ui/webhooks" not in page
+    response = client.get("/ui/webhooks")
+    assert response.status_code == 403
+    text = response.get_data(as_text=True)
+    assert "needs an admin role" in text and "ci.example" not in text and WEBHOOK_SECRET not in text
 
 
 def test_values_from_machines_are_escaped(admin, client, db):

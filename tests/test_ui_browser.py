@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ks import migrate, tokens
+from ks import config, migrate, tokens, vault, webhooks
 from ks.db import Database
 from ks.roles import Role
 
@@ -41,7 +41,7 @@ def artefacts(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    """A real server with two images (image1's disk large), an admin and a viewer token."""
+    """A real server with two images (image1's disk large), a token of each role, and a webhook with a log."""
     base = tmp_path_factory.mktemp("ui")
     root = base / "site"
     root.mkdir()
@@ -52,9 +52,18 @@ def site(tmp_path_factory):
     db = Database(f"sqlite:///{root / 'kiwispray.db'}")
     migrate.upgrade(db)
     made = {role: db.write(lambda session, role=role: tokens.create(session, role.label, role)) for role in Role}
+    keys = vault.of(config.resolve({"ROOT": str(root)}))
+    db.write(lambda session: add_webhook(session, keys))
     db.dispose()
     with ServerProcess(root) as server:
         yield {"root": root, "server": server, "tokens": made}
+
+
+def add_webhook(session, keys) -> None:
+    """A webhook for ``import`` events (none happen here: the server sends it nothing), with a delivery log."""
+    hook, _ = webhooks.add(session, "https://ci.example/kiwispray", ("import",), None, keys)
+    webhooks.record_attempt(session, hook.id, 1, 1, None, "connection refused")
+    webhooks.record_attempt(session, hook.id, 1, 2, 200, "")
 
 
 @pytest.fixture
@@ -210,6 +219,7 @@ def test_a_viewer_sees_no_actions_and_cannot_post_any(site, browser, artefacts):
     log_in(browser, server.url, site["tokens"][Role.VIEWER])
     for path in ("/ui/", "/ui/hosts/1"):
         browser.get(server.url + path)
+        assert not browser.find_elements(By.ID, "nav-webhooks")
         assert not browser.find_elements(By.ID, "actions")
         assert not browser.find_elements(By.CSS_SELECTOR, 'input[name="host"], button[name="action"]')
     browser.save_screenshot(str(artefacts / "viewer.png"))
@@ -242,11 +252,15 @@ def test_no_serious_or_critical_accessibility_violations(site, browser, artefact
     browser.get(server.url + "/ui/login")
     found["login"] = axe_violations(browser)
     log_in(browser, server.url, site["tokens"][Role.ADMIN])
-    for name, path in (("overview", "/ui/"), ("host", "/ui/hosts/1"), ("images", "/ui/images")):
+    for name, path in (("overview", "/ui/"), ("host", "/ui/hosts/1"), ("images", "/ui/images"),
+                       ("webhooks", "/ui/webhooks")):
         browser.get(server.url + path)
         found[name] = axe_violations(browser)
+        if name == "webhooks":
+            assert "ci.example/kiwispray" in text_of(browser, "#webhooks") and text_of(browser, "#deliveries-1")
+            browser.save_screenshot(str(artefacts / "webhooks.png"))
     bad = {page: [(v["id"], v["impact"], v["description"], [n.get("target") for n in v["nodes"]][:3])
                   for v in violations if v["impact"] in ("serious", "critical")]
            for page, violations in found.items()}
     assert bad == {page: [] for page in found}, bad
-    assert set(found) == {"login", "overview", "host", "images"}
+    assert set(found) == {"login", "overview", "host", "images", "webhooks"}

@@ -76,13 +76,13 @@ def remove(site: Site, webhook_id: int):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_obj
 def delivery_log(site: Site, webhook_id: int | None, limit: int, as_json: bool):
-    """The delivery log: each attempt's time, event id, HTTP status, attempt number and error (of one webhook)."""
+    """The delivery log: each attempt's time, event id and kind, HTTP status, attempt and error (of one webhook)."""
     with site.migrated_db().read() as session:
         rows = webhooks.log(session, webhook_id, limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'TIME':<19} {'HOOK':>4} {'EVENT':>8} {'STATUS':>6} {'ATTEMPT':>7}  ERROR")
+    click.echo(f"{'TIME':<19} {'HOOK':>4} {'EVENT':>8} {'KIND':<12} {'STATUS':>6} {'ATTEMPT':>7}  ERROR")
     for r in rows:
-        click.echo(f"{r['at'][:19]:<19} {r['webhook']:>4} {r['event_id']:>8} {r['status'] or '-':>6} "
-                   f"{r['attempt']:>7}  {r['error']}")
+        click.echo(f"{r['at'][:19]:<19} {r['webhook']:>4} {r['event_id']:>8} {r['kind'] or '-':<12} "
+                   f"{r['status'] or '-':>6} {r['attempt']:>7}  {r['error']}")

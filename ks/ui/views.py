@@ -1,14 +1,14 @@
-"""The dashboard's pages: login, fleet overview, host, images, and the live event stream."""
+"""The dashboard's pages: login, fleet overview, host, images, webhooks, and the live event stream."""
 
 import json
 import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, redirect, render_template, request, session, stream_with_context, url_for
+from flask import Response, current_app, g, redirect, render_template, request, session, stream_with_context, url_for
 
-from ks import deploys, feed, machines, present, progress, render, roles, states, tokens
-from ks.errors import BadRequest
+from ks import deploys, feed, machines, present, progress, render, roles, states, tokens, webhooks
+from ks.errors import BadRequest, Forbidden
 from ks.kiwi import inventory
 from ks.power import hosts as host_power
 from ks.record import HostRecord
@@ -19,6 +19,7 @@ from ks.web import MAX_ID, one, origin_from_base_url, parse_id, runtime, step_as
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_FILTER = 200  # characters of a filter value
 HISTORY_SHOWN = 200  # newest history lines on a host page
+LOG_SHOWN = 100  # newest delivery attempts of each webhook on the webhooks page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 # What the login page may say above its form (by key: a link cannot put words of its own there).
 RECHECK = 30.0  # seconds between two checks of an event stream's session
@@ -187,6 +188,18 @@ def images_page():
     """What `kiwispray image list` shows: kind, size, checksum verdict, missing files."""
     rows = inventory.describe_all(runtime().settings.root)
     return render_template("images.html", images=rows)
+
+
+@bp.get("/webhooks")
+def webhooks_page():
+    """What `kiwispray webhook list` and `webhook log ID` show (never a secret); admins only, as the CLI is."""
+    if not may(roles.Action.ADMINISTER.value):
+        raise Forbidden(f"a {g.role.label} session may not see webhooks; that needs an admin role")
+    with runtime().db.read() as unit:
+        hooks = [(webhooks.document(hook), list(reversed(webhooks.log(unit, hook.id, LOG_SHOWN))))
+                 for hook in webhooks.all_webhooks(unit)]
+        newest = feed.last_id(unit)
+    return render_template("webhooks.html", hooks=hooks, newest=newest, shown=LOG_SHOWN)
 
 
 @bp.get("/events")
