@@ -128,16 +128,21 @@ def post_install():
     return text(script.text)
 
 
+def _current_boot(host_id: str, bootid: str) -> tuple[HostRecord, str | None]:
+    """The host of ``host_id`` and its bootid's hash, if ``bootid`` is its current one (400, 404, 401 otherwise)."""
+    number = parse_id(host_id)
+    with runtime().db.read() as session:
+        host = machines.get_host(session, number)
+        booting.check_bootid(host, bootid)
+        return HostRecord.of(host), host.bootid_hash
+
+
 @bp.get("/nocloud/<host_id>/<bootid>/<name>")
 def nocloud_file(host_id: str, bootid: str, name: str):
     """A file of the machine's cloud-init NoCloud seed, for its current boot only (see ks.nocloud)."""
     ks = runtime()
-    number = parse_id(host_id)
-    with ks.db.read() as session:
-        host = machines.get_host(session, number)
-        booting.check_bootid(host, bootid)
-        record = HostRecord.of(host)
-        served = nocloud.serve(ks.renderer, record, host.bootid_hash, name, origin())
+    record, bootid_hash = _current_boot(host_id, bootid)
+    served = nocloud.serve(ks.renderer, record, bootid_hash, name, origin())
     if name == "user-data":  # once per boot, unless cloud-init is run again by hand
         chain = record.state
         ks.db.write(lambda session: events.record(session, record.id, EventKind.NOCLOUD, "nocloud", chain, chain,
@@ -154,12 +159,8 @@ def nocloud_file(host_id: str, bootid: str, name: str):
 def ignition_config(host_id: str, bootid: str):
     """The machine's Ignition config, for its current boot only (see ks.ignition)."""
     ks = runtime()
-    number = parse_id(host_id)
-    with ks.db.read() as session:
-        host = machines.get_host(session, number)
-        booting.check_bootid(host, bootid)
-        record = HostRecord.of(host)
-        rendered = ignition.config(ks.renderer, record, origin())
+    record, _ = _current_boot(host_id, bootid)
+    rendered = ignition.config(ks.renderer, record, origin())
     chain = record.state
     ks.db.write(lambda session: events.record(session, record.id, EventKind.IGNITION, "ignition", chain, chain,
                                                 f"config from {rendered.template}"))

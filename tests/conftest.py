@@ -76,6 +76,21 @@ def hosts(client):
 
 
 @pytest.fixture
+def api(client, token):
+    """The test client with the token on every /api/v1 request: ``api.get("/hosts")``, ``api.patch(…, json=…)``."""
+
+    class Api:
+        def __getattr__(self, method):
+            def call(path, **kwargs):
+                headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+                return client.open("/api/v1" + path, method=method.upper(), headers=headers, **kwargs)
+
+            return call
+
+    return Api()
+
+
+@pytest.fixture
 def token(db):
     """An API token of the app's database."""
     return db.write(lambda session: tokens.create(session, "tests"))

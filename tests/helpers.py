@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parent.parent
 MAC1 = "52-54-00-00-00-01"
 MAC2 = "52-54-00-00-00-02"
 MAC3 = "52-54-00-00-00-03"
+# The enrollment rule of the README's example: rack 4's Dell machines install image1 after a wipe.
+RACK4_RULES = """\
+[[rule]]
+name = "rack4"
+match = { mac = "52:54:00:04:*", product = "PowerEdge*" }
+chain = "wipe,image1"
+hostname = "rack4-{{ seq }}"
+labels = { rack = "4" }
+"""
 
 
 def make_image(root: Path, name: str, product: str = "Image1") -> Path:

@@ -15,21 +15,6 @@ from server import ServerProcess
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 
 
-@pytest.fixture
-def api(client, token):
-    """The test client with the token on every request."""
-
-    class Api:
-        def __getattr__(self, method):
-            def call(path, **kwargs):
-                headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-                return client.open("/api/v1" + path, method=method.upper(), headers=headers, **kwargs)
-
-            return call
-
-    return Api()
-
-
 ROUTES = [
     ("GET", "/hosts", None),
     ("GET", "/hosts/1", None),

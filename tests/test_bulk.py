@@ -19,21 +19,6 @@ BOTH = pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=Tru
 
 
 @pytest.fixture
-def api(client, token):
-    """The test client with the token on every request."""
-
-    class Api:
-        def __getattr__(self, method):
-            def call(path, **kwargs):
-                headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-                return client.open("/api/v1" + path, method=method.upper(), headers=headers, **kwargs)
-
-            return call
-
-    return Api()
-
-
-@pytest.fixture
 def env(database_url):
     """The environment that points a command at the test's database (SQLite or PostgreSQL)."""
     return {"KS_DATABASE_URL": database_url}

@@ -20,12 +20,6 @@ def templates_seen_at_once(app):
     app.extensions["kiwispray"].renderer.check_interval = 0
 
 
-@pytest.fixture
-def api(client, token):
-    """GET an /api/v1 path with the token."""
-    return lambda path: client.get("/api/v1" + path, headers={"Authorization": f"Bearer {token}"})
-
-
 def configure(api_client, token, host_id=1, **document):
     r = api_client.patch(f"/api/v1/hosts/{host_id}", json=document, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
@@ -164,14 +158,14 @@ def test_the_operator_reads_what_the_machine_reads(client, api, installing):
     for name in ("meta-data", "user-data", "vendor-data", "network-config"):
         machine = client.get(seed + name)
         for ref in ("1", "node-7", "52:54:00:00:00:01"):
-            operator = api(f"/hosts/{ref}/nocloud/{name}")
+            operator = api.get(f"/hosts/{ref}/nocloud/{name}")
             assert operator.status_code == 200 and operator.text == machine.text
     r = client.get("/api/v1/hosts/1/nocloud/user-data")
     assert r.status_code == 401 and "node-7" not in r.text
     r = client.get("/api/v1/hosts/1/nocloud/user-data", headers={"Authorization": "Bearer ks_wrong"})
     assert r.status_code == 401 and "node-7" not in r.text
-    assert api("/hosts/9/nocloud/user-data").status_code == 404
-    assert api("/hosts/1/nocloud/nope").status_code == 404
+    assert api.get("/hosts/9/nocloud/user-data").status_code == 404
+    assert api.get("/hosts/1/nocloud/nope").status_code == 404
 
 
 def test_the_instance_id_stays_for_one_install_and_changes_with_the_next(client, api, token, installing):
@@ -184,12 +178,12 @@ def test_the_instance_id_stays_for_one_install_and_changes_with_the_next(client,
 
     first = instance(seed + "meta-data")
     assert instance(seed + "meta-data") == first
-    assert yaml.safe_load(api("/hosts/1/nocloud/meta-data").text)["instance-id"] == first
+    assert yaml.safe_load(api.get("/hosts/1/nocloud/meta-data").text)["instance-id"] == first
     # The installed system's first boot is a kexec of the same boot: its /finish changes nothing here.
     r = client.get("/finish", query_string={"id": 1, "bootid": bootid_of(installing)})
     assert r.status_code == 200
     configure(client, token, state="image1")  # install again: a new chain
-    assert api("/hosts/1/nocloud/meta-data").status_code == 409  # no boot of the new chain yet
+    assert api.get("/hosts/1/nocloud/meta-data").status_code == 409  # no boot of the new chain yet
     again = boot(client, MAC1).text
     second = instance(path_of(seed_of(again)) + "meta-data")
     assert second != first and second.startswith("ks-1-")
@@ -208,7 +202,7 @@ def test_after_the_chain_ends_there_is_no_seed(client, api, token):
     # The bootid is still this boot's, but the host is now 'finished': no image, no data.
     r = client.get(path_of(seed_of(script)) + "meta-data")
     assert r.status_code == 409 and "finished" in r.text
-    assert api("/hosts/1/nocloud/user-data").status_code == 409
+    assert api.get("/hosts/1/nocloud/user-data").status_code == 409
 
 
 # -- hostile values -----------------------------------------------------------------------------------------

@@ -9,14 +9,9 @@ from ks import rules
 from ks.errors import RulesError
 from ks.rules import Machine
 
-RACK4 = """\
-[[rule]]
-name = "rack4"
-match = { mac = "52:54:00:04:*", product = "PowerEdge*" }
-chain = "wipe,image1"
-hostname = "rack4-{{ seq }}"
-labels = { rack = "4" }
-"""
+from helpers import RACK4_RULES
+
+RACK4 = RACK4_RULES
 
 CATCH_ALL = """\
 [[rule]]

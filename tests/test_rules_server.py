@@ -11,17 +11,10 @@ import requests
 
 from ks.cli.main import cli
 
-from helpers import cli_env, run_edit_host, wait_for
+from helpers import RACK4_RULES, cli_env, run_edit_host, wait_for
 from server import ServerProcess
 
-RULES = """\
-[[rule]]
-name = "rack4"
-match = { mac = "52:54:00:04:*", product = "PowerEdge*" }
-chain = "wipe,image1"
-hostname = "rack4-{{ seq }}"
-labels = { rack = "4" }
-"""
+RULES = RACK4_RULES
 BROKEN = RULES.replace('"wipe,image1"', '"wipe,image9"') + '\n[[rule]]\nname = "x"\nmatch = { mac = 1 }\n'
 
 
