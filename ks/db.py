@@ -301,7 +301,9 @@ class Transaction:
             compiled = self._compiled[stmt] = self._compile(stmt)
         sql, times, noted = compiled
         if times:
-            params = {**params, **{name: _sqlite_time(params[name]) for name in times}}
+            params = params.copy()  # the caller's stay as given
+            for name in times:
+                params[name] = _sqlite_time(params[name])
         self.cursor.execute(sql, params)
         if noted and params.get("host_id") is not None:
             self.changed.add(params["host_id"])

@@ -8,6 +8,7 @@ migration, the model column and one field here.
 
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, inspect
@@ -91,9 +92,9 @@ class HostRecord:
     post_install_at: datetime | None = shown(show=_hidden)
     chain_set_at: datetime | None = shown(NULLABLE_TIME)
 
-    @property
+    @cached_property
     def chain(self) -> states.Chain:
-        """The stored chain, parsed."""
+        """The stored chain, parsed (once: a boot asks several times)."""
         return states.parse_chain(self.state)
 
     @property
@@ -109,32 +110,38 @@ class HostRecord:
     @classmethod
     def of(cls, host: Host) -> "HostRecord":
         """The record of an ORM host."""
-        found = {name: getattr(host, name) for name in _NAMES}
-        for name, decode in _DECODERS:
-            found[name] = decode(found[name])
-        return cls(macs=tuple(host.mac_list), **found)
+        return cls.from_row([getattr(host, name) for name in _NAMES], tuple(host.mac_list))
 
     @classmethod
     def from_row(cls, row, macs: tuple[str, ...]) -> "HostRecord":
         """The record of a row of ``COLUMNS`` as the driver returned it (SQLite hands over text)."""
-        found = dict(zip(_NAMES, row, strict=True))
-        for name, decode in _DECODERS:
-            found[name] = decode(found[name])
-        return cls(macs=macs, **found)
+        found = list(row)
+        if len(found) != len(_NAMES):
+            raise ValueError(f"a host row has {len(_NAMES)} columns, not {len(found)}")
+        for index, decode in _DECODERS:
+            found[index] = decode(found[index])
+        # Every boot reads a record: filled at once rather than through the frozen dataclass's
+        # __init__, which sets each field with object.__setattr__ (most of the cost of a record).
+        # The columns and the MACs are all its fields (checked below the class).
+        record = cls.__new__(cls)
+        values = record.__dict__
+        values.update(zip(_NAMES, found, strict=True))
+        values["macs"] = macs
+        return record
 
     def template_values(self) -> list[tuple[str, object]]:
         """(key, value) of the fields declared ``template`` beyond those templates always had."""
-        return [(f.metadata["name"] or f.name, getattr(self, f.name)) for f in fields(self) if f.metadata["template"]]
+        return [(key, getattr(self, name)) for key, name in TEMPLATE_FIELDS]
 
     def document(self) -> dict:
         """The host as JSON, each field as it declares (never the BMC password)."""
         doc: dict = {}
-        for f in fields(self):
-            show, value = f.metadata["show"], getattr(self, f.name)
+        for name, key, show in _SHOWN:
+            value = getattr(self, name)
             if show is not None:
                 doc.update(show(self))
             else:
-                doc[f.metadata["name"] or f.name] = _time(value) if isinstance(value, datetime) else (
+                doc[key] = _time(value) if isinstance(value, datetime) else (
                     list(value) if isinstance(value, tuple) else value)
         return doc
 
@@ -156,23 +163,38 @@ def _columns() -> list[tuple[str, ColumnElement[Any]]]:
     return [(attr.key, attr.columns[0]) for attr in inspect(Host).column_attrs if attr.key in wanted]
 
 
-def _decoder(column):
-    """How a driver's value of ``column`` becomes the record's; None: as it is.
+def _json(value):
+    """A JSON column's value: SQLite hands over text (most often an empty object), PostgreSQL the object."""
+    if isinstance(value, str):
+        value = {} if value == "{}" else load_stored_json(value)
+    return value or {}
 
-    SQLite returns JSON and times as text.
-    """
+
+def _utc(value):
+    """A time column's value, timezone-aware: SQLite hands over text, naive."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _decoder(column):
+    """How a driver's value of ``column`` becomes the record's; None: as it is."""
     if isinstance(column.type, JSON):
-        return lambda value: (load_stored_json(value) if isinstance(value, str) else value) or {}
+        return _json
     if isinstance(column.type, UTCDateTime):
-        def decode(value):
-            if isinstance(value, str):
-                value = datetime.fromisoformat(value)
-            return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-        return decode
+        return _utc
     return None
 
 
 COLUMNS = _columns()
 _NAMES = [name for name, _ in COLUMNS]
-# Only the columns whose driver values need decoding: every boot reads a record.
-_DECODERS = [(name, decode) for name, column in COLUMNS if (decode := _decoder(column)) is not None]
+# Only the columns whose driver values need decoding, by position in a row: every boot reads a record.
+_DECODERS = [(index, decode) for index, (_, column) in enumerate(COLUMNS) if (decode := _decoder(column)) is not None]
+if {f.name for f in fields(HostRecord)} != {*_NAMES, "macs"}:  # from_row fills every field, and only those
+    raise TypeError("every field of HostRecord but macs must be a column of hosts")
+# Read once rather than on every boot: (JSON key, field) of the fields templates see beyond the
+# original's, and (field, JSON key, show) of every field for ``HostRecord.document``.
+TEMPLATE_FIELDS = tuple((f.metadata["name"] or f.name, f.name) for f in fields(HostRecord) if f.metadata["template"])
+_SHOWN = tuple((f.name, f.metadata["name"] or f.name, f.metadata["show"]) for f in fields(HostRecord))

@@ -29,6 +29,7 @@ import jinja2
 
 from ks import images, states, values
 from ks.errors import KSError
+from ks.record import TEMPLATE_FIELDS
 from ks.record import HostRecord as Host
 
 # The original's ``@NAME@`` replacements, in its order: (name, value) pairs.
@@ -215,8 +216,11 @@ def render_legacy(data: bytes, replacements: Replacements) -> str:
 def host_view(host: Host) -> dict:
     """The ``host`` variable of templates (never the bootid); every value script-safe (see ``safe_host``)."""
     safe = safe_host(host)
-    keys = ("id", "hostname", "macs", "serial", "uuid", "metadata", *(key for key, _ in host.template_values()))
-    return {key: safe[key] for key in keys}
+    return {key: safe[key] for key in _VIEW_KEYS}
+
+
+# The keys of ``host_view``, in its order: the original's, then the record's fields declared ``template``.
+_VIEW_KEYS = ("id", "hostname", "macs", "serial", "uuid", "metadata", *(key for key, _ in TEMPLATE_FIELDS))
 
 
 def safe_host(host: Host) -> dict:
