@@ -3,6 +3,7 @@
 import datetime
 import ipaddress
 import json
+import re
 import subprocess
 
 import pytest
@@ -115,3 +116,19 @@ def test_tls_settings_come_together_and_a_bad_certificate_stops_the_server(root,
     r = cli_runner.invoke(cli, ["--root", str(root), "serve", "--tls-cert", str(tmp_path / "bad.pem"),
                                 "--tls-key", str(tmp_path / "bad.pem"), "--admin-port", "8443"])
     assert r.exit_code == 1 and "cannot use the TLS certificate" in r.output and "Traceback" not in r.output
+
+
+def test_a_dashboard_session_over_https_gets_a_secure_cookie(tls_server):
+    srv, admin_port, ca, token = tls_server
+    browser, trust = requests.Session(), str(ca)  # verify= on each call: it wins over REQUESTS_CA_BUNDLE
+    base = f"https://127.0.0.1:{admin_port}/ui"
+    page = browser.get(base + "/login", verify=trust, timeout=10)
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = browser.post(base + "/login", data={"token": token, "csrf": csrf}, allow_redirects=False, verify=trust,
+                     timeout=10)
+    assert r.status_code == 302, r.text
+    cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith("kiwispray_session=")
+    assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/ui"} <= {part.strip() for part in cookie.split(";")}, cookie
+    assert browser.get(base + "/", verify=trust, timeout=10).status_code == 200  # logged in over HTTPS
