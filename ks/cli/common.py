@@ -1,9 +1,9 @@
 """What every command shares: the global options, settings, the database, help listings, tables."""
 
 from collections.abc import Callable
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from sqlalchemy.engine import make_url
@@ -104,12 +104,16 @@ class Site:
         return None if path.exists() else path
 
 
-class Failed(click.ClickException):
-    """A KIWIspray error as a one-line command failure, with its exit status: the one place errors meet exit codes."""
+@cache
+def _failure(exit_code: int) -> type[click.ClickException]:
+    """The ClickException of one exit status: click declares ``exit_code`` per class, not per instance."""
+    made = type(f"Failed{exit_code}", (click.ClickException,), {"exit_code": exit_code})
+    return cast(type[click.ClickException], made)
 
-    def __init__(self, error: KSError):
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
+
+def failed(error: KSError) -> click.ClickException:
+    """A KIWIspray error as a one-line command failure with its exit status: the one place errors meet exit codes."""
+    return _failure(error.exit_code)(str(error))
 
 
 class Command(click.Command):
@@ -119,7 +123,7 @@ class Command(click.Command):
         try:
             return super().invoke(ctx)
         except KSError as exc:
-            raise Failed(exc) from None
+            raise failed(exc) from None
 
 
 class Group(click.Group):
@@ -135,7 +139,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except KSError as exc:
-            raise Failed(exc) from None
+            raise failed(exc) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
