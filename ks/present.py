@@ -99,3 +99,13 @@ def event_line(event: Event) -> str:
         else (event.to_state or "-")
     )
     return f"{event.at:%Y-%m-%d %H:%M:%S} {event.kind:<8} {event.source:<9} {change:<28} {event.detail}"
+
+
+def human_size(size: int) -> str:
+    """1536 -> '1.5K': sizes as operators read them in `ls -lh`."""
+    scaled = float(size)
+    for unit in ("B", "K", "M", "G"):
+        if scaled < 1024:
+            return f"{scaled:.0f}{unit}" if unit == "B" else f"{scaled:.1f}{unit}"
+        scaled /= 1024
+    return f"{scaled:.1f}T"

@@ -9,6 +9,7 @@ from dataclasses import asdict
 
 import click
 
+from ks import present
 from ks.cli.common import Group, Site, table
 from ks.kiwi import importer, inventory
 
@@ -106,7 +107,7 @@ def list_command(site: Site, as_json: bool):
     if not rows:
         click.echo("no images yet; add one with `kiwispray image import NAME SOURCE`")
         return
-    cells = [(r.name, r.kind, human_size(r.size), r.checksum, ", ".join(r.missing) or "-") for r in rows]
+    cells = [(r.name, r.kind, present.human_size(r.size), r.checksum, ", ".join(r.missing) or "-") for r in rows]
     click.echo(table(cells, ["NAME", "KIND", "SIZE", "CHECKSUM", "MISSING"]))
 
 
@@ -126,13 +127,3 @@ def check_command(site: Site, name: str):
             f"{name}: {result.file} matches "
             f"({result.algorithm} {result.actual}, {result.actual_size} bytes uncompressed)"
         )
-
-
-def human_size(size: int) -> str:
-    """1536 -> '1.5K': sizes as operators read them in `ls -lh`."""
-    scaled = float(size)
-    for unit in ("B", "K", "M", "G"):
-        if scaled < 1024:
-            return f"{scaled:.0f}{unit}" if unit == "B" else f"{scaled:.1f}{unit}"
-        scaled /= 1024
-    return f"{scaled:.1f}T"

@@ -302,12 +302,7 @@ def when(value) -> str:
 @bp.app_template_filter("size")
 def size(value: int) -> str:
     """A byte count for people: 512B, 1.5K, 48.0M."""
-    shown = float(value)
-    for unit in ("B", "K", "M", "G"):
-        if shown < 1024:
-            return f"{shown:.0f}{unit}" if unit == "B" else f"{shown:.1f}{unit}"
-        shown /= 1024
-    return f"{shown:.1f}T"
+    return present.human_size(value)
 
 
 @bp.app_template_global("describe")
