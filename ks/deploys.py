@@ -45,17 +45,31 @@ def deploy(db: Database, root: str, config: str, refs: list[str] | None, source:
         raise NotFound(f"configuration {config[:64]!r} not found; `config list` shows them")
     change = HostChange.parse(set(), state=config, force=True)  # a configuration is known: it was listed
 
+    if selector is None:
+        return change_hosts(db, refs, change, source)
+
     def work(session):
-        if selector is not None:
-            hosts = select_hosts(session, selector, lock=True)
-        else:
-            hosts = machines.resolve_many(session, refs)
+        hosts = select_hosts(session, selector, lock=True)
         with session.no_autoflush:  # the rows in one flush at the end, as in change_selected
             for host in hosts:
                 change.apply(session, host, source)
         return [h.id for h in hosts]
 
-    return _refused_as_change_failed(db, work) if selector is not None else db.write(work)
+    return _refused_as_change_failed(db, work)
+
+
+def change_hosts(db: Database, refs: list[str], change: HostChange, source: str,
+                 vault: Vault | None = None) -> list[int]:
+    """Make ``change`` to every host in ``refs`` (ids, MACs, names), all or nothing; the host ids, each once."""
+
+    def work(session: Session) -> list[int]:
+        hosts = machines.resolve_many(session, refs)
+        with session.no_autoflush:  # the rows in one flush at the end, as in change_selected
+            for host in hosts:
+                change.apply(session, host, source, vault)
+        return [h.id for h in hosts]
+
+    return db.write(work)
 
 
 def change_selected(db: Database, selector: Selector, change: HostChange, source: str, vault: Vault | None = None,

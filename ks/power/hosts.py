@@ -62,18 +62,24 @@ def _record(db: Database, host_id: int, source: str, detail: str) -> None:
     db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=detail))
 
 
-def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: Settings) -> list[tuple[int, str]]:
-    """Power-cycle hosts in parallel; returns (host id, reason) for each that failed."""
+def power_hosts(db: Database, host_ids: list[int], action: str, source: str,
+                settings: Settings) -> list[tuple[int, str]]:
+    """Run ``action`` on the hosts' BMCs in parallel; returns (host id, reason) for each that failed, in order."""
 
     def one(host_id: int) -> tuple[int, str] | None:
         try:
-            power_host(db, host_id, "cycle", source, settings)
+            power_host(db, host_id, action, source, settings)
         except KSError as exc:
             return host_id, str(exc)
         return None
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(host_ids)))) as pool:
         return [failure for failure in pool.map(one, host_ids) if failure]
+
+
+def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: Settings) -> list[tuple[int, str]]:
+    """Power-cycle hosts in parallel; returns (host id, reason) for each that failed."""
+    return power_hosts(db, host_ids, "cycle", source, settings)
 
 
 def power_states(hosts, settings: Settings) -> dict[int, str | None]:

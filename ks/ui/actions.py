@@ -16,7 +16,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 
 from ks import deploys, images, machines, vault
 from ks.change import HostChange
-from ks.errors import BadRequest, Conflict, Forbidden, KSError
+from ks.errors import BadRequest, Conflict, Forbidden
 from ks.power import hosts as host_power
 from ks.roles import Action
 from ks.ui import SOURCE, bp, may
@@ -106,13 +106,7 @@ def _do(name: str, kind: Kind, change: HostChange | None, host_ids: list[int]) -
     ks = runtime()
     hosts = f"host {host_ids[0]}" if len(host_ids) == 1 else f"{len(host_ids)} hosts"
     if change is not None:
-        keys = vault.of(ks.settings)
-
-        def work(unit):
-            for host in machines.resolve_many(unit, [str(i) for i in host_ids]):
-                change.apply(unit, host, SOURCE, keys)
-
-        ks.db.write(work)
+        deploys.change_hosts(ks.db, [str(i) for i in host_ids], change, SOURCE, vault.of(ks.settings))
     if kind.power is None:
         return {"set-chain": f"{hosts}: chain set", "retry": f"{hosts}: failure cleared",
                 "delete": f"{hosts} deleted"}[name]
@@ -122,21 +116,8 @@ def _do(name: str, kind: Kind, change: HostChange | None, host_ids: list[int]) -
         what = "the chain is set, but " if change is not None else ""
         raise Conflict(f"{what}hosts without a BMC: {', '.join(map(str, missing))}; nothing was powered")
     step_aside()  # the BMCs may take seconds
-    failures = _power(host_ids, kind.power)
+    failures = host_power.power_hosts(ks.db, host_ids, kind.power, SOURCE, ks.settings)
     if failures:
         raise Conflict(f"{kind.power} failed on {len(failures)} of {len(host_ids)} hosts: "
                        + "; ".join(f"host {i}: {why}" for i, why in failures))
     return f"{hosts}: {'chain set and ' if change is not None else ''}power {kind.power} sent"
-
-
-def _power(host_ids: list[int], action: str) -> list[tuple[int, str]]:
-    ks = runtime()
-    if action == "cycle":
-        return host_power.reboot_hosts(ks.db, host_ids, SOURCE, ks.settings)
-    failures = []
-    for host_id in host_ids:
-        try:
-            host_power.power_host(ks.db, host_id, action, SOURCE, ks.settings)
-        except KSError as exc:  # a BMC that fails is reported with the others
-            failures.append((host_id, str(exc)))
-    return failures
