@@ -43,6 +43,11 @@ def verify(session: Session, token: str | None) -> ApiToken | None:
     return found
 
 
+def live(session: Session, token_id: int) -> ApiToken | None:
+    """The token with id ``token_id`` unless it was revoked (a dashboard session names its token by id)."""
+    return session.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)))
+
+
 def all_tokens(session: Session) -> list[ApiToken]:
     """Every token, revoked ones included, oldest first."""
     return list(session.scalars(select(ApiToken).order_by(ApiToken.id)))

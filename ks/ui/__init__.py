@@ -11,12 +11,9 @@ Views are thin: they parse a form or query, call the domain modules
 import logging
 
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
-from sqlalchemy import select
 
-from ks import roles
+from ks import roles, tokens
 from ks.errors import KSError
-from ks.models import ApiToken
-from ks.tokens import role_of
 from ks.ui import sessions
 from ks.web import runtime
 
@@ -55,8 +52,8 @@ def authenticate():
 
 def live_token(unit, token_id) -> tuple[str, roles.Role] | None:
     """The name and role of the token with this id if it is not revoked; None otherwise."""
-    token = unit.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)))
-    return (token.name, role_of(token)) if token is not None else None
+    token = tokens.live(unit, token_id)
+    return (token.name, tokens.role_of(token)) if token is not None else None
 
 
 def _to_login(note: str | None):
