@@ -16,7 +16,7 @@ from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.runtime import Runtime
 from ks.ui.sessions import DashboardSessions
-from ks.web import ADMIN, LISTENER, operator_side, text
+from ks.web import ADMIN, LISTENER, MAX_BODY_BYTES, operator_side, text
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def create_app(
     if not isinstance(settings, Settings):
         settings = config.resolve(settings)
     # Boot requests are small; a larger body is refused with 413 before it is read.
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     # '/images//etc/passwd' must reach the image view (and be refused), not be redirected.
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir, rules_file)

@@ -114,6 +114,11 @@ class Settings:
         "is closed (408); headers are received without holding a thread; 0: no limit.", option="--header-timeout",
         low=0,
     )
+    body_timeout: float = setting(
+        10.0, "KS_BODY_TIMEOUT", "Seconds a client may take to send a request's body once its headers are in, "
+        "before the connection is closed (408); bodies are received without holding a thread; 0: no limit.",
+        option="--body-timeout", low=0,
+    )
     secret_key: str = setting(
         "", "KS_SECRET_KEY", "The Fernet key that encrypts BMC passwords in the database; empty: the key file."
     )

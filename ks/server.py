@@ -28,15 +28,14 @@ from ks.app import create_app
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import ConfigError
+from ks.framing import MAX_HEADER_BYTES, Framing, Refused, answered_continue, header_end
 from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
-from ks.web import ADMIN, BOOT, LISTENER, SEND_TIMEOUT, STEP_ASIDE
+from ks.web import ADMIN, BOOT, LISTENER, MAX_BODY_BYTES, SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
 
-# A header block longer than this is refused (431) before it reaches gunicorn's parser.
-MAX_HEADER_BYTES = 64 * 1024
 READ_SIZE = 64 * 1024
 # gunicorn's default access line without its own time (%(t)s): the line's time says it.
 ACCESS_FORMAT = '%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
@@ -86,7 +85,9 @@ class Connection:
 
     def __init__(self, cfg, sock, client, server):
         self.sock, self.client, self.server = sock, client, server
-        self.received = bytearray()
+        self.received = bytearray()  # what the main loop received and no request has taken yet
+        self.request = bytearray()  # the whole request (headers and body) handed to a thread, for the parser
+        self.framing: Framing | None = None  # how the body of the request being received ends, once its headers are in
         self.deadline = float("inf")
         self.idle = False  # kept alive, no byte of its next request yet
         self.tls = False  # came through the HTTPS listener of the operator side
@@ -95,24 +96,16 @@ class Connection:
         self.parser = http.RequestParser(cfg, self, client)
 
     def recv(self, size: int) -> bytes:
-        """What the parser reads: the received bytes up to one header block's end, then the socket."""
-        if not self.received:
+        """What the parser reads: the request the main loop received whole; then the socket (never reached)."""
+        if not self.request:
             return self.sock.recv(size)
-        # Never past the header block: a pipelined request behind it stays here, where the main loop sees it.
-        size = min(size, header_end(self.received) or len(self.received))
-        data = bytes(self.received[:size])
-        del self.received[:size]
+        data = bytes(self.request[:size])
+        del self.request[:size]
         return data
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def header_end(data: bytes | bytearray) -> int:
-    """Where the first header block in ``data`` ends (0: not yet complete)."""
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
-    return min(ends, default=0)
 
 
 class Worker(base.Worker):
@@ -126,11 +119,14 @@ class Worker(base.Worker):
     download, a BMC call) steps aside through ``environ["kiwispray.step_aside"]``
     and no longer counts: downloads are bounded by the threads, not by this.
 
-    A request's headers are received in the main loop, not in a thread: a
-    connection reaches a thread once its header block is complete, and one
-    that takes longer than ``HEADER_TIMEOUT`` seconds for it is closed. A
-    client that sends one byte a second therefore holds no thread (a few
-    dozen such clients would otherwise stop the server).
+    A request is received whole in the main loop, not in a thread: a
+    connection reaches a thread once its header block and its body are
+    complete (``ks.framing`` finds where they end). One that takes longer than
+    ``HEADER_TIMEOUT`` seconds for its headers, or ``BODY_TIMEOUT`` for its
+    body after them, is answered 408 and closed; a body longer than the
+    application accepts is answered 413 before it is read. A client that
+    sends one byte a second therefore holds no thread and no running slot
+    (a few such clients would otherwise stop the server).
 
     Built on gunicorn's base worker class (what its documentation says a
     worker class is), its HTTP parser and its WSGI environment, which all its
@@ -142,9 +138,10 @@ class Worker(base.Worker):
         settings = self.app.settings
         self.running_limit = settings.running_requests
         self.header_timeout = settings.header_timeout or float("inf")
+        self.body_timeout = settings.body_timeout or float("inf")
         self.running = 0
         self.waiting: collections.deque[Connection] = collections.deque()
-        self.receiving: set[Connection] = set()  # connections whose headers are being received
+        self.receiving: set[Connection] = set()  # connections whose request is being received
         self.connections = 0  # open connections, for worker_connections
         self.busy = 0  # connections in a thread
         # Event streams (GET /api/v1/events) hold a thread each for as long as they are open:
@@ -252,19 +249,20 @@ class Worker(base.Worker):
         return self._receive_headers(conn, max(conn.deadline - time.monotonic(), 0.0))
 
     def _receive_headers(self, conn: Connection, wait: float) -> None:
-        """Wait in the main loop for the next header block of ``conn``, for at most ``wait`` seconds."""
+        """Wait in the main loop for the next request of ``conn``: headers within ``wait`` seconds, then its body."""
         conn.deadline = time.monotonic() + wait
-        if header_end(conn.received):  # a pipelined request, already here
-            return self._enqueue(conn)
+        conn.framing = None
         conn.sock.setblocking(False)  # which also ends a send timeout of the last request
         self.receiving.add(conn)
-        self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_header_bytes, conn))
+        self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
+        if conn.received:  # a pipelined request, already (partly) here
+            return self._received(conn)
         if conn.tls and conn.sock.pending():  # decrypted bytes the selector cannot see
-            self.call_soon(self._on_header_bytes, conn, None)
+            self.call_soon(self._on_bytes, conn, None)
         return None
 
-    def _on_header_bytes(self, conn: Connection, _sock) -> None:
-        """Take what the client sent; once the header block is complete, hand the connection to a thread."""
+    def _on_bytes(self, conn: Connection, _sock) -> None:
+        """Take what the client sent; once the request is complete, hand the connection to a thread."""
         if conn not in self.receiving:  # a late call for a connection already handed on
             return None
         try:
@@ -281,16 +279,38 @@ class Worker(base.Worker):
             conn.idle = False
             conn.deadline = time.monotonic() + self.header_timeout
         conn.received += data
-        if not header_end(conn.received):
-            if len(conn.received) > MAX_HEADER_BYTES:
-                self._drop(conn, b"431 Request Header Fields Too Large")
+        return self._received(conn)
+
+    def _received(self, conn: Connection) -> None:
+        """Hand the request to a thread once it is complete; answer one refused before its end is read."""
+        try:
+            if conn.framing is None:
+                head = header_end(conn.received)
+                if not head:
+                    if len(conn.received) > MAX_HEADER_BYTES:
+                        self._drop(conn, b"431 Request Header Fields Too Large")
+                    return None
+                conn.framing = Framing(conn.received[:head], MAX_BODY_BYTES)
+                conn.deadline = time.monotonic() + self.body_timeout
+            end = conn.framing.end(conn.received)
+        except Refused as refused:
+            return self._drop(conn, refused.status.encode())
+        if end is None:
+            if conn.framing.expects_continue:  # the client waits for this before it sends the body
+                conn.framing.expects_continue = False
+                with contextlib.suppress(OSError):
+                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                conn.received[:conn.framing.head] = answered_continue(conn.received[:conn.framing.head])
+                conn.framing.head = header_end(conn.received)
             return None
+        conn.request = conn.received[:end]
+        del conn.received[:end]
         self.selector.unregister(conn.sock)
         self.receiving.discard(conn)
         return self._enqueue(conn)
 
     def _expire(self) -> None:
-        """Close the connections whose headers did not come in time (kept-alive ones without a word)."""
+        """Close the connections whose request did not come in time (kept-alive ones without a word)."""
         now = time.monotonic()
         if now < self.next_expiry:  # deadlines are kept to a quarter of a second
             return
@@ -299,7 +319,7 @@ class Worker(base.Worker):
             self._drop(conn, None if conn.idle else b"408 Request Timeout")
 
     def _drop(self, conn: Connection, status: bytes | None = None) -> None:
-        """Close a connection whose headers did not arrive, telling the client why if it still listens."""
+        """Close a connection whose request did not arrive whole, telling the client why if it still listens."""
         self.selector.unregister(conn.sock)
         self.receiving.discard(conn)
         if status:

@@ -14,6 +14,9 @@ from ks.values import check_metadata, is_decimal, load_json_object, single
 if TYPE_CHECKING:  # ks.runtime builds on the views' modules, which import this one
     from ks.runtime import Runtime
 
+# The longest request body the application accepts (Flask's MAX_CONTENT_LENGTH); the server
+# answers a longer one 413 before reading it (ks.server).
+MAX_BODY_BYTES = 1024 * 1024
 # Host ids are 64-bit integers in the database (ks.models.Id).
 MAX_ID = 2**63 - 1
 # A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.

@@ -49,6 +49,7 @@ def site(tmp_path_factory):
     root.mkdir()
     make_image(root, "wipe", "Wipe")
     make_image(root, "image1")
+    make_image(root, "discover", "Discover")
     private = make_image(root, "private", "Private")
     for name, content in PRIVATE.items():
         (private / name).parent.mkdir(exist_ok=True)
@@ -342,6 +343,114 @@ def test_headers_that_take_too_long_are_cut_off(site):
         assert time.monotonic() - start < 5, "the connection was not closed"
         assert answer.startswith(b"HTTP/1.1 408") or answer == b""
         assert requests.get(srv.url + "/bootstrap.ipxe", timeout=5).status_code == 200
+
+
+SLOW_BODIES = [
+    b"POST /update?id=1&bootid=00 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+    b"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+    b"POST /bootstrap HTTP/1.1\r\nHost: x\r\n",  # answered 405, after its body
+    b"PATCH /api/v1/hosts/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n",
+]
+
+
+def _stall_bodies(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections that promise a 100,000-byte body, send one byte of it, and then nothing."""
+    socks = []
+    for i in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(SLOW_BODIES[i % len(SLOW_BODIES)] + b"Content-Length: 100000\r\n\r\nx")
+        socks.append(s)
+    return socks
+
+
+def test_clients_that_stall_in_their_body_do_not_stop_the_server(site):
+    with ServerProcess(site, "--workers", "2", "--threads", "8", "--registrations-per-minute", "0") as srv:
+        socks = _stall_bodies(srv.port, 40)  # 8 were enough to hold every running slot of both workers
+        try:
+            time.sleep(1)
+            for _ in range(5):
+                assert requests.get(srv.url + "/bootstrap.ipxe", timeout=5).status_code == 200
+                assert requests.get(srv.url + "/api/v1/hosts", timeout=5).status_code == 401
+                assert requests.get(srv.url + "/ui/login", timeout=5).status_code == 200
+                r = requests.get(srv.url + "/bootstrap", params={"net0": mac(next(_numbers), "52-54-0f")}, timeout=5)
+                assert r.status_code == 200 and "#!ipxe" in r.text
+        finally:
+            for s in socks:
+                s.close()
+
+
+def _answer(s: socket.socket, limit: float = 10) -> bytes:
+    """What the server sends until it closes the connection (or ``limit`` seconds pass)."""
+    s.settimeout(limit)
+    answer = b""
+    try:
+        while chunk := s.recv(4096):
+            answer += chunk
+    except OSError:  # a reset or the time limit: the answer so far
+        pass
+    return answer
+
+
+def test_a_body_that_stalls_is_answered_408_and_closed(site):
+    with ServerProcess(site, "--workers", "1", "--body-timeout", "1") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            start = time.monotonic()
+            s.sendall(SLOW_BODIES[0] + b"Content-Length: 100\r\n\r\nid=")
+            answer = _answer(s)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - start < 8, "the connection was not closed"
+        assert requests.get(srv.url + "/bootstrap.ipxe", timeout=5).status_code == 200
+
+
+def test_a_body_longer_than_accepted_is_refused_before_it_is_sent(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(SLOW_BODIES[0] + b"Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n")
+        assert _answer(s).startswith(b"HTTP/1.1 413"), "the server waited for a body it refuses"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "expect-continue"])
+def test_bodies_are_received_whole_however_they_are_framed(server, db, framing):
+    m = Machine(server, db)
+    m.set_chain("discover,new")
+    m.bootid = bootid_of(m.boot().text)
+    body = f"fact.product=framed-{framing}".encode()
+    head = (f"POST /update?id={m.id}&bootid={m.bootid} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n")
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        answer = _send_framed(s, framing, head, body)
+    assert b" 200 " in answer.split(b"\r\n", 1)[0], answer
+    assert m.host().facts["product"] == f"framed-{framing}"
+
+
+def _send_framed(s: socket.socket, framing: str, head: str, body: bytes) -> bytes:
+    s.settimeout(10)
+    if framing == "chunked":
+        s.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n")
+        for part in (body[:5], body[5:]):  # in two chunks, a moment apart
+            s.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+            time.sleep(0.2)
+        s.sendall(b"0\r\n\r\n")
+    elif framing == "expect-continue":
+        s.sendall(head.encode() + b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), "the client would wait for it"
+        s.sendall(body)
+    else:
+        s.sendall(head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body[:7])
+        time.sleep(0.3)
+        s.sendall(body[7:])
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := s.recv(4096)):
+        answer += chunk
+    return answer
+
+
+def test_pipelined_requests_with_bodies_are_each_answered(server):
+    body = b"fact.product=x"
+    one = b"POST /update?id=1&bootid=00 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    with socket.create_connection(("127.0.0.1", server.port)) as s:
+        s.sendall(one * 3 + b"GET /bootstrap.ipxe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = _answer(s)
+    assert answer.count(b"HTTP/1.1 ") == 4 and b"#!ipxe" in answer, answer
 
 
 # --- private files are not served -----------------------------------------------------------------

@@ -4,6 +4,8 @@ import datetime
 import ipaddress
 import json
 import re
+import socket
+import ssl
 import subprocess
 
 import pytest
@@ -132,3 +134,23 @@ def test_a_dashboard_session_over_https_gets_a_secure_cookie(tls_server):
     assert cookie.startswith("kiwispray_session=")
     assert {"Secure", "HttpOnly", "SameSite=Lax", "Path=/ui"} <= {part.strip() for part in cookie.split(";")}, cookie
     assert browser.get(base + "/", verify=trust, timeout=10).status_code == 200  # logged in over HTTPS
+
+
+def test_clients_that_stall_in_their_body_over_tls_do_not_stop_the_operator_side(tls_server):
+    srv, admin_port, ca, token = tls_server
+    context = ssl.create_default_context(cafile=str(ca))
+    stalled = []
+    try:
+        for _ in range(40):  # more than every running slot of both workers
+            s = context.wrap_socket(socket.create_connection(("127.0.0.1", admin_port)), server_hostname="127.0.0.1")
+            s.sendall(b"POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                      b"Content-Length: 100000\r\n\r\nx")
+            stalled.append(s)
+        url = f"https://127.0.0.1:{admin_port}/api/v1/hosts"
+        for _ in range(3):
+            r = curl("--cacert", str(ca), "-H", f"Authorization: Bearer {token}", "-w", "%{http_code}",
+                     "-o", "/dev/null", url)
+            assert r.stdout == "200", r.stderr
+    finally:
+        for s in stalled:
+            s.close()
