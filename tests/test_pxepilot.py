@@ -213,7 +213,7 @@ def test_the_readme_deploy_gives_every_listed_host_the_configuration(server, db,
 
 @pytest.mark.parametrize(("path", "body", "status", "said"), [
     ("/v1/configurations/nope/deploy", '{"hosts": [{"name": "h1"}]}', 404, "Configuration 'nope' does not exists"),
-    ("/v1/configurations/local/deploy", '{"hosts": [{"name": "h9"}]}', 404, "'h9'"),
+    ("/v1/configurations/local/deploy", '{"hosts": [{"name": "h9"}]}', 404, "No host declared for name <h9>"),
     ("/v1/configurations/local/deploy", '{"hosts": [{"macAddress": "52:54:0b:00:00:99"}]}', 404,
      "No host declared with MAC address <52:54:0b:00:00:99>"),
     ("/v1/configurations/local/deploy", '{"hosts": [{"name": "h1", "macAddress": "52:54:0b:00:00:21"}]}', 409,

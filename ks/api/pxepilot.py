@@ -213,7 +213,10 @@ def chosen_hosts(session: Session, pairs: list[tuple[str, str]]) -> list[Host]:
                 raise NotFound(f"No host declared with MAC address <{mac[:64]}>")
             host = owner
         else:
-            host = machines.resolve(session, name)
+            try:
+                host = machines.resolve(session, name)
+            except NotFound:
+                raise NotFound(f"No host declared for name <{name[:64]}>") from None
             if mac and owner is None:
                 raise Conflict(f"MAC address <{mac[:64]}> does not match host <{name[:64]}>")
             if owner is not None and owner.id != host.id:
