@@ -9,6 +9,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from ks import api, boot, config, metrics, pixiecore, ui
+from ks.api import pxepilot
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
@@ -43,6 +44,8 @@ def create_app(
     app.url_map.merge_slashes = False
     app.extensions["kiwispray"] = Runtime(settings, db, registrations, metrics_dir, rules_file)
 
+    if settings.pxepilot_api:  # first: its GET /hosts is the one served (config refuses --public-hosts with it)
+        app.register_blueprint(pxepilot.bp)
     app.register_blueprint(boot.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pixiecore.bp)
@@ -55,13 +58,14 @@ def create_app(
 
         @app.before_request
         def one_side_per_port():
-            # With TLS, operators and machines meet the server on different ports (ks.server).
+            # With TLS, operators and machines meet the server on different ports (ks.server). PXE Pilot's
+            # routes are on both: tokens over HTTPS, a machine's own 'local' deploy over plain HTTP.
             operator, admin_port = operator_side(request.path), request.environ.get(LISTENER) == ADMIN
             if operator and not admin_port:
                 message = (f"the admin API and the dashboard are served over HTTPS on port {settings.admin_port} "
                            "only; this port serves booting machines")
                 return api.error(message, 403) if request.path.startswith("/api/") else text(message + "\n", 403)
-            if admin_port and not operator:
+            if admin_port and not operator and not (settings.pxepilot_api and pxepilot.serves(request.path)):
                 return text(f"{request.path[:200]} is served to booting machines over plain HTTP on the boot port, "
                             "not on the HTTPS admin port\n", 404)
             return None

@@ -104,6 +104,11 @@ class Settings:
         "without the host's bootid, as the original did; off: both reveal nothing to the boot network.",
         option="--public-hosts",
     )
+    pxepilot_api: bool = setting(
+        False, "KS_PXEPILOT_API", "Serve PXE Pilot's REST API (/v1/hosts, /configurations/NAME/deploy, ...; with and "
+        "without /v1) for its client and scripts: reads and deploys with a token, a machine's own 'local' deploy "
+        "without one (docs/pxepilot.md).", option="--pxepilot-api",
+    )
     registrations_per_minute: int = setting(
         120, "KS_REGISTRATIONS_PER_MINUTE", "Unknown machines this server registers per minute (bursts of as "
         "many); further ones get a script that asks again later and nothing is stored; 0: no limit.",
@@ -233,6 +238,9 @@ def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, st
     if len({bool(settings.tls_cert), bool(settings.tls_key), bool(settings.admin_port)}) > 1:
         raise ConfigError("TLS needs all three of --tls-cert, --tls-key and --admin-port (KS_TLS_CERT, KS_TLS_KEY, "
                           "KS_ADMIN_PORT), or none")
+    if settings.public_hosts and settings.pxepilot_api:
+        raise ConfigError("--public-hosts and --pxepilot-api both answer GET /hosts (the original's text listing, "
+                          "PXE Pilot's JSON): turn one of them off (KS_PUBLIC_HOSTS, KS_PXEPILOT_API)")
     if settings.x_accel_redirect and not settings.x_accel_redirect.startswith("/"):
         raise ConfigError(f"X-Accel-Redirect prefix {settings.x_accel_redirect!r} must be a path such as /_images")
     return dataclasses.replace(

@@ -60,20 +60,30 @@ def authenticate():
     """Every route but the OpenAPI document needs ``Authorization: Bearer <token>`` of a role that may use it."""
     if request.endpoint in PUBLIC:
         return None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    found = None
-    if scheme.lower() == "bearer" and token:
-        found = runtime().db.write(lambda session: _verified(tokens.verify(session, token.strip())))
-    if found is None:
+    if not sign_in(bearer_token()):
         response = error(
             "a valid API token is required: Authorization: Bearer <token> (kiwispray token create NAME)", 401
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiwispray"'
         return response
-    g.token_name, g.token_role = found
     if request.endpoint is not None:  # an unknown path answers 404 to any valid token
         require(action_of(request.endpoint))
     return None
+
+
+def bearer_token() -> str | None:
+    """The token of the request's ``Authorization: Bearer <token>``, if any."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def sign_in(token: str | None) -> bool:
+    """Whether ``token`` is a live API token; if so, ``require`` checks its role from now on."""
+    found = runtime().db.write(lambda session: _verified(tokens.verify(session, token))) if token else None
+    if found is None:
+        return False
+    g.token_name, g.token_role = found
+    return True
 
 
 def require(action: Action) -> None:

@@ -76,6 +76,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @setting_option("HEADER_TIMEOUT")
 @setting_option("BODY_TIMEOUT")
 @setting_option("PUBLIC_HOSTS")
+@setting_option("PXEPILOT_API")
 @setting_option("TLS_CERT", metavar="FILE")
 @setting_option("TLS_KEY", metavar="FILE")
 @setting_option("ADMIN_PORT", metavar="PORT")
@@ -85,7 +86,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
           x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, body_timeout, public_hosts,
-          tls_cert, tls_key, admin_port, access_log, log_format):
+          pxepilot_api, tls_cert, tls_key, admin_port, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -101,6 +102,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
             {"ROOT": site.root, "INITIAL_CHAIN": chain, "BASE_URL": base_url, "POLL_INTERVAL": poll_interval,
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
              "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
+             "PXEPILOT_API": pxepilot_api or None,
              "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout,
              "BODY_TIMEOUT": body_timeout,
              "TLS_CERT": tls_cert, "TLS_KEY": tls_key, "ADMIN_PORT": admin_port}
