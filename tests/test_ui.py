@@ -417,6 +417,18 @@ def test_pages_forbid_framing_and_foreign_scripts(admin):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_the_pages_listen_for_every_kind_of_history_line(admin):
+    from ks.events import EventKind
+
+    response = admin.get("/ui/static/ui.js")
+    script = response.get_data(as_text=True)
+    response.close()
+    assert 'getAttribute("data-kinds")' in script and not re.search(r'\[\s*"register"', script)  # no list of its own
+    for path in ("/ui/", "/ui/hosts/1"):
+        kinds = re.search(r'data-kinds="([^"]*)"', admin.get(path).get_data(as_text=True))
+        assert kinds is not None and kinds.group(1).split() == [str(kind) for kind in EventKind], path
+
+
 def test_the_event_stream_sends_new_history_lines(admin, client):
     response = admin.get("/ui/events")
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
