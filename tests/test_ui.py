@@ -482,9 +482,10 @@ def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, a
 
 
 def test_a_revoked_token_ends_its_open_event_stream(admin, client, db, monkeypatch):
-    from ks.ui import views
+    from ks import sse
 
-    monkeypatch.setattr(views, "RECHECK", 0.0)
+    monkeypatch.setattr(sse, "RECHECK", 0.0)
+    monkeypatch.setattr(sse, "TICK", 0.05)
     response = admin.get("/ui/events")
     chunks = iter(response.response)
     assert next(chunks).startswith(b"retry:")

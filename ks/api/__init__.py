@@ -70,7 +70,7 @@ def authenticate():
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="kiwispray"'
         return response
-    g.token_name, g.token_role = found
+    g.token_id, g.token_name, g.token_role = found
     if request.endpoint is not None:  # an unknown path answers 404 to any valid token
         require(action_of(request.endpoint))
     return None
@@ -84,8 +84,8 @@ def require(action: Action) -> None:
                         f"the token {g.token_name!r} is a {role.label}")
 
 
-def _verified(token) -> tuple[str, Role] | None:
-    return (token.name, tokens.role_of(token)) if token is not None else None
+def _verified(token) -> tuple[int, str, Role] | None:
+    return (token.id, token.name, tokens.role_of(token)) if token is not None else None
 
 
 @bp.errorhandler(KSError)
