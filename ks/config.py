@@ -78,8 +78,8 @@ class Settings:
         "0: only `kiwispray timeouts check` (from cron) flags machines.", low=0,
     )
     send_timeout: float = setting(
-        60.0, "KS_SEND_TIMEOUT", "Seconds an image download may make no progress before the server drops it; "
-        "0: never.", low=0,
+        60.0, "KS_SEND_TIMEOUT", "Seconds an image download or an event stream may make no progress before the "
+        "server drops it; 0: never.", low=0,
     )
     running_requests: int = setting(
         2, "KS_RUNNING_REQUESTS", "Requests each worker runs at once; more wait their turn. Image downloads and "
@@ -131,8 +131,9 @@ class Settings:
         "", "KS_SECRET_KEY_FILE", "The key file; empty: <root>/kiwispray.key, created when first needed."
     )
     event_streams: int = setting(
-        64, "KS_EVENT_STREAMS", "Event streams (GET /api/v1/events) each server process keeps open at once, each "
-        "on a thread of its own beyond --threads; one more is answered 503.", low=1,
+        64, "KS_EVENT_STREAMS", "Event streams (GET /api/v1/events and the dashboard's /ui/events together) each "
+        "server process keeps open at once, each on a thread of its own beyond --threads; one more is answered 503.",
+        low=1,
     )
     webhook_timeout: float = setting(
         5.0, "KS_WEBHOOK_TIMEOUT", "Seconds a webhook delivery may take before it counts as failed and is retried.",

@@ -134,3 +134,9 @@ class RulesError(KSError):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class TooManyStreams(KSError):
+    """A server process that holds as many event streams (the API's and the dashboard's) as it is set up for."""
+
+    status = 503

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ks import machines, progress
 from ks.models import Event
 
 BATCH = 500
@@ -130,24 +131,17 @@ class Poller:
         """The id a new stream starts after: the newest event now."""
         return self._newest()
 
-    def follow(self, after: int, stop: Callable[[], bool] = lambda: False,
-               heartbeat: float = 15.0) -> Iterator[dict | None]:
-        """Yield every event after ``after`` as it arrives; None every ``heartbeat`` seconds of silence."""
-        for batch in self._batches(after, stop, heartbeat):
-            if not batch:
-                yield None
-            yield from batch
-
     def follow_frames(self, after: int, stop: Callable[[], bool] = lambda: False,
-                      heartbeat: float = 15.0) -> Iterator[bytes]:
-        """What an SSE stream sends: the frames of each batch of events as one chunk, a comment after silence.
+                      wake: float = 1.0) -> Iterator[bytes]:
+        """What an SSE stream sends: each batch of events' frames as one chunk; ``b""`` after ``wake`` s of silence.
 
         A frame is made once per event, and the chunk of a batch once for all the streams that get the same
-        batch (those that keep up); it leaves in one write, not one per event.
+        batch (those that keep up); it leaves in one write, not one per event. The empty chunk lets the
+        stream (``ks.sse``) look at its reader and decide what silence sends.
         """
-        for batch in self._batches(after, stop, heartbeat):
+        for batch in self._batches(after, stop, wake):
             if not batch:
-                yield b": heartbeat\n\n"
+                yield b""
                 continue
             key = (batch[0]["id"], batch[-1]["id"])
             chunk = self._chunks.get(key)
@@ -220,3 +214,25 @@ class Poller:
                     self._changed.notify_all()
             if len(read) < BATCH or len(batch) < len(read):  # caught up (or waiting out a gap): rest a while
                 threading.Event().wait(self.interval)
+
+
+class Downloads:
+    """The progress of the hosts downloading now, read at most once per ``interval`` for all of a process's streams.
+
+    The dashboard's stream adds it to the history (``event: progress``); ``now`` is ``[{"id", "phase", "percent"}]``.
+    """
+
+    def __init__(self, db, interval: float = 1.0):
+        self.db = db
+        self.interval = interval
+        self.lock = threading.Lock()
+        self.read_at = float("-inf")
+        self.found: list[dict] = []
+
+    def now(self) -> list[dict]:
+        with self.lock:
+            if time.monotonic() - self.read_at >= self.interval:
+                with self.db.read() as unit:
+                    self.found = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
+                self.read_at = time.monotonic()
+            return self.found

@@ -44,4 +44,5 @@ class Runtime:
         # The history for event streams (the API's and the dashboard's): one poller for all of this
         # process's streams, and at most so many of them at once.
         self.feed = feed.reader(self.db)
+        self.downloads = feed.Downloads(self.db)  # what the dashboard's streams add: the progress of downloads
         self.streams = threading.BoundedSemaphore(settings.event_streams)

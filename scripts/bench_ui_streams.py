@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds of both measurements [3]")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes [2]")
     parser.add_argument("--threads", type=int, default=64,
-                        help="threads per worker: each open stream holds one [64]")
+                        help="threads per worker for requests; open streams have threads of their own "
+                             "(KS_EVENT_STREAMS per worker) [64]")
     args = parser.parse_args()
     wrk = ensure_tool("wrk")
     print(f"# {command_line()}")

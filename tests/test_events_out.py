@@ -3,6 +3,9 @@
 import hashlib
 import hmac
 import json
+import re
+import selectors
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -339,9 +342,10 @@ def test_the_event_stream_follows_a_boot_flow_and_resumes(root, cli_runner):
 
 
 def test_a_stream_sends_heartbeats(root, client, db, token, monkeypatch):
-    from ks.api import events as sse
+    from ks import sse
 
     monkeypatch.setattr(sse, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(sse, "TICK", 0.05)
     r = client.get("/api/v1/events", headers={"Authorization": f"Bearer {token}"}, buffered=False)
     chunks = r.response
     assert next(chunks).startswith(b"retry: ")
@@ -350,3 +354,77 @@ def test_a_stream_sends_heartbeats(root, client, db, token, monkeypatch):
     frame = next(c for c in chunks if c.startswith(b"id: "))
     assert b"event: register\n" in frame
     r.close()
+
+
+def log_in(url: str, token: str) -> str:
+    """A dashboard session of ``token`` on the server at ``url``: its Cookie header."""
+    web = requests.Session()
+    form = web.get(url + "/ui/login", timeout=10).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    assert web.post(url + "/ui/login", data={"token": token, "csrf": csrf}, allow_redirects=False,
+                    timeout=10).status_code == 302
+    return "; ".join(f"{name}={value}" for name, value in web.cookies.items())
+
+
+def statuses(socks: list[socket.socket], within: float) -> list[int | None]:
+    """The status each connection got within ``within`` seconds (None: none)."""
+    got = {s: b"" for s in socks}
+    deadline = time.monotonic() + within
+    with selectors.DefaultSelector() as waiting:
+        for s in socks:
+            waiting.register(s, selectors.EVENT_READ)
+        while waiting.get_map() and time.monotonic() < deadline:
+            for key, _ in waiting.select(max(0.0, deadline - time.monotonic())):
+                data = key.fileobj.recv(4096)
+                got[key.fileobj] += data
+                if b"\r\n" in got[key.fileobj] or not data:
+                    waiting.unregister(key.fileobj)
+    return [int(got[s].split(b" ")[1]) if b"\r\n" in got[s] else None for s in socks]
+
+
+def test_a_flood_of_dashboard_streams_gets_503s_and_boots_go_on(root, cli_runner):
+    # One worker of 2 threads and 3 streams: 20 dashboard streams of one viewer would, unbounded,
+    # take every thread; the limit counts the dashboard's and the API's streams together.
+    with ServerProcess(root, "--workers", "1", "--threads", "2", env={"KS_EVENT_STREAMS": "3"}) as srv:
+        token = kiwispray(cli_runner, root, "token", "create", "viewer", "--role", "viewer").splitlines()[0]
+        cookie = log_in(srv.url, token)
+        socks = []
+        try:
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                s.sendall(f"GET /ui/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
+                socks.append(s)
+            answers = statuses(socks, within=15)
+            assert answers.count(200) == 3 and answers.count(503) == 17, answers
+            api = requests.get(srv.url + "/api/v1/events", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert api.status_code == 503 and "KS_EVENT_STREAMS" in api.json()["error"]
+            for _ in range(5):  # the three open streams hold neither a thread nor a running slot of boots
+                start = time.monotonic()
+                assert requests.get(srv.url + "/bootstrap.ipxe", timeout=10).status_code == 200
+                assert time.monotonic() - start < 3, "a boot waited behind dashboard streams"
+        finally:
+            for s in socks:
+                s.close()
+        # Closed streams give their places back (a stream learns that its client left when it next
+        # writes: at the latest its heartbeat, sse.HEARTBEAT seconds after its last write).
+        assert wait_for(lambda: requests.get(srv.url + "/ui/events", headers={"Cookie": cookie}, stream=True,
+                                             timeout=10).status_code == 200, timeout=40)
+
+
+def test_a_revoked_tokens_api_stream_ends(root, cli_runner):
+    with ServerProcess(root, "--workers", "1") as srv:
+        token = kiwispray(cli_runner, root, "token", "create", "reader", "--role", "viewer").splitlines()[0]
+        stream = requests.get(srv.url + "/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                              stream=True, timeout=(10, 20))
+        lines = stream.iter_lines(decode_unicode=True)
+        assert stream.status_code == 200 and next(lines).startswith("retry: ")
+        kiwispray(cli_runner, root, "token", "revoke", "reader")
+        revoked = time.monotonic()
+        seen = []
+        for line in lines:  # a heartbeat at least every 15 s, so the deadline is looked at
+            seen.append(line)
+            if time.monotonic() - revoked > 35:
+                break
+        stream.close()
+        assert "event: ended" in seen, seen
+        assert time.monotonic() - revoked < 35, "the stream outlived its token by more than 30 s"

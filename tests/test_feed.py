@@ -1,5 +1,6 @@
 """The event feed: events after a cursor from the database, and one poller waking every stream."""
 
+import re
 import threading
 
 from ks import feed
@@ -35,9 +36,8 @@ def test_one_poller_wakes_every_stream_with_every_event_in_order():
     done = threading.Event()
 
     def stream(n):
-        for document in poller.follow(0, stop=done.is_set, heartbeat=0.05):
-            if document is not None:
-                seen[n].append(document["id"])
+        for chunk in poller.follow_frames(0, stop=done.is_set, wake=0.05):
+            seen[n].extend(int(i) for i in re.findall(rb"^id: (\d+)$", chunk, re.MULTILINE))
             if len(seen[n]) == 50:
                 return
 

@@ -417,6 +417,18 @@ def test_pages_forbid_framing_and_foreign_scripts(admin):
     assert response.headers["Cache-Control"] == "no-store"
 
 
+def test_the_pages_listen_for_every_kind_of_history_line(admin):
+    from ks.events import EventKind
+
+    response = admin.get("/ui/static/ui.js")
+    script = response.get_data(as_text=True)
+    response.close()
+    assert 'getAttribute("data-kinds")' in script and not re.search(r'\[\s*"register"', script)  # no list of its own
+    for path in ("/ui/", "/ui/hosts/1"):
+        kinds = re.search(r'data-kinds="([^"]*)"', admin.get(path).get_data(as_text=True))
+        assert kinds is not None and kinds.group(1).split() == [str(kind) for kind in EventKind], path
+
+
 def test_the_event_stream_sends_new_history_lines(admin, client):
     response = admin.get("/ui/events")
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
@@ -470,9 +482,10 @@ def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, a
 
 
 def test_a_revoked_token_ends_its_open_event_stream(admin, client, db, monkeypatch):
-    from ks.ui import views
+    from ks import sse
 
-    monkeypatch.setattr(views, "RECHECK", 0.0)
+    monkeypatch.setattr(sse, "RECHECK", 0.0)
+    monkeypatch.setattr(sse, "TICK", 0.05)
     response = admin.get("/ui/events")
     chunks = iter(response.response)
     assert next(chunks).startswith(b"retry:")

@@ -82,7 +82,7 @@ def sign_in(token: str | None) -> bool:
     found = runtime().db.write(lambda session: _verified(tokens.verify(session, token))) if token else None
     if found is None:
         return False
-    g.token_name, g.token_role = found
+    g.token_id, g.token_name, g.token_role = found
     return True
 
 
@@ -94,8 +94,8 @@ def require(action: Action) -> None:
                         f"the token {g.token_name!r} is a {role.label}")
 
 
-def _verified(token) -> tuple[str, Role] | None:
-    return (token.name, tokens.role_of(token)) if token is not None else None
+def _verified(token) -> tuple[int, str, Role] | None:
+    return (token.id, token.name, tokens.role_of(token)) if token is not None else None
 
 
 @bp.errorhandler(KSError)

@@ -328,10 +328,12 @@ PATHS = {
             ],
             "responses": {
                 "200": {"description": "`text/event-stream`: each event's `id:` (its id), `event:` (its kind) and "
-                                       "`data:` (the Event document); a comment line after 15 s of silence",
+                                       "`data:` (the Event document); a comment line after 15 s of silence; "
+                                       "`event: ended`, then the end, within 30 s of the token's revocation",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403),
-                "503": _json(_ref("Error"), "This server process serves as many streams as KS_EVENT_STREAMS allows"),
+                "503": _json(_ref("Error"), "This server process serves as many streams as KS_EVENT_STREAMS allows "
+                                            "(the API's and the dashboard's together)"),
             },
         },
     },

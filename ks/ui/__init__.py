@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, redirect, render_template, request, se
 
 from ks import roles, tokens
 from ks.errors import KSError
+from ks.events import EventKind
 from ks.ui import sessions
 from ks.web import runtime
 
@@ -22,6 +23,8 @@ bp = Blueprint("ui", __name__, url_prefix=sessions.PREFIX, template_folder="temp
                static_folder="static", static_url_path="/static")
 OPEN = {"ui.login", "ui.login_post", "ui.static"}  # what needs no session
 SOURCE = "ui"  # how the history records changes made here
+# Every kind of history line, as the page's script listens for them (``data-kinds`` of each page).
+EVENT_KINDS = " ".join(EventKind)
 
 
 @bp.before_request
@@ -75,7 +78,7 @@ def csrf_token() -> str:
 
 @bp.context_processor
 def who():
-    return {"role": g.get("role"), "token_name": g.get("token_name"), "may": may}
+    return {"role": g.get("role"), "token_name": g.get("token_name"), "may": may, "event_kinds": EVENT_KINDS}
 
 
 def page_error(message: str, status: int) -> Response:

@@ -1,20 +1,19 @@
 """The dashboard's pages: login, fleet overview, host, images, webhooks, and the live event stream."""
 
 import json
-import threading
 import time
 from urllib.parse import urlsplit
 
-from flask import Response, current_app, g, redirect, render_template, request, session, stream_with_context, url_for
+from flask import g, redirect, render_template, request, session, url_for
 
-from ks import deploys, feed, machines, present, progress, render, roles, states, tokens, webhooks
+from ks import deploys, feed, machines, present, progress, render, roles, sse, states, tokens, webhooks
 from ks.errors import BadRequest, Forbidden
 from ks.kiwi import inventory
 from ks.power import hosts as host_power
 from ks.record import HostRecord
-from ks.ui import bp, live_token, may, sessions
+from ks.ui import bp, may, sessions
 from ks.values import is_decimal
-from ks.web import MAX_ID, one, origin_from_base_url, parse_id, runtime, step_aside
+from ks.web import MAX_ID, one, origin_from_base_url, runtime, step_aside
 
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_FILTER = 200  # characters of a filter value
@@ -22,14 +21,6 @@ HISTORY_SHOWN = 200  # newest history lines on a host page
 LOG_SHOWN = 100  # newest delivery attempts of each webhook on the webhooks page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 # What the login page may say above its form (by key: a link cannot put words of its own there).
-RECHECK = 30.0  # seconds between two checks of an event stream's session
-# A stream sends what arrived together, at most every FLUSH_EVERY seconds (a boot storm is
-# then a few writes per second to each dashboard, not one per boot), and a comment after
-# KEEPALIVE seconds of silence so that proxies keep the connection.
-FLUSH_EVERY = 0.5
-KEEPALIVE = 15.0
-_FRAMES: dict[int, str] = {}  # the last events' frames, made once for all of a process's streams
-_FRAMES_KEPT = 4096
 NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
 
 
@@ -204,93 +195,30 @@ def webhooks_page():
 
 @bp.get("/events")
 def events():
-    """Server-Sent Events for open pages: every new history line, and the progress of downloads in flight.
+    """The event stream of ``ks.sse`` for open pages, with the progress of downloads in flight.
 
     ``event: progress`` frames carry ``[{"id", "phase", "percent"}]`` of the hosts
-    downloading now, every few seconds while any does. The session is checked
-    again every ``RECHECK`` seconds: a revoked token or an expired session ends
-    the stream with ``event: ended`` (the page then asks for the token again).
+    downloading now whose progress moved, every ``PROGRESS_EVERY`` seconds at most.
+    The stream ends with ``event: ended`` when the token is revoked or the session
+    expires (the page then asks for the token again).
     """
-    poller = runtime().feed  # the process's one poller of the history, shared with /api/v1/events
-    downloads = _downloads(current_app)
-    db, token_id, lifetime = runtime().db, session["tid"], runtime().settings.session_lifetime
+    downloads, lifetime = runtime().downloads, runtime().settings.session_lifetime
     started = dict(session)
-    after = parse_id(request.headers.get("Last-Event-ID"), "Last-Event-ID") if request.headers.get(
-        "Last-Event-ID") else poller.start_cursor()
-    step_aside()  # the stream only waits for news from here on
+    shown: dict[int, tuple] = {}  # what this stream last sent of each download
+    last = time.monotonic()
 
-    def stream():
-        yield "retry: 3000\n\n"
-        shown: dict[int, tuple] = {}
-        last = checked = flushed = time.monotonic()
-        waiting: list[str] = []  # frames not sent yet: sent together, at most every FLUSH_EVERY seconds
-        for document in poller.follow(after, heartbeat=FLUSH_EVERY):
-            now = time.monotonic()
-            if now - checked >= RECHECK:
-                checked = now
-                with db.read() as unit:
-                    live = live_token(unit, token_id) is not None
-                if not live or sessions.expired(started, lifetime):
-                    yield "event: ended\ndata: {}\n\n"
-                    return
-            if document is not None:
-                waiting.append(_frame(document))
-            if now - last >= PROGRESS_EVERY:
-                last = now
-                moving = downloads.now()
-                fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
-                shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
-                if fresh:
-                    waiting.append(f"event: progress\ndata: {json.dumps(fresh)}\n\n")
-            if waiting and (document is None or now - flushed >= FLUSH_EVERY):
-                yield "".join(waiting)
-                waiting.clear()
-                flushed = now
-            elif document is None and now - flushed >= KEEPALIVE:
-                yield ": still here\n\n"
-                flushed = now
+    def moved() -> bytes:
+        nonlocal shown, last
+        now = time.monotonic()
+        if now - last < PROGRESS_EVERY:
+            return b""
+        last = now
+        moving = downloads.now()
+        fresh = [m for m in moving if shown.get(m["id"]) != (m["phase"], m["percent"])]
+        shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
+        return f"event: progress\ndata: {json.dumps(fresh)}\n\n".encode() if fresh else b""
 
-    response = Response(stream_with_context(stream()), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Accel-Buffering"] = "no"
-    return response
-
-
-def _frame(document: dict) -> str:
-    """The SSE frame of a history line, made once per process however many streams send it."""
-    found = _FRAMES.get(document["id"])
-    if found is None:
-        found = _FRAMES[document["id"]] = feed.sse_frame(document)
-        if len(_FRAMES) > _FRAMES_KEPT:
-            for key in list(_FRAMES)[: _FRAMES_KEPT // 2]:
-                _FRAMES.pop(key, None)
-    return found
-
-
-class Downloads:
-    """The progress of the hosts downloading now, read at most once per interval for all of a process's streams."""
-
-    def __init__(self, db, interval: float = PROGRESS_EVERY / 2):
-        self.db = db
-        self.interval = interval
-        self.lock = threading.Lock()
-        self.read_at = float("-inf")
-        self.found: list[dict] = []
-
-    def now(self) -> list[dict]:
-        with self.lock:
-            if time.monotonic() - self.read_at >= self.interval:
-                with self.db.read() as unit:
-                    self.found = [{"id": h.id, **progress.phase(h)} for h in machines.downloading(unit)]
-                self.read_at = time.monotonic()
-            return self.found
-
-
-def _downloads(app) -> Downloads:
-    found = app.extensions.get("kiwispray-ui-downloads")
-    if found is None:
-        found = app.extensions.setdefault("kiwispray-ui-downloads", Downloads(runtime().db))
-    return found
+    return sse.stream(session["tid"], ended=lambda: sessions.expired(started, lifetime), extra=moved)
 
 
 @bp.app_template_filter("when")

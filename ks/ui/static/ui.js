@@ -84,10 +84,14 @@
 
   var source = new EventSource(base + "events");
   source.onopen = function () { say("live"); };
-  source.onerror = function () { say("live updates reconnecting"); };
+  source.onerror = function () {
+    // A refused stream (503: the server holds as many as it may) is not retried by the browser.
+    say(source.readyState === EventSource.CLOSED ? "no live updates (the server is busy); reload to try again"
+      : "live updates reconnecting");
+  };
   source.onmessage = null;
-  ["register", "boot", "state", "finish", "update", "conflict", "edit", "download", "post-install", "import", "retry",
-   "timeout", "power"].forEach(function (kind) {
+  // Every kind of history line, as the server names them (ks.events.EventKind).
+  (body.getAttribute("data-kinds") || "").split(" ").filter(Boolean).forEach(function (kind) {
     source.addEventListener(kind, function (event) {
       var doc = JSON.parse(event.data);
       pending[String(doc.host_id)] = true;
