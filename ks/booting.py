@@ -303,11 +303,32 @@ def boot(
     return Boot(host=host, bootid=bootid, registered=registered, enrollment=enrollment)
 
 
-def check_bootid(host: Host, bootid: str | None) -> str:
-    """The bootid, checked: Unauthorized unless it is the host's current one (constant-time)."""
-    if not bootid or host.bootid_hash is None:
+# Compared against when the id names no host, so that a missing host costs what a wrong bootid does.
+_NO_HASH = hash_bootid("")
+
+
+def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool = False) -> Host:
+    """The host of ``host_id`` if ``bootid`` is its current one (row-locked if asked); else Unauthorized.
+
+    An id that no host has gets the same answer as a wrong bootid, so the boot
+    network cannot learn which hosts exist by asking.
+    """
+    stmt = select(Host).where(Host.id == host_id)
+    host = session.scalars(stmt.with_for_update() if lock else stmt).first()
+    check_bootid(host, bootid)
+    assert host is not None, "check_bootid refuses a missing host"
+    return host
+
+
+def check_bootid(host: Host | None, bootid: str | None) -> str:
+    """The bootid, checked: Unauthorized unless it is the current one of ``host`` (constant-time).
+
+    One message for a wrong bootid, a host that never booted and no host at all.
+    """
+    if not bootid:
         raise Unauthorized("a valid bootid is required; it changes on every boot")
-    if not hmac.compare_digest(hash_bootid(bootid), host.bootid_hash):
+    expected = host.bootid_hash if host is not None and host.bootid_hash else _NO_HASH
+    if not hmac.compare_digest(hash_bootid(bootid), expected) or expected is _NO_HASH:
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
     return bootid
 
@@ -318,8 +339,7 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     Returns the host and the state it finished (None if this call advanced nothing).
     A late /finish of a boot flagged failed still counts: the machine did finish.
     """
-    host = get_host(session, host_id, lock=True)
-    check_bootid(host, bootid)
+    host = booted_host(session, host_id, bootid, lock=True)
     if host.boot_finished:
         return host, None
     before = states.parse_chain(host.state)
@@ -381,8 +401,7 @@ def post_install_fetched(session: Session, host_id: int, chain: str, template: s
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict],
                  facts: dict[str, str | None] | None = None) -> Host:
     """In state ``discover``: add reported MACs, merge reported metadata and facts (None removes a fact)."""
-    host = get_host(session, host_id, lock=True)
-    check_bootid(host, bootid)
+    host = booted_host(session, host_id, bootid, lock=True)
     current = states.current(states.parse_chain(host.state))
     if current != states.DISCOVER:
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")

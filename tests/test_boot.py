@@ -171,8 +171,8 @@ def _rotate(db, host_id):
 def test_order_of_checks_id_then_bootid_then_state(client, db):
     boot(client, MAC1)
     assert client.get("/finish").status_code == 400
-    assert client.get("/finish?id=99&bootid=x").status_code == 404
-    assert client.get("/finish?id=99").status_code == 404
+    assert client.get("/finish?id=99&bootid=x").status_code == 401
+    assert client.get("/finish?id=99").status_code == 401
     assert client.get("/finish?id=1").status_code == 401
     assert client.get("/finish?id=1&bootid=0123").status_code == 401
     assert client.get("/finish", query_string={"id": 1, "bootid": _rotate(db, 1)}).status_code == 409
@@ -185,8 +185,36 @@ def test_state_endpoint(client, db):
     bootid = bootid_of(boot(client, MAC1).text)
     r = client.get("/state", query_string={"id": 1, "bootid": bootid})
     assert (r.status_code, r.text) == (200, "wipe\n")
-    assert client.get("/state?id=2").status_code == 404
+    assert client.get("/state?id=2").status_code == 401
     assert client.get("/state?id=x").status_code == 400
+
+
+BOOTID_GUARDED = [
+    ("get", "/finish?id={id}&bootid={bootid}"),
+    ("get", "/state?id={id}&bootid={bootid}"),
+    ("get", "/post-install?id={id}&bootid={bootid}"),
+    ("post", "/update?id={id}&bootid={bootid}"),
+    ("get", "/nocloud/{id}/{bootid}/meta-data"),
+    ("get", "/nocloud/{id}/{bootid}/user-data"),
+    ("get", "/ignition/{id}/{bootid}/config.ign"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BOOTID_GUARDED)
+def test_a_wrong_bootid_does_not_tell_whether_the_host_exists(client, db, method, path):
+    boot(client, MAC1)  # host 1, booted: it has a bootid
+    set_state(db, 1, "discover")
+    boot(client, MAC2)  # host 2, given a state since: no bootid
+    set_state(db, 2, "image1")
+    for bootid in ("0" * 32, "x", ""):
+        answers = {
+            host_id: getattr(client, method)(path.format(id=host_id, bootid=bootid))
+            for host_id in (1, 2, 99, 2**40)
+        }
+        seen = {(r.status_code, r.get_data()) for r in answers.values()}
+        assert len(seen) == 1, (bootid, seen)
+        if bootid or "?" in path:  # an empty path segment matches no route at all
+            assert answers[99].status_code == 401
 
 
 def test_waiting_machine_polls_without_flooding_history_and_moves_on(client, db):
