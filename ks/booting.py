@@ -398,18 +398,34 @@ def post_install_fetched(session: Session, host_id: int, chain: str, template: s
     record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain, f"template {template}")
 
 
+def reported_metadata(stored: dict, documents: list[dict]) -> tuple[dict, list[str]]:
+    """The metadata after a machine's report, and the reported keys left as they were (sorted).
+
+    A machine adds metadata, it never changes it: a top-level key the host
+    has already keeps its value, whoever set it (an operator's, an earlier
+    report's), so a machine cannot replace what user-data is made of, such as
+    ``ssh_authorized_keys``. What changes from one report to the next is a fact.
+    """
+    meta = dict(stored)
+    for document in documents:
+        meta.update({key: value for key, value in document.items() if key not in stored})
+    kept = sorted({key for document in documents for key in document if key in stored})
+    return meta, kept
+
+
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict],
                  facts: dict[str, str | None] | None = None) -> Host:
-    """In state ``discover``: add reported MACs, merge reported metadata and facts (None removes a fact)."""
+    """In state ``discover``: add reported MACs, metadata keys the host lacks (``reported_metadata``) and facts.
+
+    A fact reported as None is removed.
+    """
     host = booted_host(session, host_id, bootid, lock=True)
     current = states.current(states.parse_chain(host.state))
     if current != states.DISCOVER:
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
     new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
     check_mac_count(len(host.mac_list) + len(new_macs))
-    meta = dict(host.meta or {})
-    for document in documents:
-        meta.update(document)
+    meta, kept = reported_metadata(host.meta or {}, documents)
     check_metadata(meta)  # each document was checked on its own; the merge is bounded too
     known = dict(host.facts) if isinstance(host.facts, dict) else {}
     merged = {k: v for k, v in (known | (facts or {})).items() if v is not None}
@@ -430,5 +446,7 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     host.updated_at = utcnow()
     detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)]
                       + [f"fact.{k}" for k in changed_facts])
+    if kept:
+        detail = f"{detail or 'nothing new'}; kept as set: " + " ".join(f"metadata.{k}" for k in kept)
     record(session, host.id, EventKind.UPDATE, "update", detail=detail or "nothing new")
     return host

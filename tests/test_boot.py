@@ -259,6 +259,24 @@ def test_discover_initial_chain_and_update(root, db, database_url):
     app.extensions["kiwispray"].db.dispose()
 
 
+def test_a_machine_never_changes_metadata_that_is_set(client, api, db, root):
+    make_image(root, "discover")
+    boot(client, MAC1)
+    operator_key = "ssh-ed25519 AAAAC3operator admin@site"
+    r = api.patch("/hosts/1", json={"state": "discover", "metadata": {"ssh_authorized_keys": operator_key}})
+    assert r.status_code == 200, r.text
+    bootid = _rotate(db, 1)
+    for document in ('{"ssh_authorized_keys": "ssh-ed25519 AAAAC3attacker x@evil", "rack": "4"}',
+                     '{"ssh_authorized_keys": null, "rack": "5"}'):
+        r = client.post(f"/update?id=1&bootid={bootid}", data={"metadata": document})
+        assert r.status_code == 200, r.text
+    assert host(db, 1).meta == {"ssh_authorized_keys": operator_key, "rack": "4"}
+    with db.read() as s:
+        details = [e.detail for e in machines.history(s, 1) if e.kind == "update"]
+    assert details == ["metadata.rack; kept as set: metadata.ssh_authorized_keys",
+                       "nothing new; kept as set: metadata.rack metadata.ssh_authorized_keys"]
+
+
 def test_update_refusals_leave_the_host_unchanged(client, db, root):
     boot(client, MAC2)
     boot(client, MAC1)
