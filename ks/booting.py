@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import BindParameter
 from ks import states
 from ks.db import Transaction
 from ks.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
-from ks.events import EventKind, record
+from ks.events import EventKind, record, record_at_most_once
 from ks.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
 from ks.machines import check_mac_count, get_host
 from ks.models import Host, HostMac, RuleSequence, utcnow
@@ -80,6 +80,9 @@ _BOOTED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     boot_address=bindparam("address"), download_sent=literal_column("0"), download_size=null(),
     post_install_at=null(),
 )
+# Anyone who knows a host's serial can cause a conflict: the host's history gets one conflict line
+# per this interval, which counts the others (``events.record_at_most_once``).
+CONFLICT_INTERVAL = timedelta(minutes=1)
 _SEEN = update(_hosts).where(_hosts.c.id == _HOST_ID).values(last_seen_at=bindparam("now"))
 
 
@@ -278,7 +281,7 @@ def boot(
     except IdentityConflict as conflict:
         if not poll:
             for other in conflict.host_ids:
-                record(tx, other, EventKind.CONFLICT, "bootstrap", detail=str(conflict))
+                record_at_most_once(tx, other, EventKind.CONFLICT, "bootstrap", str(conflict), CONFLICT_INTERVAL)
         return Boot(host=None, conflict=conflict)
     registered, enrollment = host is None, None
     if host is None:

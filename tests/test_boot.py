@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ks import booting, machines, states
+from ks import events as events_module
 from ks.models import Event, Host
 
 from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
@@ -65,7 +66,9 @@ def test_serial_or_uuid_alone_does_not_hand_out_a_hosts_boot(client, db):
     r = boot(client, MAC3, uuid="4c4c4544-0042-3510-8056-b4c04f335931")
     assert r.status_code == 200 and "conflict" in r.text and "bootid=" not in r.text
     assert host(db, 1).mac_list == ["52:54:00:00:00:01"]
-    assert [e[0] for e in events(db, 1)][-2:] == ["conflict", "conflict"]
+    assert [e[0] for e in events(db, 1)][-2:] == ["boot", "conflict"]  # the second is counted in the first
+    with db.read() as s:
+        assert events_module.more_of(machines.history(s, 1)[-1].detail) == 1
 
 
 def test_firmware_placeholders_never_merge_machines(client, db):
@@ -215,6 +218,26 @@ def test_a_wrong_bootid_does_not_tell_whether_the_host_exists(client, db, method
         assert len(seen) == 1, (bootid, seen)
         if bootid or "?" in path:  # an empty path segment matches no route at all
             assert answers[99].status_code == 401
+
+
+def test_conflicts_of_a_host_are_counted_in_one_line_per_interval(client, db):
+    boot(client, MAC1, serial="SER1")
+    for mac in (MAC2, MAC3, MAC2):
+        assert "identity conflict" in boot(client, mac, serial="SER1").text
+    with db.read() as s:
+        lines = [e for e in machines.history(s, 1) if e.kind == "conflict"]
+    assert len(lines) == 1 and lines[0].detail.startswith("the serial or UUID of host 1")
+    assert events_module.more_of(lines[0].detail) == 2 and "mac=52:54:00:00:00:02" in lines[0].detail
+
+    def age(session):  # the line's interval is over
+        session.get(Event, lines[0].id).at -= booting.CONFLICT_INTERVAL
+
+    db.write(age)
+    boot(client, MAC3, serial="SER1")
+    boot(client, MAC2, serial="SER1")
+    with db.read() as s:
+        details = [e.detail for e in machines.history(s, 1) if e.kind == "conflict"]
+    assert [events_module.more_of(d) for d in details] == [2, 1] and "mac=52:54:00:00:00:03" in details[1]
 
 
 def test_waiting_machine_polls_without_flooding_history_and_moves_on(client, db):
