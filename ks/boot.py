@@ -1,7 +1,8 @@
 """The boot side: endpoints that iPXE and installed systems call (SPEC §4).
 
 Views parse, hand one unit of work to the database, render, and answer.
-Checks run in a fixed order: the id (400/404), the bootid (401), the state (409).
+Checks run in a fixed order: the id (400), the bootid (401, also for an id that no host has:
+the boot network learns nothing of which hosts exist), the state (409).
 """
 
 import logging
@@ -112,10 +113,9 @@ def post_install():
     bootid = one("bootid")
     where = origin()
     with ks.db.read() as session:
-        host = machines.get_host(session, host_id)
-        checked = booting.check_bootid(host, bootid)
+        host = booting.booted_host(session, host_id, bootid)
         script = render.post_install_script(
-            ks.renderer, HostRecord.of(host), states.parse_chain(host.state), checked, where
+            ks.renderer, HostRecord.of(host), states.parse_chain(host.state), bootid or "", where  # checked: not empty
         )
     # The bootid was checked above: the callback only adds its line to the history.
     chain = host.state
@@ -129,11 +129,10 @@ def post_install():
 
 
 def _current_boot(host_id: str, bootid: str) -> tuple[HostRecord, str | None]:
-    """The host of ``host_id`` and its bootid's hash, if ``bootid`` is its current one (400, 404, 401 otherwise)."""
+    """The host of ``host_id`` and its bootid's hash, if ``bootid`` is its current one (400, 401 otherwise)."""
     number = parse_id(host_id)
     with runtime().db.read() as session:
-        host = machines.get_host(session, number)
-        booting.check_bootid(host, bootid)
+        host = booting.booted_host(session, number, bootid)
         return HostRecord.of(host), host.bootid_hash
 
 
@@ -194,9 +193,9 @@ def state():
     host_id = parse_id(one("id"))
     bootid = one("bootid")
     with ks.db.read() as session:
-        host = machines.get_host(session, host_id)
-        if not ks.settings.public_hosts:
-            booting.check_bootid(host, bootid)
+        # A public listing names every host anyway; otherwise an unknown id answers as a wrong bootid does.
+        host = (machines.get_host(session, host_id) if ks.settings.public_hosts
+                else booting.booted_host(session, host_id, bootid))
         return text(states.current(states.parse_chain(host.state)) + "\n")
 
 

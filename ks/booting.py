@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import BindParameter
 from ks import states
 from ks.db import Transaction
 from ks.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
-from ks.events import EventKind, record
+from ks.events import EventKind, record, record_at_most_once
 from ks.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
 from ks.machines import check_mac_count, get_host
 from ks.models import Host, HostMac, RuleSequence, utcnow
@@ -80,6 +80,9 @@ _BOOTED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
     boot_address=bindparam("address"), download_sent=literal_column("0"), download_size=null(),
     post_install_at=null(),
 )
+# Anyone who knows a host's serial can cause a conflict: the host's history gets one conflict line
+# per this interval, which counts the others (``events.record_at_most_once``).
+CONFLICT_INTERVAL = timedelta(minutes=1)
 _SEEN = update(_hosts).where(_hosts.c.id == _HOST_ID).values(last_seen_at=bindparam("now"))
 
 
@@ -278,7 +281,7 @@ def boot(
     except IdentityConflict as conflict:
         if not poll:
             for other in conflict.host_ids:
-                record(tx, other, EventKind.CONFLICT, "bootstrap", detail=str(conflict))
+                record_at_most_once(tx, other, EventKind.CONFLICT, "bootstrap", str(conflict), CONFLICT_INTERVAL)
         return Boot(host=None, conflict=conflict)
     registered, enrollment = host is None, None
     if host is None:
@@ -303,11 +306,32 @@ def boot(
     return Boot(host=host, bootid=bootid, registered=registered, enrollment=enrollment)
 
 
-def check_bootid(host: Host, bootid: str | None) -> str:
-    """The bootid, checked: Unauthorized unless it is the host's current one (constant-time)."""
-    if not bootid or host.bootid_hash is None:
+# Compared against when the id names no host, so that a missing host costs what a wrong bootid does.
+_NO_HASH = hash_bootid("")
+
+
+def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool = False) -> Host:
+    """The host of ``host_id`` if ``bootid`` is its current one (row-locked if asked); else Unauthorized.
+
+    An id that no host has gets the same answer as a wrong bootid, so the boot
+    network cannot learn which hosts exist by asking.
+    """
+    stmt = select(Host).where(Host.id == host_id)
+    host = session.scalars(stmt.with_for_update() if lock else stmt).first()
+    check_bootid(host, bootid)
+    assert host is not None, "check_bootid refuses a missing host"
+    return host
+
+
+def check_bootid(host: Host | None, bootid: str | None) -> str:
+    """The bootid, checked: Unauthorized unless it is the current one of ``host`` (constant-time).
+
+    One message for a wrong bootid, a host that never booted and no host at all.
+    """
+    if not bootid:
         raise Unauthorized("a valid bootid is required; it changes on every boot")
-    if not hmac.compare_digest(hash_bootid(bootid), host.bootid_hash):
+    expected = host.bootid_hash if host is not None and host.bootid_hash else _NO_HASH
+    if not hmac.compare_digest(hash_bootid(bootid), expected) or expected is _NO_HASH:
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
     return bootid
 
@@ -318,8 +342,7 @@ def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, st
     Returns the host and the state it finished (None if this call advanced nothing).
     A late /finish of a boot flagged failed still counts: the machine did finish.
     """
-    host = get_host(session, host_id, lock=True)
-    check_bootid(host, bootid)
+    host = booted_host(session, host_id, bootid, lock=True)
     if host.boot_finished:
         return host, None
     before = states.parse_chain(host.state)
@@ -378,19 +401,34 @@ def post_install_fetched(session: Session, host_id: int, chain: str, template: s
     record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain, f"template {template}")
 
 
+def reported_metadata(stored: dict, documents: list[dict]) -> tuple[dict, list[str]]:
+    """The metadata after a machine's report, and the reported keys left as they were (sorted).
+
+    A machine adds metadata, it never changes it: a top-level key the host
+    has already keeps its value, whoever set it (an operator's, an earlier
+    report's), so a machine cannot replace what user-data is made of, such as
+    ``ssh_authorized_keys``. What changes from one report to the next is a fact.
+    """
+    meta = dict(stored)
+    for document in documents:
+        meta.update({key: value for key, value in document.items() if key not in stored})
+    kept = sorted({key for document in documents for key in document if key in stored})
+    return meta, kept
+
+
 def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[str], documents: list[dict],
                  facts: dict[str, str | None] | None = None) -> Host:
-    """In state ``discover``: add reported MACs, merge reported metadata and facts (None removes a fact)."""
-    host = get_host(session, host_id, lock=True)
-    check_bootid(host, bootid)
+    """In state ``discover``: add reported MACs, metadata keys the host lacks (``reported_metadata``) and facts.
+
+    A fact reported as None is removed.
+    """
+    host = booted_host(session, host_id, bootid, lock=True)
     current = states.current(states.parse_chain(host.state))
     if current != states.DISCOVER:
         raise Conflict(f"/update is only accepted in state 'discover'; host {host.id} is in '{current}'")
     new_macs = [m for m in dict.fromkeys(macs) if m not in host.mac_list]
     check_mac_count(len(host.mac_list) + len(new_macs))
-    meta = dict(host.meta or {})
-    for document in documents:
-        meta.update(document)
+    meta, kept = reported_metadata(host.meta or {}, documents)
     check_metadata(meta)  # each document was checked on its own; the merge is bounded too
     known = dict(host.facts) if isinstance(host.facts, dict) else {}
     merged = {k: v for k, v in (known | (facts or {})).items() if v is not None}
@@ -411,5 +449,7 @@ def apply_update(session: Session, host_id: int, bootid: str | None, macs: list[
     host.updated_at = utcnow()
     detail = " ".join([f"mac={m}" for m in new_macs] + [f"metadata.{k}" for k in sorted(changed)]
                       + [f"fact.{k}" for k in changed_facts])
+    if kept:
+        detail = f"{detail or 'nothing new'}; kept as set: " + " ".join(f"metadata.{k}" for k in kept)
     record(session, host.id, EventKind.UPDATE, "update", detail=detail or "nothing new")
     return host

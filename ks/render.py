@@ -20,6 +20,7 @@ What the installed system reads on its first boot — cloud-init's ``user-data``
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -163,7 +164,10 @@ class Renderer:
         path, engine, name = self.find(kind, state)
         try:
             template = self._load(path, engine)
-            text = render_legacy(template, legacy()) if isinstance(template, bytes) else template.render(context)
+            if isinstance(template, bytes):
+                text = render_legacy(template, legacy(), ipxe=kind != "post_install")
+            else:
+                text = template.render(context)
         except (OSError, UnicodeDecodeError, jinja2.TemplateError) as exc:
             log.error("template %s failed: %s", name, exc)
             raise TemplateError(f"template {name} failed: {exc}") from exc
@@ -189,18 +193,26 @@ class Renderer:
         return template
 
 
-def render_legacy(data: bytes, replacements: Replacements) -> str:
+# Placeholders whose text is several words by design: ``@HOST_DATA@``'s ``echo`` lines, the list of MACs.
+_WORDS = frozenset({"HOST_DATA", "macs"})
+_ECHO = re.compile(rb"[ \t]*echo(?:[ \t]|$)")
+
+
+def render_legacy(data: bytes, replacements: Replacements, ipxe: bool = False) -> str:
     """Replace ``@NAME@`` in the original's order; unknown names stay as written.
 
     The original replaced in the whole text each time, so a value holding
     ``@bootid@`` was expanded by a later step. Here text that came from a value
     is never searched again: for ordinary values the output is the original's,
-    byte for byte, and a value is only ever text.
+    byte for byte, and a value is only ever text. In an iPXE script (``ipxe``)
+    a value stays one argument, as the ``ipxe`` filter makes it: its spaces
+    become ``_`` (``values.ipxe_text``), except on an ``echo`` line, which only
+    shows its words.
     """
-    parts = [data]  # alternately template text (still searched) and substituted values
+    parts: list = [data]  # alternately template text (still searched) and (name, substituted value)
     for name, value in replacements:
         token, text = f"@{name}@".encode(), str(value).encode("utf-8", "replace")
-        out: list[bytes] = []
+        out: list = []
         for index, part in enumerate(parts):
             if index % 2:
                 out.append(part)
@@ -208,9 +220,17 @@ def render_legacy(data: bytes, replacements: Replacements) -> str:
             pieces = part.split(token)
             out.append(pieces[0])
             for piece in pieces[1:]:
-                out += [text, piece]
+                out += [(name, text), piece]
         parts = out
-    return b"".join(parts).decode("utf-8", errors="replace")
+    result, line = [], b""  # the output, and its last line so far
+    for index, part in enumerate(parts):
+        if index % 2:
+            name, part = part
+            if ipxe and name not in _WORDS and not _ECHO.match(line):
+                part = part.replace(b" ", values.REPLACEMENT.encode())
+        result.append(part)
+        line = (line + part).rpartition(b"\n")[2]
+    return b"".join(result).decode("utf-8", errors="replace")
 
 
 def host_view(host: Host) -> dict:

@@ -11,6 +11,11 @@ either: ASCII letters, digits, space and ``_ . : / @ + = , -``. No ``$`` (iPXE's
 look-alikes). ``@`` is kept for e-mail-like values; legacy templates substitute
 in one pass, so a value ``@bootid@`` stays text.
 
+The space stays in the alphabet (a location, a product name), so a value may
+be several words: the shell's ``"…"`` (the ``shell`` filter) keeps it one, iPXE
+has no quoting at all, so there the ``ipxe`` filter (and a legacy iPXE
+template, ``ks.render.render_legacy``) writes each space as ``_``.
+
 cloud-init's YAML (``ks.nocloud``) needs no such alphabet: the ``yaml`` filter
 (``yaml_text``) quotes and escapes any value into one YAML scalar.
 
@@ -231,12 +236,18 @@ def shell_quote(value) -> str:
 
 
 def ipxe_text(value) -> str:
-    """The Jinja2 ``ipxe`` filter: ``value`` made inert in an iPXE line (iPXE has no quoting).
+    """The Jinja2 ``ipxe`` filter: ``value`` as one inert argument of an iPXE command line.
 
-    Every character outside the safe alphabet becomes ``_``: no ``${…}``
-    expansion, no ``||``/``&&``/``;``, no line break can result.
+    iPXE has no quoting and no escape: it splits a line at every space, after
+    expanding ``${…}``, and ``kernel`` hands its arguments to the kernel joined
+    by spaces. So every character outside the safe alphabet becomes ``_`` (no
+    ``${…}`` expansion, no ``||``/``&&``, no line break can result), and so
+    does the space: ``product=R640 init=/bin/sh`` stays one argument,
+    ``product=R640_init=/bin/sh``, and can add no kernel argument of its own.
+    Text meant as several words (an ``echo`` line) is filtered word by word:
+    ``{{ message.split() | map("ipxe") | join(" ") }}``.
     """
-    return safe_text(str(value))
+    return safe_text(str(value)).replace(" ", REPLACEMENT)
 
 
 def yaml_text(value) -> str:

@@ -4,6 +4,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ks import booting, machines, states
+from ks import events as events_module
 from ks.models import Event, Host
 
 from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
@@ -65,7 +66,9 @@ def test_serial_or_uuid_alone_does_not_hand_out_a_hosts_boot(client, db):
     r = boot(client, MAC3, uuid="4c4c4544-0042-3510-8056-b4c04f335931")
     assert r.status_code == 200 and "conflict" in r.text and "bootid=" not in r.text
     assert host(db, 1).mac_list == ["52:54:00:00:00:01"]
-    assert [e[0] for e in events(db, 1)][-2:] == ["conflict", "conflict"]
+    assert [e[0] for e in events(db, 1)][-2:] == ["boot", "conflict"]  # the second is counted in the first
+    with db.read() as s:
+        assert events_module.more_of(machines.history(s, 1)[-1].detail) == 1
 
 
 def test_firmware_placeholders_never_merge_machines(client, db):
@@ -171,8 +174,8 @@ def _rotate(db, host_id):
 def test_order_of_checks_id_then_bootid_then_state(client, db):
     boot(client, MAC1)
     assert client.get("/finish").status_code == 400
-    assert client.get("/finish?id=99&bootid=x").status_code == 404
-    assert client.get("/finish?id=99").status_code == 404
+    assert client.get("/finish?id=99&bootid=x").status_code == 401
+    assert client.get("/finish?id=99").status_code == 401
     assert client.get("/finish?id=1").status_code == 401
     assert client.get("/finish?id=1&bootid=0123").status_code == 401
     assert client.get("/finish", query_string={"id": 1, "bootid": _rotate(db, 1)}).status_code == 409
@@ -185,8 +188,56 @@ def test_state_endpoint(client, db):
     bootid = bootid_of(boot(client, MAC1).text)
     r = client.get("/state", query_string={"id": 1, "bootid": bootid})
     assert (r.status_code, r.text) == (200, "wipe\n")
-    assert client.get("/state?id=2").status_code == 404
+    assert client.get("/state?id=2").status_code == 401
     assert client.get("/state?id=x").status_code == 400
+
+
+BOOTID_GUARDED = [
+    ("get", "/finish?id={id}&bootid={bootid}"),
+    ("get", "/state?id={id}&bootid={bootid}"),
+    ("get", "/post-install?id={id}&bootid={bootid}"),
+    ("post", "/update?id={id}&bootid={bootid}"),
+    ("get", "/nocloud/{id}/{bootid}/meta-data"),
+    ("get", "/nocloud/{id}/{bootid}/user-data"),
+    ("get", "/ignition/{id}/{bootid}/config.ign"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), BOOTID_GUARDED)
+def test_a_wrong_bootid_does_not_tell_whether_the_host_exists(client, db, method, path):
+    boot(client, MAC1)  # host 1, booted: it has a bootid
+    set_state(db, 1, "discover")
+    boot(client, MAC2)  # host 2, given a state since: no bootid
+    set_state(db, 2, "image1")
+    for bootid in ("0" * 32, "x", ""):
+        answers = {
+            host_id: getattr(client, method)(path.format(id=host_id, bootid=bootid))
+            for host_id in (1, 2, 99, 2**40)
+        }
+        seen = {(r.status_code, r.get_data()) for r in answers.values()}
+        assert len(seen) == 1, (bootid, seen)
+        if bootid or "?" in path:  # an empty path segment matches no route at all
+            assert answers[99].status_code == 401
+
+
+def test_conflicts_of_a_host_are_counted_in_one_line_per_interval(client, db):
+    boot(client, MAC1, serial="SER1")
+    for mac in (MAC2, MAC3, MAC2):
+        assert "identity conflict" in boot(client, mac, serial="SER1").text
+    with db.read() as s:
+        lines = [e for e in machines.history(s, 1) if e.kind == "conflict"]
+    assert len(lines) == 1 and lines[0].detail.startswith("the serial or UUID of host 1")
+    assert events_module.more_of(lines[0].detail) == 2 and "mac=52:54:00:00:00:02" in lines[0].detail
+
+    def age(session):  # the line's interval is over
+        session.get(Event, lines[0].id).at -= booting.CONFLICT_INTERVAL
+
+    db.write(age)
+    boot(client, MAC3, serial="SER1")
+    boot(client, MAC2, serial="SER1")
+    with db.read() as s:
+        details = [e.detail for e in machines.history(s, 1) if e.kind == "conflict"]
+    assert [events_module.more_of(d) for d in details] == [2, 1] and "mac=52:54:00:00:00:03" in details[1]
 
 
 def test_waiting_machine_polls_without_flooding_history_and_moves_on(client, db):
@@ -229,6 +280,24 @@ def test_discover_initial_chain_and_update(root, db, database_url):
     r = client.post(f"/update?id=1&bootid={bootid}", data={"metadata": "{}"})
     assert r.status_code == 409 and "only accepted in state 'discover'" in r.text
     app.extensions["kiwispray"].db.dispose()
+
+
+def test_a_machine_never_changes_metadata_that_is_set(client, api, db, root):
+    make_image(root, "discover")
+    boot(client, MAC1)
+    operator_key = "ssh-ed25519 AAAAC3operator admin@site"
+    r = api.patch("/hosts/1", json={"state": "discover", "metadata": {"ssh_authorized_keys": operator_key}})
+    assert r.status_code == 200, r.text
+    bootid = _rotate(db, 1)
+    for document in ('{"ssh_authorized_keys": "ssh-ed25519 AAAAC3attacker x@evil", "rack": "4"}',
+                     '{"ssh_authorized_keys": null, "rack": "5"}'):
+        r = client.post(f"/update?id=1&bootid={bootid}", data={"metadata": document})
+        assert r.status_code == 200, r.text
+    assert host(db, 1).meta == {"ssh_authorized_keys": operator_key, "rack": "4"}
+    with db.read() as s:
+        details = [e.detail for e in machines.history(s, 1) if e.kind == "update"]
+    assert details == ["metadata.rack; kept as set: metadata.ssh_authorized_keys",
+                       "nothing new; kept as set: metadata.rack metadata.ssh_authorized_keys"]
 
 
 def test_update_refusals_leave_the_host_unchanged(client, db, root):

@@ -5,6 +5,7 @@ to break it. Every request gets a 4xx or a script that hands out nothing, and
 changes nothing.
 """
 
+import concurrent.futures
 import http.client
 import itertools
 import json
@@ -20,7 +21,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from ks import machines, states
+from ks import events, machines, states
 from ks.db import Database
 from ks.models import Event, Host, HostMac
 
@@ -279,6 +280,29 @@ def test_registrations_of_unknown_machines_are_bounded(site, server, db):
         assert len(stored) == 3, "a machine turned away was stored"
         r = requests.get(limited.url + "/bootstrap", params={"net0": known.mac, "serial": known.serial}, timeout=10)
         assert bootid_of(r.text), "known machines boot whatever the limit"
+
+
+def test_conflicts_write_one_line_per_host_and_minute_that_counts_the_others(site, server, db):
+    victim = Machine(server, db)
+    sent = 240
+    base = next(_numbers) * 1024
+    with ServerProcess(site, "--workers", "2") as other:  # two servers, three worker processes, one database
+
+        def conflicts(lane: int) -> list[int]:
+            url = (server, other)[lane % 2].url + "/bootstrap"
+            return [requests.get(url, params={"net0": mac(base + i, "52-54-0f"), "serial": victim.serial},
+                                 timeout=30).status_code for i in range(lane, sent, 8)]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = [status for lane in pool.map(conflicts, range(8)) for status in lane]
+    assert statuses == [200] * sent
+    with db.read() as session:
+        lines = [e.detail for e in machines.history(session, victim.id) if e.kind == "conflict"]
+    # One line a minute: a second only if the test ran across the end of the first line's minute.
+    assert 1 <= len(lines) <= 2, lines
+    assert sum(1 + events.more_of(detail) for detail in lines) == sent, lines
+    assert "serial=" + victim.serial in lines[0] and "more by" in lines[0]
+    assert victim.bootid_works() and victim.host().mac_list == [victim.mac.replace("-", ":")]
 
 
 def _dribble(server, count: int, stop: threading.Event, closed: list) -> None:

@@ -89,7 +89,7 @@ def test_a_wrong_or_old_bootid_gets_401_and_nothing(client, auth, with_config):
     assert client.get(path_of(newer)).status_code == 200
     assert client.get("/api/v1/hosts/1/ignition").status_code == 401
     assert client.get("/ignition/x/abc/config.ign").status_code == 400
-    assert client.get(f"/ignition/9/{newer.split('/')[-2]}/config.ign").status_code == 404
+    assert client.get(f"/ignition/9/{newer.split('/')[-2]}/config.ign").status_code == 401
 
 
 def test_values_stay_json_data(client, db, auth, root):

@@ -142,7 +142,7 @@ def test_a_wrong_or_old_bootid_gets_401_and_nothing(client, installing, name):
 
 def test_unknown_hosts_files_and_malformed_ids(client, installing):
     bootid = bootid_of(installing)
-    assert client.get(f"/nocloud/99/{bootid}/meta-data").status_code == 404
+    assert client.get(f"/nocloud/99/{bootid}/meta-data").status_code == 401
     for bad in ("x", "0", "-1", "1.0", "9" * 30, "%201"):
         r = client.get(f"/nocloud/{bad}/{bootid}/meta-data")
         assert r.status_code == 400, (bad, r.text)

@@ -46,3 +46,47 @@ def test_with_no_check_interval_every_lookup_looks_at_the_files(tmp_path, clock)
     (tmp_path / "templates" / "finished.tmpl").write_text("#!ipxe\necho @HOST@\n")
     assert renderer.find("host", "finished")[1:] == (render.LEGACY, "templates/finished.tmpl")
     assert renderer.render("host", "finished", {}, lambda: [("HOST", 3)]).text == "#!ipxe\necho 3\n"
+
+
+def _kernel_words(script: str) -> list[str]:
+    return next(line for line in script.splitlines() if line.startswith("kernel ")).split()
+
+
+def test_a_value_in_a_kernel_line_stays_one_argument(app, client, db, root):
+    from ks import machines, states
+
+    from helpers import MAC1, boot
+
+    app.extensions["kiwispray"].renderer.check_interval = 0  # template edits count from the next request
+    image = root / "images" / "image1"
+    (image / "host.ipxe").write_text(
+        "#!ipxe\necho {{ host.facts.product.split() | map('ipxe') | join(' ') }}\n"
+        "kernel k product={{ host.facts.product | ipxe }} serial={{ host.serial | ipxe }}"
+        " rack={{ host.metadata.rack | ipxe }}\nboot\n"
+    )
+    boot(client, MAC1)
+
+    def setup(session):
+        host = machines.get_host(session, 1)
+        machines.set_metadata(session, host, {"rack": "4 init=/bin/sh"}, "cli")
+        machines.set_state(session, host, states.parse_chain("image1"), "cli")
+
+    db.write(setup)
+    r = client.get("/bootstrap?net0=52-54-00-00-00-01&serial=S1%20init%3D%2Fbin%2Fsh"
+                   "&product=R640%20init%3D%2Fbin%2Fsh")
+    assert r.status_code == 200, r.text
+    assert _kernel_words(r.text) == ["kernel", "k", "product=R640_init=/bin/sh", "serial=S1_INIT=/BIN/SH",
+                                     "rack=4_init=/bin/sh"]
+    assert "echo R640 init=/bin/sh\n" in r.text  # an echo line shows the words
+
+    # A legacy template: the same value is one argument wherever iPXE would split it, words on echo lines.
+    (image / "host.ipxe").unlink()
+    (image / "host.tmpl").write_text(
+        "#!ipxe\necho at @metadata.rack@, serial @serial@\nset rack @metadata.rack@\n"
+        "kernel k serial=@serial@ rack=@metadata.rack@ macs=@macs@\nboot\n"
+    )
+    r = client.get("/bootstrap?net0=52-54-00-00-00-01&serial=S1%20init%3D%2Fbin%2Fsh")
+    assert "echo at 4 init=/bin/sh, serial S1 INIT=/BIN/SH\n" in r.text
+    assert "set rack 4_init=/bin/sh\n" in r.text
+    assert _kernel_words(r.text) == ["kernel", "k", "serial=S1_INIT=/BIN/SH", "rack=4_init=/bin/sh",
+                                     "macs=52:54:00:00:00:01"]
