@@ -123,6 +123,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     if enrollment.rules:
         log.info("enrollment rules from %s: %s (re-read when the file changes)", rules_path,
                  ", ".join(rule.name for rule in enrollment.rules))
+    if not images.image_names(settings.root):
+        log.warning("no images in %s yet: machines can only wait in 'new'; `kiwispray image import NAME SOURCE` "
+                    "adds a KIWI build", images.images_dir(settings.root))
     if settings.deploy_timeout:
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
                  "(checked every %g s)", settings.deploy_timeout, settings.timeout_check_interval)
