@@ -1,15 +1,17 @@
 """The README's first command where a newcomer runs it: ``kiwispray serve`` in a fresh clone, a real process."""
 
 import shutil
+import socket
 import subprocess
+import sys
 
 import pytest
 import requests
 
-from helpers import REPO
+from helpers import REPO, cli_env
 from server import ServerProcess
 
-pytestmark = pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None,
+needs_git = pytest.mark.skipif(not (REPO / ".git").exists() or shutil.which("git") is None,
                                 reason="needs a git checkout of the project and git")
 
 
@@ -21,6 +23,7 @@ def clone(tmp_path_factory):
     return target
 
 
+@needs_git
 def test_serve_in_a_fresh_clone_serves_the_rendered_chain_script(clone):
     with ServerProcess(clone, in_root=True) as srv:
         script = requests.get(srv.url + "/bootstrap.ipxe", timeout=10)
@@ -31,6 +34,7 @@ def test_serve_in_a_fresh_clone_serves_the_rendered_chain_script(clone):
     assert "no images in" in log and "image import" in log
 
 
+@needs_git
 def test_the_checkout_is_a_site_with_images_whose_files_git_ignores(clone):
     assert (clone / "images" / "README.md").is_file()
     (clone / "images" / "image1").mkdir()
@@ -38,3 +42,18 @@ def test_the_checkout_is_a_site_with_images_whose_files_git_ignores(clone):
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, check=True,
                             capture_output=True, text=True)
     assert "images/" not in status.stdout
+
+
+def test_a_port_in_use_is_one_line_naming_port(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "ks", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              env=cli_env(root), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"Error: port {port} on 127.0.0.1 is in use (another kiwispray serve?); choose another with --port"
+    ]

@@ -109,6 +109,10 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         if settings.tls_cert:
             server.tls_context(settings)
         site.settings = settings
+        for flag, taken in (("--port", port), ("--admin-port", settings.admin_port)):
+            if taken and server.in_use(host, taken):
+                raise click.ClickException(f"port {taken} on {host} is in use (another kiwispray serve?); "
+                                           f"choose another with {flag}")
         rules_path = rules.path_of(settings.root)
         watched = rules.RulesFile(rules_path, settings.rules_check_interval, lambda: images.image_names(settings.root))
         enrollment = watched.prime()
