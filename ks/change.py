@@ -4,6 +4,7 @@
 writes it in the caller's unit of work, in one fixed order.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -41,10 +42,12 @@ class HostChange:
         return Action.ADMINISTER if self.delete or self.bmc is not None else Action.OPERATE
 
     @classmethod
-    def parse(cls, known_images: set[str], *, state=None, hostname=None, metadata=None, macs=None, bmc=UNCHANGED,
-              force: bool = False, how_to_force: str = "--force", retry: bool = False,
+    def parse(cls, known_images: Mapping[str, str], *, state=None, hostname=None, metadata=None, macs=None,
+              bmc=UNCHANGED, force: bool = False, how_to_force: str = "--force", retry: bool = False,
               delete: bool = False, labels=None) -> "HostChange":
-        """Validate a change: ``state`` a chain (text or list of names) of known images unless ``force``.
+        """Validate a change: ``state`` a chain (text or list of names) of images that boot, unless ``force``.
+
+        ``known_images``: the site's images, each with why it cannot boot ("" when it can; ``ks.images.catalog``).
 
         ``labels``: ``{key: value or None}`` (see ``ks.values.check_labels``).
         """

@@ -93,13 +93,8 @@ class Renderer:
         if kind in ("host", "post_install") and state is None:
             raise ValueError(f"a {kind} template is looked up for a state")
         if kind == "host" and state is not None:
-            image_dir = images.images_dir(self.root) / state
-            found = [
-                (image_dir / "host.ipxe", JINJA),
-                (image_dir / "host.tmpl", LEGACY),
-                (site / f"{state}.ipxe", JINJA),
-                (site / f"{state}.tmpl", LEGACY),
-            ]
+            found = [(path, LEGACY if path.suffix == ".tmpl" else JINJA)
+                     for path in images.own_templates(self.root, state)]
             if not states.is_image(state):
                 return found + [(shipped / f"{state}.ipxe", JINJA)]
             return found + [

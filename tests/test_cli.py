@@ -76,6 +76,19 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
     assert eh(cli_runner, root, "-i", "1", "-s", "image9", "--force").exit_code == 0
 
 
+def test_an_image_that_cannot_boot_is_refused_like_an_unknown_one(cli_runner, root, hosts):
+    (root / "images" / "broken").mkdir()
+    (root / "images" / "broken" / "Broken.append").write_text("console=ttyS0\n")
+    r = eh(cli_runner, root, "-i", "1", "-s", "wipe,broken")
+    assert r.exit_code == 1
+    assert ("image 'broken' cannot boot: images/broken/ has no kernel and no initrd (nor a host.ipxe of its own) "
+            "(use --force to set it anyway)") in r.output
+    assert json.loads(eh(cli_runner, root, "-i", "1", "--json").output)["state"] == "new"
+    # A boot template of its own boots it, whatever it holds.
+    (root / "images" / "broken" / "host.ipxe").write_text("#!ipxe\nsanboot http://example.com/disk.iso\n")
+    assert eh(cli_runner, root, "-i", "1", "-s", "broken").exit_code == 0
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

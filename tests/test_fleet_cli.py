@@ -118,6 +118,10 @@ def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path)
         assert r.returncode == 2 and r.stderr == "Error: selector 'rack=4,,x': empty term at position 8\n"
         r = remote("host", "set", "--select", "rack=4", "image9")
         assert r.returncode == 1 and "unknown image 'image9'" in r.stderr
+        # The server's refusal says how this command insists, not how the API does.
+        assert "(use --force to set it anyway)" in r.stderr and '"force"' not in r.stderr
+        r = remote("host", "set", "1", "image9")
+        assert r.returncode == 1 and "(use --force to set it anyway)" in r.stderr, r.stderr
         r = remote("host", "list", token_value="ks_wrong")
         assert r.returncode == 1 and "a valid API token is required" in r.stderr
     assert token not in srv.log()
