@@ -14,7 +14,7 @@ from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.models import Host
 from ks.roles import Action
-from ks.values import check_labels, check_metadata, check_text
+from ks.values import check_hostname, check_labels, check_metadata
 from ks.vault import Vault
 
 # ``bmc`` not given (None removes the BMC).
@@ -60,9 +60,7 @@ class HostChange:
             chain = states.parse_chain(state)
             states.check_known(chain, known_images, force, how_to_force=how_to_force)
         if hostname is not None:
-            check_text("hostname", hostname, 255, spaces=False)
-            if not hostname:
-                raise BadRequest("the hostname must not be empty")
+            check_hostname(hostname)
         if metadata is not None:
             check_metadata(metadata)
         if macs is not None:

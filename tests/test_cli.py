@@ -101,7 +101,9 @@ def test_an_image_that_cannot_boot_is_refused_like_an_unknown_one(cli_runner, ro
         (["-i", "99", "-s", "image1"], 1, "no host with id 99"),
         (["--mac", "zz", "-s", "image1"], 1, "is not a MAC address"),
         (["-i", "1", "-s", "new,image1"], 1, "can only be the last"),
-        (["-i", "1", "-n", "bad name"], 1, "hostname contains the character ' '"),
+        (["-i", "1", "-n", "bad name"], 1, "hostname 'bad name' is not a hostname: letters, digits and '-'"),
+        (["-i", "1", "-n", "web_01"], 1, "hostname 'web_01' is not a hostname: letters, digits and '-'"),
+        (["-i", "1", "-n", ""], 1, "hostname '' is not a hostname"),
         (["-i", "1", "--set-macs", MAC2], 1, "already belongs to another host"),
     ],
 )
