@@ -1,13 +1,14 @@
 """edit-host and kiwispray through click's CliRunner: exit codes and output."""
 
 import json
+import re
 
 import pytest
 
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
 
-from helpers import MAC1, MAC2, boot, eh
+from helpers import MAC1, MAC2, boot, bootid_of, eh
 
 
 def test_list_in_the_original_format(cli_runner, root, hosts):
@@ -122,6 +123,17 @@ def test_history(cli_runner, root, hosts):
     assert "new -> image1" in lines[-1]
     events = json.loads(eh(cli_runner, root, "-i", "1", "--history", "--json").output)
     assert events[-1]["kind"] == "state" and events[-1]["source"] == "cli"
+
+
+def test_history_columns_stay_aligned_on_post_install_lines(cli_runner, root, client, hosts):
+    eh(cli_runner, root, "-i", "1", "-s", "image1")
+    script = boot(client, MAC1).text
+    assert client.get("/post-install", query_string={"id": 1, "bootid": bootid_of(script)}).status_code == 200
+    lines = eh(cli_runner, root, "-i", "1", "--history").output.splitlines()
+    assert "post-install" in [line.split()[2] for line in lines]
+    # Each column starts where it starts on every other line.
+    starts = {tuple(word.start() for word in re.finditer(r"\S+", line))[2:5] for line in lines}
+    assert len(starts) == 1, "\n".join(lines)
 
 
 def test_delete_never_reuses_the_id(cli_runner, root, client, hosts):

@@ -241,7 +241,7 @@ def _show_history(session, host_id, as_json) -> None:
     if as_json:
         click.echo(json.dumps([present.event_dict(e) for e in events], indent=2))
     else:
-        click.echo("\n".join(present.event_line(e) for e in events) or f"host {host_id} has no history yet")
+        click.echo("\n".join(present.event_lines(events)) or f"host {host_id} has no history yet")
 
 
 def main() -> None:
