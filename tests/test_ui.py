@@ -227,6 +227,11 @@ def test_an_unknown_image_is_set_with_the_box_the_refusal_names(admin, db):
         assert session.scalar(select(Host.state).where(Host.id == 1)) == "image9"
 
 
+def test_the_servers_address_alone_leads_to_the_dashboard(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/ui/"
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_bulk_action_is_all_or_nothing(admin, db):
     db.write(lambda session: session.execute(update(Host).where(Host.id == 1).values(failed_at=utcnow())))
