@@ -437,15 +437,21 @@ class RulesFile:
             try:
                 rules = load(self.path, self._images())
             except RulesError as exc:
-                previous = f"the previous {len(self._rules)} rules stay in force" if self._rules.rules or not first \
-                    else "no rules are in force"
+                kept = len(self._rules)
+                previous = f"the previous {_rules(kept)} {'stays' if kept == 1 else 'stay'} in force" \
+                    if self._rules.rules or not first else "no rules are in force"
                 log.warning("rules file %s has mistakes; %s until it is corrected:\n%s", self.path, previous,
                             "\n".join(exc.problems), extra={"event": "rules", "problems": exc.problems})
                 return self._rules
             if seen is None and not first:
                 log.info("rules file %s is gone: no rules are in force", self.path)
             elif seen is not None:
-                log.info("rules: %d rules in force from %s", len(rules), self.path,
+                log.info("rules: %s in force from %s", _rules(len(rules)), self.path,
                          extra={"event": "rules", "rules": [r.name for r in rules.rules]})
             self._rules = rules
             return rules
+
+
+def _rules(count: int) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{count} rule" if count == 1 else f"{count} rules"

@@ -185,7 +185,7 @@ def test_the_file_is_read_again_when_it_changes_and_a_bad_one_keeps_the_last_goo
     path.write_text(RACK4.replace('name = "rack4"', 'name = "rack 4"'))
     assert [r.name for r in watched.current().rules] == ["rack4"]
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert f"rules file {path} has mistakes; the previous 1 rules stay in force" in warning
+    assert f"rules file {path} has mistakes; the previous 1 rule stays in force" in warning
     assert f"{path}:2: rule 1 'rack 4', name" in warning
     watched.current()  # the same bad file: said once
     assert len(caplog.records) == 1
