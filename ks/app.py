@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, redirect, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ks import api, boot, config, metrics, pixiecore, ui
@@ -53,6 +53,11 @@ def create_app(
     app.session_interface = DashboardSessions()
     app.permanent_session_lifetime = timedelta(seconds=settings.session_lifetime)
     metrics.init_app(app)
+
+    @app.get("/")
+    def front_door():
+        """The server's address alone, as an operator types it: the dashboard."""
+        return redirect(url_for("ui.overview"))
 
     if settings.admin_port:
 

@@ -96,6 +96,10 @@ def bootstrap():
                    "registered": outcome.registered, "failed": host.failed,
                    **({"rule": enrolled.rule, "seq": enrolled.seq} if enrolled else {})},
         )
+        if states.is_image(state) and not host.failed and (reason := images.unbootable(ks.settings.root, state)):
+            log.error("host %d boots into state %s, which cannot boot: %s; it reboots and asks again until its "
+                      "chain changes", host.id, state, reason,
+                      extra={"event": "unbootable", "host_id": host.id, "state": state})
         if enrolled and enrolled.problem:
             log.warning("host %d enrolled by rule %s: %s; its hostname stays %s", host.id, enrolled.rule,
                         enrolled.problem, host.hostname, extra={"event": "rules", "host_id": host.id})

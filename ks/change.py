@@ -4,6 +4,7 @@
 writes it in the caller's unit of work, in one fixed order.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -13,7 +14,7 @@ from ks.errors import BadRequest
 from ks.identity import normalize_mac
 from ks.models import Host
 from ks.roles import Action
-from ks.values import check_labels, check_metadata, check_text
+from ks.values import check_hostname, check_labels, check_metadata
 from ks.vault import Vault
 
 # ``bmc`` not given (None removes the BMC).
@@ -41,10 +42,12 @@ class HostChange:
         return Action.ADMINISTER if self.delete or self.bmc is not None else Action.OPERATE
 
     @classmethod
-    def parse(cls, known_images: set[str], *, state=None, hostname=None, metadata=None, macs=None, bmc=UNCHANGED,
-              force: bool = False, how_to_force: str = "--force", retry: bool = False,
+    def parse(cls, known_images: Mapping[str, str], *, state=None, hostname=None, metadata=None, macs=None,
+              bmc=UNCHANGED, force: bool = False, how_to_force: str = "--force", retry: bool = False,
               delete: bool = False, labels=None) -> "HostChange":
-        """Validate a change: ``state`` a chain (text or list of names) of known images unless ``force``.
+        """Validate a change: ``state`` a chain (text or list of names) of images that boot, unless ``force``.
+
+        ``known_images``: the site's images, each with why it cannot boot ("" when it can; ``ks.images.catalog``).
 
         ``labels``: ``{key: value or None}`` (see ``ks.values.check_labels``).
         """
@@ -57,9 +60,7 @@ class HostChange:
             chain = states.parse_chain(state)
             states.check_known(chain, known_images, force, how_to_force=how_to_force)
         if hostname is not None:
-            check_text("hostname", hostname, 255, spaces=False)
-            if not hostname:
-                raise BadRequest("the hostname must not be empty")
+            check_hostname(hostname)
         if metadata is not None:
             check_metadata(metadata)
         if macs is not None:

@@ -43,7 +43,7 @@ def deploy(db: Database, root: str, config: str, refs: list[str] | None, source:
         raise BadRequest(f"{len(refs)} hosts named; a deploy takes at most {MAX_DEPLOY_HOSTS}, split it into several")
     if config not in {c["name"] for c in configurations(root)}:
         raise NotFound(f"configuration {config[:64]!r} not found; `config list` shows them")
-    change = HostChange.parse(set(), state=config, force=True)  # a configuration is known: it was listed
+    change = HostChange.parse({}, state=config, force=True)  # a configuration is known: it was listed
 
     if selector is None:
         return change_hosts(db, refs, change, source)

@@ -96,6 +96,35 @@ def image_names(root: str | Path) -> set[str]:
     }
 
 
+def catalog(root: str | Path) -> dict[str, str]:
+    """Every image (see ``image_names``) with why it cannot boot, "" when it can (see ``unbootable``)."""
+    return {name: unbootable(root, name) for name in image_names(root)}
+
+
+def own_templates(root: str | Path, name: str) -> tuple[Path, ...]:
+    """The boot templates made for state ``name`` alone, in ks.render's order of lookup."""
+    image_dir, site = images_dir(root) / name, Path(root) / "templates"
+    return image_dir / "host.ipxe", image_dir / "host.tmpl", site / f"{name}.ipxe", site / f"{name}.tmpl"
+
+
+def unbootable(root: str | Path, name: str) -> str:
+    """Why image ``name`` cannot boot, "" when it can.
+
+    The generic KIWI template boots a kernel and an initrd; a boot template of
+    the state's own (``own_templates``) boots whatever it says.
+    """
+    image = load(root, name)
+    if image is None:
+        return f"images/{name}/ does not exist"
+    if image.kernel and image.initrd:
+        return ""
+    if any(path.is_file() for path in own_templates(root, name)):
+        return ""
+    missing = " and ".join(part for part, found in (("no kernel", image.kernel), ("no initrd", image.initrd))
+                           if not found)
+    return f"images/{name}/ has {missing} (nor a host.ipxe of its own)"
+
+
 def _first(directory: Path, patterns, product: str | None) -> str | None:
     for pattern in patterns:
         if "{p}" in pattern and not product:

@@ -91,14 +91,18 @@ def event_dict(event: Event) -> dict:
     }
 
 
-def event_line(event: Event) -> str:
-    """A history line for people."""
-    change = (
-        f"{event.from_state or '-'} -> {event.to_state or '-'}"
-        if event.to_state != event.from_state
-        else (event.to_state or "-")
-    )
-    return f"{event.at:%Y-%m-%d %H:%M:%S} {event.kind:<8} {event.source:<9} {change:<28} {event.detail}"
+def event_lines(events: list[Event]) -> list[str]:
+    """History lines for people, their columns as wide as the widest value shown (at least 8, 9 and 28)."""
+    rows = [(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.source, _change(e), e.detail) for e in events]
+    widths = [max([minimum, *(len(row[i]) for row in rows)]) for i, minimum in ((1, 8), (2, 9), (3, 28))]
+    return [f"{at} {kind:<{widths[0]}} {source:<{widths[1]}} {change:<{widths[2]}} {detail}".rstrip()
+            for at, kind, source, change, detail in rows]
+
+
+def _change(event: Event) -> str:
+    if event.to_state != event.from_state:
+        return f"{event.from_state or '-'} -> {event.to_state or '-'}"
+    return event.to_state or "-"
 
 
 def human_size(size: int) -> str:

@@ -13,11 +13,41 @@ class RemoteError(KSError):
         self.document = document
 
 
+def server_url(given: str) -> str:
+    """``--server`` as a URL: ``http://`` put in front when no scheme is given, the trailing ``/`` taken off."""
+    url = given.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https") or url.endswith("://"):
+        raise RemoteError(f"--server {given!r} is not a server's URL; give http://HOST:PORT or https://HOST:PORT")
+    return url
+
+
+def why(exc: BaseException) -> str:
+    """What went wrong with a connection, in a few words: the innermost OS error (``connection refused``)."""
+    seen: set[int] = set()
+    found: OSError | None = None
+    todo: list[object] = [exc]
+    while todo:
+        error = todo.pop(0)
+        if not isinstance(error, BaseException) or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.strerror:
+            found = error
+        todo += [*error.args, getattr(error, "reason", None), error.__cause__, error.__context__]
+    if found is not None:
+        return str(found.strerror).lower()
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
 class Remote:
     """The admin API of one server, authenticated with a bearer token."""
 
     def __init__(self, url: str, token: str, timeout: float = 30):
-        self.base = url.rstrip("/") + "/api/v1"
+        self.server = server_url(url)
+        self.base = self.server + "/api/v1"
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
@@ -26,8 +56,10 @@ class Remote:
         """One request; the JSON answer, None for 204, RemoteError with the server's sentence otherwise."""
         try:
             response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout:
+            raise RemoteError(f"cannot reach {self.server}: no answer within {self.timeout:g} s") from None
         except requests.RequestException as exc:
-            raise RemoteError(f"cannot reach {self.base}: {exc}") from None
+            raise RemoteError(f"cannot reach {self.server}: {why(exc)}") from None
         if response.status_code == 204:
             return None
         try:

@@ -8,8 +8,10 @@ Lookup for a state ``X`` (first hit wins), see ``candidates``:
     templates/known_host.tmpl (the original's fallback, if the site has one)
     templates/kiwi.ipxe, then shipped kiwi.ipxe: the generic KIWI template
 
-Files ending in ``.tmpl`` are legacy templates and a site's ``templates/bootstrap.ipxe``
-is the original's file, so both are rendered the original's way; everything else is Jinja2.
+Files ending in ``.tmpl`` are legacy templates, rendered the original's way; everything
+else is Jinja2, but for a site's ``templates/bootstrap.ipxe``: the original's file of that
+name is rendered its way, a copy of the shipped one (Jinja2 markup, ``{{`` or ``{%``) as
+Jinja2 — a checkout of this project is a site whose templates are the shipped ones.
 
 What the installed system reads on its first boot — cloud-init's ``user-data``,
 ``vendor-data``, ``network-config`` (see ``ks.nocloud``) and Ignition's
@@ -39,6 +41,9 @@ Replacements = Sequence[tuple[str, object]]
 log = logging.getLogger(__name__)
 
 JINJA, LEGACY = "jinja", "legacy"
+# A file that is Jinja2 if it holds Jinja2 markup, legacy otherwise (see ``engine_of``).
+EITHER = "either"
+JINJA_MARKUP = ("{{", "{%")
 
 
 class TemplateError(KSError):
@@ -89,13 +94,8 @@ class Renderer:
         if kind in ("host", "post_install") and state is None:
             raise ValueError(f"a {kind} template is looked up for a state")
         if kind == "host" and state is not None:
-            image_dir = images.images_dir(self.root) / state
-            found = [
-                (image_dir / "host.ipxe", JINJA),
-                (image_dir / "host.tmpl", LEGACY),
-                (site / f"{state}.ipxe", JINJA),
-                (site / f"{state}.tmpl", LEGACY),
-            ]
+            found = [(path, LEGACY if path.suffix == ".tmpl" else JINJA)
+                     for path in images.own_templates(self.root, state)]
             if not states.is_image(state):
                 return found + [(shipped / f"{state}.ipxe", JINJA)]
             return found + [
@@ -116,7 +116,7 @@ class Renderer:
             found = [(images.images_dir(self.root) / state / kind, JINJA), (site / kind, JINJA)]
             return found + [(shipped / kind, JINJA)] if kind == "user-data" else found
         if kind == "bootstrap.ipxe":
-            return [(site / "bootstrap.ipxe", LEGACY), (shipped / "bootstrap.ipxe", JINJA)]
+            return [(site / "bootstrap.ipxe", EITHER), (shipped / "bootstrap.ipxe", JINJA)]
         return [(site / f"{kind}.ipxe", JINJA), (shipped / f"{kind}.ipxe", JINJA)]
 
     def find(self, kind: str, state: str | None = None) -> tuple[Path, str, str]:
@@ -183,10 +183,10 @@ class Renderer:
         key = (stat.st_mtime_ns, stat.st_size)
         if cached and cached[1] == key:
             template = cached[2]
-        elif engine == LEGACY:
-            template = path.read_bytes()
+        elif engine_of(data := path.read_bytes(), engine) == LEGACY:
+            template = data
         else:
-            source = path.read_text(encoding="utf-8")
+            source = data.decode("utf-8")
             self._blank[path] = not source.strip()
             template = self.env.from_string(source)
         self._cache[path] = (now + self.check_interval, key, template)
@@ -196,6 +196,16 @@ class Renderer:
 # Placeholders whose text is several words by design: ``@HOST_DATA@``'s ``echo`` lines, the list of MACs.
 _WORDS = frozenset({"HOST_DATA", "macs"})
 _ECHO = re.compile(rb"[ \t]*echo(?:[ \t]|$)")
+
+
+def engine_of(data: bytes, engine: str) -> str:
+    """How a template's bytes are rendered: ``engine``, or for ``EITHER`` Jinja2 when they hold its markup.
+
+    The original's templates never do: iPXE writes ``${name}``, the original ``@NAME@``.
+    """
+    if engine != EITHER:
+        return engine
+    return JINJA if any(mark.encode() in data for mark in JINJA_MARKUP) else LEGACY
 
 
 def render_legacy(data: bytes, replacements: Replacements, ipxe: bool = False) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ks import states
+from ks import states, values
 from ks.errors import BadRequest, KSError, RulesError
 from ks.identity import FACT_KEY, IDENTIFIER_KEYS
 from ks.values import check_labels
@@ -53,8 +53,6 @@ MAX_RULES = 1000
 MAX_PATTERN_LENGTH = 128
 MAX_TEMPLATE_LENGTH = 255
 _GLOB_CHARACTERS = re.compile(r"[\x21-\x7e ]+")  # printable ASCII
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 DEFAULT_HOSTNAME = "not-set"
 
 
@@ -137,7 +135,7 @@ class Rule:
             except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as exc:
                 problem = f"hostname template failed: {exc}"
             else:
-                if HOSTNAME.fullmatch(text):
+                if values.HOSTNAME.fullmatch(text):
                     hostname = text
                 else:
                     problem = f"hostname template gave {text[:80]!r}, not a hostname"
@@ -360,9 +358,9 @@ def _check_template(source, rule: str, bad: Callable[[str | None, str], None]) -
         known = "seq, rule, mac, macs, serial, uuid, facts"
         bad("hostname", f"template fails: {exc}; templates see {known}")
         return
-    if not HOSTNAME.fullmatch(text.strip()):
-        bad("hostname", f"gives {text.strip()[:80]!r} for a sample machine, which is not a hostname (letters, "
-                        "digits and '-' between dots; '{{ facts.product | slug }}' makes a fact fit)")
+    if not values.HOSTNAME.fullmatch(text.strip()):
+        bad("hostname", f"gives {text.strip()[:80]!r} for a sample machine, which is not a hostname "
+                        f"({values.HOSTNAME_RULE}; '{{{{ facts.product | slug }}}}' makes a fact fit)")
 
 
 # -- the file ------------------------------------------------------------------------
@@ -439,15 +437,21 @@ class RulesFile:
             try:
                 rules = load(self.path, self._images())
             except RulesError as exc:
-                previous = f"the previous {len(self._rules)} rules stay in force" if self._rules.rules or not first \
-                    else "no rules are in force"
+                kept = len(self._rules)
+                previous = f"the previous {_rules(kept)} {'stays' if kept == 1 else 'stay'} in force" \
+                    if self._rules.rules or not first else "no rules are in force"
                 log.warning("rules file %s has mistakes; %s until it is corrected:\n%s", self.path, previous,
                             "\n".join(exc.problems), extra={"event": "rules", "problems": exc.problems})
                 return self._rules
             if seen is None and not first:
                 log.info("rules file %s is gone: no rules are in force", self.path)
             elif seen is not None:
-                log.info("rules: %d rules in force from %s", len(rules), self.path,
+                log.info("rules: %s in force from %s", _rules(len(rules)), self.path,
                          extra={"event": "rules", "rules": [r.name for r in rules.rules]})
             self._rules = rules
             return rules
+
+
+def _rules(count: int) -> str:
+    """``1 rule``, ``2 rules``."""
+    return f"{count} rule" if count == 1 else f"{count} rules"

@@ -9,6 +9,7 @@ import queue
 import random
 import selectors
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
@@ -531,6 +532,25 @@ def metrics_directory():
         # only the process that made the directory removes it.
         if os.getpid() == owner:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def in_use(host: str, port: int) -> bool:
+    """Whether another socket listens on ``host:port`` already, as gunicorn would find when it binds.
+
+    Any other trouble with the address is left to gunicorn to report.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (OSError, IndexError):
+        return False
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn: a TIME_WAIT is no user
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def run(

@@ -13,6 +13,7 @@ chain: after ``new`` or ``finished`` nothing further could ever run.
 """
 
 import re
+from collections.abc import Mapping
 
 from ks.errors import Conflict, InvalidState
 
@@ -69,21 +70,34 @@ def is_image(name: str) -> bool:
     return name not in BUILTINS
 
 
-def check_known(chain: Chain, known_images: set[str], force: bool = False, how_to_force: str = "--force") -> None:
-    """Refuse image names without an image directory, unless forced.
+def check_known(chain: Chain, images: Mapping[str, str], force: bool = False, how_to_force: str = "--force") -> None:
+    """Refuse image names without an image directory, or whose image cannot boot, unless forced.
 
-    ``how_to_force`` is how the one asking forces it: ``--force`` on the command
-    line, ``"force": true`` in the admin API.
+    ``images``: each image of the site with why it cannot boot ("" when it can),
+    see ``ks.images.catalog``. ``how_to_force`` is how the one asking forces it:
+    ``--force`` on the command line, ``"force": true`` in the admin API.
     """
     if force:
         return
-    unknown = [name for name in chain if is_image(name) and name not in known_images]
+    unknown = [name for name in chain if is_image(name) and name not in images]
     if unknown:
-        known = ", ".join(sorted(known_images)) or "none"
+        known = ", ".join(sorted(images)) or "none"
         raise InvalidState(
             f"unknown image {unknown[0]!r}; known images: {known}; builtin states: {', '.join(BUILTINS)} "
-            f"(use {how_to_force} to set it anyway)"
+            f"{force_hint(how_to_force)}"
         )
+    broken = [name for name in chain if is_image(name) and images[name]]
+    if broken:
+        raise InvalidState(f"image {broken[0]!r} cannot boot: {images[broken[0]]} {force_hint(how_to_force)}")
+
+
+# How the admin API forces a chain (its PATCH's field).
+FORCE_IN_API = '"force": true'
+
+
+def force_hint(how_to_force: str) -> str:
+    """The end of a refusal that ``how_to_force`` overrides."""
+    return f"(use {how_to_force} to set it anyway)"
 
 
 def after_finish(chain: Chain) -> Chain:

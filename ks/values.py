@@ -45,6 +45,11 @@ MAX_VALUE_LENGTH = 1024
 LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 MAX_LABELS = 64  # on one host
 MAX_LABEL_VALUE = 255
+# A host's name, as DNS and the installed system take it (RFC 1123): labels of letters, digits and
+# '-' (not first or last), 1 to 63 long, between dots; 253 characters in all.
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+HOSTNAME_RULE = "letters, digits and '-' between dots ('-' not first or last), at most 63 between two dots"
 
 
 def single(name: str, given: list):
@@ -87,6 +92,15 @@ def check_text(name: str, value, limit: int = MAX_VALUE_LENGTH, spaces: bool = T
                 f"{name} contains the character {char!r}; it may hold only {allowed}, "
                 "because it is written into boot and shell scripts"
             )
+    return value
+
+
+def check_hostname(value, name: str = "hostname") -> str:
+    """``value`` if it is a hostname (``HOSTNAME``); else BadRequest. The one rule for every way a host is named."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if not HOSTNAME.fullmatch(value):
+        raise BadRequest(f"{name} {value[:80]!r} is not a hostname: {HOSTNAME_RULE}")
     return value
 
 

@@ -37,7 +37,7 @@ OPERATOR_PREFIXES = ("/api/", "/ui/")
 
 def operator_side(path: str) -> bool:
     """Whether ``path`` belongs to the operator side (the admin API, the dashboard), not to booting machines."""
-    return path == "/ui" or path.startswith(OPERATOR_PREFIXES)
+    return path in ("/", "/ui") or path.startswith(OPERATOR_PREFIXES)
 
 
 def runtime() -> "Runtime":

@@ -16,14 +16,19 @@ from helpers import cli_env, free_port
 class ServerProcess:
     """``python -m ks serve`` in its own process group, logging to a file."""
 
-    def __init__(self, root: Path, *args: str, port: int | None = None, env: dict | None = None):
+    def __init__(self, root: Path, *args: str, port: int | None = None, env: dict | None = None,
+                 in_root: bool = False):
+        """``in_root``: run in ``root`` without KS_ROOT, as an operator does in a site (or a checkout)."""
         self.root = root
+        self.in_root = in_root
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
         # TMPDIR: the metrics directory of a killed server stays with the test's files.
         self.env = {**cli_env(root), "TMPDIR": str(root.parent), **(env or {})}
         self.log_path = root.parent / f"serve-{self.port}.log"
+        if in_root:
+            del self.env["KS_ROOT"]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> "ServerProcess":
@@ -31,6 +36,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ks", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=self.root if self.in_root else None,
         )
         log.close()
         deadline = time.monotonic() + timeout

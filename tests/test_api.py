@@ -119,6 +119,21 @@ def test_an_unknown_image_says_how_the_api_forces_it(api, hosts):
     assert '(use "force": true to set it anyway)' in r.json["error"] and "--force" not in r.json["error"]
 
 
+def test_an_image_that_cannot_boot_is_refused_unless_forced(api, client, hosts, root, caplog):
+    (root / "images" / "broken").mkdir()
+    r = api.patch("/hosts/1", json={"state": "broken"})
+    assert r.status_code == 400
+    assert r.json["error"] == ("image 'broken' cannot boot: images/broken/ has no kernel and no initrd (nor a "
+                               'host.ipxe of its own) (use "force": true to set it anyway)')
+    assert api.patch("/hosts/1", json={"state": "broken", "force": True}).status_code == 200
+    # Booted into it anyway, the machine fails to boot: the log says which one, in what state, and why.
+    with caplog.at_level(logging.ERROR, logger="ks.boot"):
+        assert client.get("/bootstrap", query_string={"net0": "52-54-00-00-00-01"}).status_code == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "host 1 boots into state broken, which cannot boot: images/broken/ has no kernel and no initrd (nor a "
+        "host.ipxe of its own); it reboots and asks again until its chain changes"]
+
+
 def test_bmc_is_shown_without_its_password(api, hosts):
     r = api.patch("/hosts/1", json={"bmc": {"address": "ipmi://10.0.0.9", "username": "admin", "password": "s3cret"}})
     assert r.status_code == 200, r.json

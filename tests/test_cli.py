@@ -1,13 +1,14 @@
 """edit-host and kiwispray through click's CliRunner: exit codes and output."""
 
 import json
+import re
 
 import pytest
 
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
 
-from helpers import MAC1, MAC2, boot, eh
+from helpers import MAC1, MAC2, boot, bootid_of, eh
 
 
 def test_list_in_the_original_format(cli_runner, root, hosts):
@@ -76,6 +77,19 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
     assert eh(cli_runner, root, "-i", "1", "-s", "image9", "--force").exit_code == 0
 
 
+def test_an_image_that_cannot_boot_is_refused_like_an_unknown_one(cli_runner, root, hosts):
+    (root / "images" / "broken").mkdir()
+    (root / "images" / "broken" / "Broken.append").write_text("console=ttyS0\n")
+    r = eh(cli_runner, root, "-i", "1", "-s", "wipe,broken")
+    assert r.exit_code == 1
+    assert ("image 'broken' cannot boot: images/broken/ has no kernel and no initrd (nor a host.ipxe of its own) "
+            "(use --force to set it anyway)") in r.output
+    assert json.loads(eh(cli_runner, root, "-i", "1", "--json").output)["state"] == "new"
+    # A boot template of its own boots it, whatever it holds.
+    (root / "images" / "broken" / "host.ipxe").write_text("#!ipxe\nsanboot http://example.com/disk.iso\n")
+    assert eh(cli_runner, root, "-i", "1", "-s", "broken").exit_code == 0
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [
@@ -88,7 +102,9 @@ def test_unknown_image_is_refused_with_exit_1_unless_forced(cli_runner, root, ho
         (["-i", "99", "-s", "image1"], 1, "no host with id 99"),
         (["--mac", "zz", "-s", "image1"], 1, "is not a MAC address"),
         (["-i", "1", "-s", "new,image1"], 1, "can only be the last"),
-        (["-i", "1", "-n", "bad name"], 1, "hostname contains the character ' '"),
+        (["-i", "1", "-n", "bad name"], 1, "hostname 'bad name' is not a hostname: letters, digits and '-'"),
+        (["-i", "1", "-n", "web_01"], 1, "hostname 'web_01' is not a hostname: letters, digits and '-'"),
+        (["-i", "1", "-n", ""], 1, "hostname '' is not a hostname"),
         (["-i", "1", "--set-macs", MAC2], 1, "already belongs to another host"),
     ],
 )
@@ -107,6 +123,17 @@ def test_history(cli_runner, root, hosts):
     assert "new -> image1" in lines[-1]
     events = json.loads(eh(cli_runner, root, "-i", "1", "--history", "--json").output)
     assert events[-1]["kind"] == "state" and events[-1]["source"] == "cli"
+
+
+def test_history_columns_stay_aligned_on_post_install_lines(cli_runner, root, client, hosts):
+    eh(cli_runner, root, "-i", "1", "-s", "image1")
+    script = boot(client, MAC1).text
+    assert client.get("/post-install", query_string={"id": 1, "bootid": bootid_of(script)}).status_code == 200
+    lines = eh(cli_runner, root, "-i", "1", "--history").output.splitlines()
+    assert "post-install" in [line.split()[2] for line in lines]
+    # Each column starts where it starts on every other line.
+    starts = {tuple(word.start() for word in re.finditer(r"\S+", line))[2:5] for line in lines}
+    assert len(starts) == 1, "\n".join(lines)
 
 
 def test_delete_never_reuses_the_id(cli_runner, root, client, hosts):

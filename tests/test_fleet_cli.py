@@ -8,7 +8,7 @@ import pytest
 
 from ks.cli.main import cli
 
-from helpers import MAC1, MAC2, boot, cli_env
+from helpers import MAC1, MAC2, boot, cli_env, free_port
 from server import ServerProcess
 
 
@@ -118,6 +118,25 @@ def test_remote_cli_against_a_real_server(cli_runner, root, two_hosts, tmp_path)
         assert r.returncode == 2 and r.stderr == "Error: selector 'rack=4,,x': empty term at position 8\n"
         r = remote("host", "set", "--select", "rack=4", "image9")
         assert r.returncode == 1 and "unknown image 'image9'" in r.stderr
+        # The server's refusal says how this command insists, not how the API does.
+        assert "(use --force to set it anyway)" in r.stderr and '"force"' not in r.stderr
+        r = remote("host", "set", "1", "image9")
+        assert r.returncode == 1 and "(use --force to set it anyway)" in r.stderr, r.stderr
         r = remote("host", "list", token_value="ks_wrong")
         assert r.returncode == 1 and "a valid API token is required" in r.stderr
     assert token not in srv.log()
+
+
+@pytest.mark.parametrize("given", ["127.0.0.1:{port}", "http://127.0.0.1:{port}/"])
+def test_a_server_without_scheme_is_http_and_a_refused_connection_is_one_line(cli_runner, given):
+    port = free_port()
+    r = cli_runner.invoke(cli, ["--server", given.format(port=port), "host", "list"], env={"KS_TOKEN": "ks_x"})
+    assert r.exit_code == 1
+    assert r.output == f"Error: cannot reach http://127.0.0.1:{port}: connection refused\n"
+
+
+def test_a_server_url_of_another_scheme_is_refused_clearly(cli_runner):
+    r = cli_runner.invoke(cli, ["--server", "ftp://127.0.0.1:5000", "host", "list"], env={"KS_TOKEN": "ks_x"})
+    assert r.exit_code == 1
+    assert r.output == ("Error: --server 'ftp://127.0.0.1:5000' is not a server's URL; give http://HOST:PORT or "
+                        "https://HOST:PORT\n")

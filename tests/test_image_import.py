@@ -117,6 +117,7 @@ def boot_script(root: Path, name: str) -> str:
 def root(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
+    assert CliRunner().invoke(cli, ["--root", str(site), "db", "upgrade"]).exit_code == 0
     return site
 
 
@@ -440,6 +441,17 @@ def table(output: str) -> dict[str, list[str]]:
     rows = [line.split(None, 4) for line in output.splitlines()]
     assert rows[0] == ["NAME", "KIND", "SIZE", "CHECKSUM", "MISSING"]
     return {row[0]: row[1:] for row in rows[1:]}
+
+
+def test_cli_import_outside_a_site_is_refused_and_leaves_nothing(tmp_path):
+    archive = make_tar(kiwi_build(tmp_path / "build"), tmp_path / f"{P}.install.tar")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run(elsewhere, "import", "leap", str(archive))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: no database at {elsewhere / 'kiwispray.db'}: {elsewhere} is not a "
+                                    "KIWIspray site (yet).")
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_cli_import_list_check(root, tmp_path):

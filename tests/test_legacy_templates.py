@@ -137,3 +137,13 @@ def test_original_bootstrap_ipxe_in_site_templates_is_rendered_the_original_way(
     )
     # ...and its dhcp_mac form (net0$aa-bb-…) is understood.
     assert get(legacy_client, "/bootstrap?net0=&dhcp_mac=net0$52-54-00-AB-CD-03").startswith("#!ipxe")
+
+
+def test_a_copy_of_the_shipped_bootstrap_ipxe_in_site_templates_is_rendered_as_jinja2(legacy_client, tmp_path):
+    from ks import config
+
+    shipped = config.shipped("templates") / "bootstrap.ipxe"
+    shutil.copyfile(shipped, tmp_path / "site" / "templates" / "bootstrap.ipxe")
+    script = get(legacy_client, "/bootstrap.ipxe")
+    assert "{{" not in script
+    assert "chain http://10.0.0.1:5000/bootstrap?net0=${net0/mac:hexhyp}" in script

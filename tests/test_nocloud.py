@@ -229,11 +229,11 @@ def test_hostile_metadata_never_changes_the_yaml(client, root, token):
     metadata = {f"k{i}": value for i, value in enumerate(SPECIALS)}
     metadata.update({"a: b": "- c", "ssh_authorized_keys": "ssh-ed25519 AAAA key: - x, y"})
     boot(client, MAC1)
-    configure(client, token, state="image1", hostname="n:1-x", metadata=metadata)
+    configure(client, token, state="image1", hostname="n-1.x", metadata=metadata)
     script = boot(client, MAC1).text
     document = yaml.safe_load(client.get(path_of(seed_of(script)) + "user-data").text)
     assert list(document) == ["hostname", "write_files", "bootcmd", "final_message", "ssh_authorized_keys"]
-    assert document["hostname"] == "n:1-x"
+    assert document["hostname"] == "n-1.x"
     assert document["bootcmd"] == [["echo", k, v] for k, v in sorted(metadata.items())]
     assert document["final_message"] == metadata
     assert document["ssh_authorized_keys"] == ["ssh-ed25519 AAAA key: - x, y"]

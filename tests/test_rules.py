@@ -6,7 +6,8 @@ import os
 import pytest
 
 from ks import rules
-from ks.errors import RulesError
+from ks.change import HostChange
+from ks.errors import BadRequest, RulesError
 from ks.rules import Machine
 
 from helpers import RACK4_RULES
@@ -184,7 +185,7 @@ def test_the_file_is_read_again_when_it_changes_and_a_bad_one_keeps_the_last_goo
     path.write_text(RACK4.replace('name = "rack4"', 'name = "rack 4"'))
     assert [r.name for r in watched.current().rules] == ["rack4"]
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert f"rules file {path} has mistakes; the previous 1 rules stay in force" in warning
+    assert f"rules file {path} has mistakes; the previous 1 rule stays in force" in warning
     assert f"{path}:2: rule 1 'rack 4', name" in warning
     watched.current()  # the same bad file: said once
     assert len(caplog.records) == 1
@@ -201,3 +202,21 @@ def test_the_file_is_looked_at_only_every_check_interval(tmp_path):
     assert len(watched.current()) == 1
     path.write_text(RACK4 + CATCH_ALL.replace("[[rule]]", "\n[[rule]]"))
     assert len(watched.current()) == 1
+
+
+@pytest.mark.parametrize("name, ok", [
+    ("web-01", True), ("web01.example.org", True), ("a" * 63, True), ("web_01", False), ("lab_1", False),
+    ("-a", False), ("a-", False), ("a" * 64, False), ("a..b", False), ("a b", False), ("n:1", False),
+])
+def test_one_hostname_rule_for_operators_and_enrollment_rules(name, ok):
+    try:
+        HostChange.parse({}, hostname=name)
+        by_operator = True
+    except BadRequest:
+        by_operator = False
+    try:
+        rules.parse(f'[[rule]]\nname = "a"\nmatch = {{}}\nhostname = "{name}"\n')
+        by_rule = True
+    except RulesError:
+        by_rule = False
+    assert (by_operator, by_rule) == (ok, ok)

@@ -116,16 +116,16 @@ def test_a_running_server_reads_the_rules_again_and_keeps_the_last_good_ones(roo
         boot(srv, "52-54-00-04-00-01", product="PowerEdge R640")
         (root / "rules.toml").write_text(RULES.replace('"rack4-{{ seq }}"', '"r4-{{ seq }}-{{ facts.asset }}"'))
         # Both workers read the new file, also the one that registers nothing meanwhile.
-        wait_for(lambda: srv.log().count("rules: 1 rules in force") >= 2, what="both workers reading the file")
+        wait_for(lambda: srv.log().count("rules: 1 rule in force") >= 2, what="both workers reading the file")
         boot(srv, "52-54-00-04-00-02", product="PowerEdge R640", asset="A7")
         (root / "rules.toml").write_text(BROKEN)
         boot(srv, "52-54-00-04-00-03", product="PowerEdge R640", asset="A8")
-        wait_for(lambda: "previous 1 rules stay in force" in srv.log(), what="the warning")
+        wait_for(lambda: "previous 1 rule stays in force" in srv.log(), what="the warning")
         log = srv.log()
     found = hosts(root)
     assert [found[f"52:54:00:04:00:0{i}"]["hostname"] for i in (1, 2, 3)] == ["rack4-1", "r4-2-A7", "r4-3-A8"]
     assert found["52:54:00:04:00:03"]["labels"] == {"rack": "4"}
-    assert f"rules file {root / 'rules.toml'} has mistakes; the previous 1 rules stay in force" in log
+    assert f"rules file {root / 'rules.toml'} has mistakes; the previous 1 rule stays in force" in log
     assert f"{root / 'rules.toml'}:10: rule 2 'x', match.mac: must be a glob" in log
 
 

@@ -64,6 +64,14 @@ def test_nothing_to_finish(chain):
 
 def test_unknown_images_refused_with_the_known_ones():
     with pytest.raises(InvalidState, match="unknown image 'image2'; known images: image1, wipe"):
-        states.check_known(("wipe", "image2"), {"wipe", "image1"})
-    states.check_known(("wipe", "image2"), {"wipe"}, force=True)
-    states.check_known(("new",), set())
+        states.check_known(("wipe", "image2"), {"wipe": "", "image1": ""})
+    states.check_known(("wipe", "image2"), {"wipe": ""}, force=True)
+    states.check_known(("new",), {})
+
+
+def test_images_that_cannot_boot_are_refused_like_unknown_ones():
+    broken = {"wipe": "", "broken": "images/broken/ has no kernel"}
+    with pytest.raises(InvalidState, match=r"image 'broken' cannot boot: images/broken/ has no kernel "
+                                           r"\(use --force to set it anyway\)"):
+        states.check_known(("wipe", "broken"), broken)
+    states.check_known(("wipe", "broken"), broken, force=True)

@@ -93,7 +93,7 @@ def test_the_plain_port_refuses_the_operator_side_and_boots_as_before(tls_server
     r = curl("-H", f"Authorization: Bearer {token}", "-w", "\n%{http_code}", srv.url + "/api/v1/hosts")
     body, status = r.stdout.rsplit("\n", 1)
     assert status == "403" and f"HTTPS on port {admin_port}" in json.loads(body)["error"]
-    for path in ("/ui/", "/ui/hosts", "/ui"):
+    for path in ("/ui/", "/ui/hosts", "/ui", "/"):
         r = requests.get(srv.url + path, timeout=10)
         assert r.status_code == 403 and f"HTTPS on port {admin_port}" in r.text, path
     # The iPXE flow on the plain port, unchanged.

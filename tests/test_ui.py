@@ -1,6 +1,7 @@
 """The dashboard through Flask's test client: sessions, CSRF, roles, pages, actions, live events."""
 
 import dataclasses
+import html
 import re
 import time
 from datetime import timedelta
@@ -209,6 +210,26 @@ def test_an_action_is_confirmed_before_it_is_done(admin, db):
     with db.read() as session:
         assert set(session.scalars(select(Host.state))) == {"wipe,image1"}
     assert "2 hosts: chain set" in admin.get("/ui/").get_data(as_text=True)
+
+
+def test_an_unknown_image_is_set_with_the_box_the_refusal_names(admin, db):
+    csrf = csrf_of(admin, "/ui/")
+    assert 'name="force"' in admin.get("/ui/").get_data(as_text=True)
+    form = {"action": "set-chain", "chain_text": "image9", "host": ["1"], "confirm": "1", "csrf": csrf}
+    response = admin.post("/ui/actions", data=form)
+    assert response.status_code == 400
+    text = html.unescape(response.get_data(as_text=True))
+    assert '(use the box "anyway" beside the chain to set it anyway)' in text and "--force" not in text
+    confirm = admin.post("/ui/actions", data={**form, "confirm": "", "force": "1"}).get_data(as_text=True)
+    assert 'name="force" value="1"' in confirm
+    assert admin.post("/ui/actions", data={**form, "force": "1"}).status_code == 302
+    with db.read() as session:
+        assert session.scalar(select(Host.state).where(Host.id == 1)) == "image9"
+
+
+def test_the_servers_address_alone_leads_to_the_dashboard(client):
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/ui/"
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)

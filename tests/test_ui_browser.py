@@ -203,6 +203,10 @@ def test_an_operator_session_from_login_to_logout(site, browser, artefacts):
     boot_from(server, "127.0.0.1", MAC1, "WEB1")
     wait_for(lambda: "booted" in text_of(browser, "#host-progress"), 15, "host 1's page shows its boot")
     assert "BOOTID" in text_of(browser, "#script")
+    # The kernel line, hundreds of characters long, is shown whole: wrapped, nothing to scroll to.
+    assert "razorurl=" in text_of(browser, "#script")
+    assert browser.execute_script("const e = document.getElementById('script');"
+                                  "return e.scrollWidth <= e.clientWidth;"), "the script is cut at the right"
     browser.save_screenshot(str(artefacts / "host.png"))
 
     browser.find_element(By.ID, "logout").click()

@@ -1,5 +1,7 @@
 """Hosts: list, get, patch, delete, history."""
 
+from collections.abc import Mapping
+
 from flask import Response, request
 
 from ks import deploys, ignition, images, machines, nocloud, present, selectors, states, vault
@@ -77,7 +79,7 @@ def get_host(ref: str):
         return answer(HostRecord.of(machines.resolve(session, ref)).document())
 
 
-def parse_patch(document: dict, known_images: set[str]) -> HostChange:
+def parse_patch(document: dict, known_images: Mapping[str, str]) -> HostChange:
     """Validate a PATCH body completely before anything changes."""
     unknown = sorted(set(document) - PATCH_FIELDS)
     if unknown:
@@ -94,7 +96,7 @@ def parse_patch(document: dict, known_images: set[str]) -> HostChange:
     return HostChange.parse(
         known_images, state=document.get("state"), hostname=document.get("hostname"),
         metadata=document.get("metadata"), bmc=document.get("bmc", UNCHANGED), force=force,
-        how_to_force='"force": true', labels=document.get("labels"),
+        how_to_force=states.FORCE_IN_API, labels=document.get("labels"),
     )
 
 
@@ -106,7 +108,7 @@ def patch_selected():
     if selector is None:
         raise BadRequest("selector is required, e.g. ?selector=rack%3D4 (to change every host: selector=id=*)")
     dry_run = _flag("dry_run")
-    change = parse_patch(body(), images.image_names(runtime().settings.root))
+    change = parse_patch(body(), images.catalog(runtime().settings.root))
     change.check_many()
     hosts = deploys.change_selected(runtime().db, selector, change, SOURCE, vault.of(runtime().settings),
                                   dry_run=dry_run)
@@ -117,7 +119,7 @@ def patch_selected():
 @needs(Action.OPERATE)
 def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
-    change = parse_patch(body(), images.image_names(runtime().settings.root))
+    change = parse_patch(body(), images.catalog(runtime().settings.root))
     require(change.needs)  # BMC credentials need an admin
 
     def work(session):

@@ -77,23 +77,28 @@ class Site:
         return db
 
     def migrated_db(self, create: bool = False) -> Database:
-        """The database, brought to the current schema first.
-
-        A SQLite file that does not exist is an error unless ``create``: a
-        command run in the wrong directory must not answer from a new, empty
-        database (and leave it behind).
-        """
+        """The database, brought to the current schema first; a directory that is no site is refused
+        (``require``) unless ``create``."""
         from ks import migrate
 
+        if not create:
+            self.require()
+        migrate.upgrade(self.db, vault=vault.of(self.settings))
+        return self.db
+
+    def require(self) -> None:
+        """Refuse to work on a directory that is no site: its SQLite file does not exist.
+
+        A command run in the wrong directory must not answer from a new, empty
+        database, nor leave files behind there.
+        """
         missing = self._missing_database()
-        if missing and not create:
+        if missing:
             raise click.ClickException(
                 f"no database at {missing}: {self.root} is not a KIWIspray site (yet). Run the command in the "
                 "site's directory or point --root (env KS_ROOT) at it; to start a new site here, create the "
                 "database with `kiwispray db upgrade`."
             )
-        migrate.upgrade(self.db, vault=vault.of(self.settings))
-        return self.db
 
     def _missing_database(self) -> Path | None:
         """The SQLite file of the site if it does not exist; None when it does or is no file."""

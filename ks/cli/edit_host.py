@@ -171,7 +171,7 @@ def _selected(site, selector, changes, state, meta, label_updates, retry, force,
             _print_hosts(machines.list_hosts(session, selector=selector), verbosity or 1, as_json, site.settings,
                          show_progress=show_progress)
         return
-    change = HostChange.parse(images.image_names(site.root), state=state, metadata=meta, labels=label_updates,
+    change = HostChange.parse(images.catalog(site.root), state=state, metadata=meta, labels=label_updates,
                               force=force, retry=retry)
     hosts = deploys.change_selected(db, selector, change, "cli", vault.of(site.settings), dry_run=dry_run)
     _print_hosts(hosts, verbosity or 1, as_json, site.settings)
@@ -192,7 +192,7 @@ def _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, 
         bmc = {"address": bmc, "username": bmc_user or "", "password": bmc_password or ""}
     try:
         return HostChange.parse(
-            images.image_names(site.root), state=state, hostname=hostname, metadata=meta,
+            images.catalog(site.root), state=state, hostname=hostname, metadata=meta,
             macs=None if set_macs is None else [m for m in set_macs.split(",") if m.strip()],
             bmc=UNCHANGED if bmc is None else bmc or None, force=force, retry=retry, delete=delete, labels=labels,
         )
@@ -241,7 +241,7 @@ def _show_history(session, host_id, as_json) -> None:
     if as_json:
         click.echo(json.dumps([present.event_dict(e) for e in events], indent=2))
     else:
-        click.echo("\n".join(present.event_line(e) for e in events) or f"host {host_id} has no history yet")
+        click.echo("\n".join(present.event_lines(events)) or f"host {host_id} has no history yet")
 
 
 def main() -> None:

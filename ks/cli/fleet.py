@@ -2,11 +2,12 @@
 ``--server URL``, on a remote server through its admin API (PXE Pilot's CLI habits)."""
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from ks import config, deploys, images, machines, selectors, vault
+from ks import config, deploys, images, machines, selectors, states, vault
 from ks.change import HostChange
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import BadRequest, KSError
@@ -84,10 +85,12 @@ class Far:
         return self.remote.hosts(power, selector)
 
     def set(self, ref: str, changes: dict) -> dict:
-        return self.remote.patch(ref, changes)
+        with forced_with_flag():
+            return self.remote.patch(ref, changes)
 
     def set_selected(self, selector: str, changes: dict, dry_run: bool) -> list[dict]:
-        return self.remote.patch_selected(selector, changes, dry_run)["hosts"]
+        with forced_with_flag():
+            return self.remote.patch_selected(selector, changes, dry_run)["hosts"]
 
     def power(self, ref: str, action: str) -> dict:
         return self.remote.power(ref, action)
@@ -110,9 +113,21 @@ class Far:
         return self.remote.discover()
 
 
+@contextmanager
+def forced_with_flag():
+    """The server's refusal of a chain, saying how this command forces it (``--force``), not how the API does."""
+    try:
+        yield
+    except RemoteError as exc:
+        api, here = states.force_hint(states.FORCE_IN_API), states.force_hint("--force")
+        if api not in str(exc):
+            raise
+        raise RemoteError(str(exc).replace(api, here), exc.document) from None
+
+
 def _change(root: str, changes: dict) -> HostChange:
     """The body of a host PATCH (state, force, labels) as a validated change of this site."""
-    return HostChange.parse(images.image_names(root), state=changes.get("state"), labels=changes.get("labels"),
+    return HostChange.parse(images.catalog(root), state=changes.get("state"), labels=changes.get("labels"),
                             force=changes.get("force", False))
 
 

@@ -68,6 +68,7 @@ def import_command(site: Site, name: str, source: str, force: bool, no_verify: b
     or ISO. The disk is checked against the build's checksum file before the
     image appears; a failed or interrupted import leaves nothing behind.
     """
+    site.require()  # images/ of a directory that is no site would serve no machine
     # A file system failure (a full disk, a directory it may not write) is no KIWIspray error; it ends
     # the command with its one-line message too, exit 1. KIWIspray errors go to Group's one mapping.
     try:

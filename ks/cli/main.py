@@ -113,6 +113,10 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
         if settings.tls_cert:
             server.tls_context(settings)
         site.settings = settings
+        for flag, taken in (("--port", port), ("--admin-port", settings.admin_port)):
+            if taken and server.in_use(host, taken):
+                raise click.ClickException(f"port {taken} on {host} is in use (another kiwispray serve?); "
+                                           f"choose another with {flag}")
         rules_path = rules.path_of(settings.root)
         watched = rules.RulesFile(rules_path, settings.rules_check_interval, lambda: images.image_names(settings.root))
         enrollment = watched.prime()
@@ -127,6 +131,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     if enrollment.rules:
         log.info("enrollment rules from %s: %s (re-read when the file changes)", rules_path,
                  ", ".join(rule.name for rule in enrollment.rules))
+    if not images.image_names(settings.root):
+        log.warning("no images in %s yet: machines can only wait in 'new'; `kiwispray image import NAME SOURCE` "
+                    "adds a KIWI build", images.images_dir(settings.root))
     if settings.deploy_timeout:
         log.info("an image that does not /finish within %d s of its first boot is flagged failed "
                  "(checked every %g s)", settings.deploy_timeout, settings.timeout_check_interval)

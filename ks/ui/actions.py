@@ -78,7 +78,8 @@ def act():
     host_ids = _host_ids()
     root = runtime().settings.root
     chain = _chain() if kind.chain else None
-    change = _change(name, chain, root)
+    force = request.form.get("force") == "1"
+    change = _change(name, chain, root, force)
     back = dashboard_path(request.form.get("back")) or url_for("ui.overview")
     if name == "delete" and back.startswith(url_for("ui.overview") + "hosts/"):
         back = url_for("ui.overview")  # the host page is gone with the host
@@ -86,15 +87,20 @@ def act():
         with runtime().db.read() as unit:
             hosts = [machines.get_host(unit, host_id) for host_id in host_ids]
             shown = [(h.id, h.hostname, h.state) for h in hosts]
-        return render_template("confirm.html", action=name, kind=kind, hosts=shown, chain=chain, back=back)
+        return render_template("confirm.html", action=name, kind=kind, hosts=shown, chain=chain, force=force,
+                               back=back)
     done = _do(name, kind, change, host_ids)
     flash(done)
     return redirect(back)
 
 
-def _change(name: str, chain: str | None, root: str) -> HostChange | None:
+# How the dashboard sets a chain that names an image not there yet, or one that cannot boot: its box by the chain.
+HOW_TO_FORCE = 'the box "anyway" beside the chain'
+
+
+def _change(name: str, chain: str | None, root: str, force: bool = False) -> HostChange | None:
     if chain is not None:
-        return HostChange.parse(images.image_names(root), state=chain)
+        return HostChange.parse(images.catalog(root), state=chain, force=force, how_to_force=HOW_TO_FORCE)
     if name == "retry":
         return HostChange(retry=True)
     if name == "delete":
