@@ -387,7 +387,7 @@ class RulesFile:
 
     The file's modification time, size and inode are looked at most every
     ``check_interval`` seconds: when a machine registers, and by each server
-    worker's thread (``ks.server.watch_rules``). A file with mistakes leaves the
+    worker's thread (``ks.jobs.watch_rules``). A file with mistakes leaves the
     last good rules in force, and the log says so once per change of the file.
     """
 

@@ -1,24 +1,14 @@
-"""What an application's views reach (``Runtime``) and the site's database with its listeners.
-
-Both the server and the commands open their database here (``open_database``),
-so a state change has the same consequences wherever it is made.
-"""
+"""What an application's views reach (``Runtime``), and the background jobs it starts under a server."""
 
 import threading
 
-from ks import config, feed, images, pxelinux, rules
+from ks import config, feed, images, jobs, rules
 from ks.config import Settings
+from ks.counters import Metrics
 from ks.db import Database
-from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.render import Renderer
-
-
-def open_database(settings: Settings) -> Database:
-    """The site's database, with PXELINUX links kept up to date if configured."""
-    db = Database(settings.database_url)
-    pxelinux.attach(db, settings)
-    return db
+from ks.sitedb import open_database
 
 
 class Runtime:
@@ -46,3 +36,7 @@ class Runtime:
         self.feed = feed.reader(self.db)
         self.downloads = feed.Downloads(self.db)  # what the dashboard's streams add: the progress of downloads
         self.streams = threading.BoundedSemaphore(settings.event_streams)
+
+    def start_jobs(self) -> None:
+        """Start this process's background jobs (``ks.jobs``); ``kiwispray serve`` calls it in each worker."""
+        jobs.start(self.db, self.settings, self.metrics, self.rules)

@@ -6,13 +6,11 @@ import errno
 import logging
 import os
 import queue
-import random
 import selectors
 import shutil
 import socket
 import ssl
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -24,13 +22,11 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers import base
 
-from ks import logs, timeouts
+from ks import logs
 from ks.app import create_app
 from ks.config import Settings
-from ks.db import Database
 from ks.errors import ConfigError
 from ks.framing import MAX_HEADER_BYTES, Framing, Refused, answered_continue, header_end
-from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.web import ADMIN, BOOT, LISTENER, MAX_BODY_BYTES, SEND_TIMEOUT, STEP_ASIDE
@@ -63,21 +59,11 @@ class Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self):
-        # Runs in each worker, which builds its own application and timeout
-        # checks: engines are never shared across fork.
+        # Runs in each worker, which builds its own application and starts its
+        # background jobs: engines and threads are never shared across fork.
         app = create_app(self.settings, registrations=self.registrations, metrics_dir=self.metrics_dir,
                          rules_file=self.rules_file)
-        interval = self.settings.timeout_check_interval
-        runtime = app.extensions["kiwispray"]
-        if interval:
-            threading.Thread(target=check_timeouts, args=(runtime.db, runtime.metrics, interval), name="ks-timeouts",
-                             daemon=True).start()
-        threading.Thread(target=watch_rules, args=(runtime.rules, self.settings.rules_check_interval),
-                         name="ks-rules", daemon=True).start()
-        from ks.sender import Sender
-
-        # Every worker runs one; a lease in the database lets one of them (of all servers) deliver.
-        Sender(runtime.db, self.settings).start()
+        app.extensions["kiwispray"].start_jobs()
         return app
 
 
@@ -491,38 +477,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def watch_rules(watched: RulesFile, interval: float) -> None:
-    """Look at rules.toml about every ``interval`` seconds (1 for 0), for as long as the worker lives.
-
-    Registrations look too, but a worker that registers nothing between two
-    changes of the file would miss the one between: then, after a change with a
-    mistake, the workers would keep different "last good" rules.
-    """
-    while True:
-        time.sleep(interval or 1.0)
-        try:
-            watched.current()
-        except Exception:  # a file system hiccup must not end the watch for good
-            log.exception("looking at %s failed; trying again in %s s", watched.path, interval or 1.0)
-
-
-def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
-    """Flag overdue machines about every ``interval`` seconds, for as long as the worker lives."""
-    while True:
-        # Jitter: the workers of one server should not all check at the same moment.
-        time.sleep(interval * random.uniform(0.8, 1.2))
-        try:
-            flagged = timeouts.check(db, "server")
-        except Exception:  # a database hiccup must not end the checks for good
-            log.exception("timeout check failed; trying again in %s s", interval)
-            continue
-        for _host_id, state in flagged:
-            metrics.timeouts.labels(state=state).inc()
-
-
 @contextlib.contextmanager
 def metrics_directory():
-    """A fresh directory where the workers keep their metrics (ks.metrics.Metrics); removed when the server stops."""
+    """A fresh directory where the workers keep their metrics (ks.counters.Metrics); removed when the server stops."""
     path = tempfile.mkdtemp(prefix="kiwispray-metrics-")
     owner = os.getpid()
     try:

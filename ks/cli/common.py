@@ -12,7 +12,7 @@ from ks import config, vault
 from ks.config import Settings
 from ks.db import Database
 from ks.errors import KSError
-from ks.runtime import open_database
+from ks.sitedb import open_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
