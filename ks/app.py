@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ks import api, boot, config, metrics, pixiecore, ui
 from ks.config import Settings
 from ks.db import Database
-from ks.errors import KSError
+from ks.errors import KSError, Unavailable
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.runtime import Runtime
@@ -76,7 +76,7 @@ def create_app(
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, Unavailable):  # the database reports those, once a while
             log.error("%s", exc)
         return text(f"{exc}\n", exc.status)
 

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, request
 
 from ks import booting, events, files, ignition, images, machines, nocloud, present, progress, render, states
-from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
+from ks.errors import BadRequest, Forbidden, Unavailable, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import (
     MAX_FACTS,
@@ -32,6 +32,7 @@ FACT_FIELD = "fact."  # fact.KEY=value: a fact the discover image reports
 CONFLICT_MESSAGE = ("the identifiers of this machine point at more than one host, or at a host that has none of "
                     "its MACs; the server's log and the hosts' histories name them")
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+REGISTRATIONS_BUSY = "too many new machines in the last minute, this one is not registered yet."
 
 
 @bp.get("/bootstrap.ipxe")
@@ -58,14 +59,19 @@ def bootstrap():
     poll = one("poll") == "1"
     where = origin()
     initial = states.parse_chain(ks.settings.initial_chain)
-    outcome = ks.db.write_direct(
-        lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
-                                 may_register=ks.registrations.take, address=request.remote_addr,
-                                 rules=ks.rules.current)
-    )
+    try:
+        outcome = ks.db.write_direct(
+            lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
+                                     may_register=ks.registrations.take, address=request.remote_addr,
+                                     rules=ks.rules.current)
+        )
+    except Unavailable as exc:
+        # Nothing was written: the machine asks again, with everything it sent, until the database takes it.
+        again = f"{where.base_url}/bootstrap?{urlencode(list(request.args.items(multi=True)))}"
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=again, reason=str(exc)).text)
     url = poll_url(where.base_url, ident)
     if outcome.busy:
-        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url, reason=REGISTRATIONS_BUSY).text)
     if outcome.conflict:
         if not poll:
             log.warning(
