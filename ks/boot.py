@@ -294,6 +294,8 @@ def _progress_tracker(relpath: str):
         try:
             with db.read() as session:
                 found = booting.download_host(session, address, disk[0])
+        except Unavailable:  # the database reports it, once a while
+            return None
         except Exception:  # counting is a courtesy: the file is sent either way
             log.exception("could not look up the machine downloading %s from %s", relpath, address)
             return None
@@ -304,6 +306,8 @@ def _progress_tracker(relpath: str):
         def write(sent: int) -> None:
             try:
                 db.write(lambda session: booting.record_progress(session, host_id, boot_at, sent, size))
+            except Unavailable:
+                pass
             except Exception:
                 log.exception("could not record the progress of host %d", host_id)
 
@@ -325,6 +329,8 @@ def _download_recorder(relpath: str):
             host_id = db.write(
                 lambda session: booting.record_download(session, address, image, name, sent, size, seconds)
             )
+        except Unavailable:
+            return
         except Exception:  # the file is sent; a failed note about it must not fail the request
             log.exception("could not record the download of %s by %s", relpath, address)
             return

@@ -6,8 +6,12 @@ while, not once per request; the server recovers by itself.
 """
 
 import errno
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +99,45 @@ def test_a_full_disk_under_the_database_makes_machines_ask_again(tiny_root):
         macs = [m for host in hosts.json()["hosts"] for m in host["macs"]]
         expected = registered | set(range(refused, refused + 5))
         assert sorted(macs) == sorted(mac(i).replace("-", ":") for i in expected)
+
+
+DISK_SIZE = 64 * 1024 * 1024
+
+
+def test_a_worker_killed_mid_download_leaves_how_far_it_got_in_the_history(root):
+    disk = root / "images" / "image1" / "Image1.xz"
+    with open(disk, "wb") as f:
+        f.truncate(DISK_SIZE)
+    with ServerProcess(root, "--workers", "1", "--threads", "4", env={"KS_SEND_TIMEOUT": "120"}) as srv:
+        assert "#!ipxe" in boot(srv, 1).text
+        run_edit_host(root, "-i", "1", "-s", "image1")
+        assert "Image1" in boot(srv, 1).text  # booted into image1 from this address: its download is counted
+        downloader = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        downloader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        downloader.sendall(b"GET /images/image1/Image1.xz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = 0
+        while received < DISK_SIZE // 4:
+            received += len(downloader.recv(1 << 20))
+        # The count reaches the database while the download runs (every 10 % or 3 s).
+        for _ in range(100):
+            listing = run_edit_host(root, "-l", "--progress", "-i", "1").stdout
+            if "downloading" in listing and "downloading 0 %" not in listing:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(listing)
+        worker = int(Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()[0])
+        os.kill(worker, signal.SIGKILL)
+        downloader.settimeout(30)
+        try:
+            while downloader.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            pass
+        downloader.close()
+        # The server (a new worker) serves the next request, and the machine boots again.
+        assert requests.get(srv.url + "/bootstrap.ipxe", timeout=30).status_code == 200
+        assert "Image1" in boot(srv, 1).text
+        history = run_edit_host(root, "-i", "1", "--history").stdout
+        line = next(line for line in history.splitlines() if "download" in line)
+        assert f"of {DISK_SIZE} bytes" in line and "stopped" in line, history
