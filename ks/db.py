@@ -138,6 +138,7 @@ class Database:
 
         def once() -> tuple[T, set[int]]:
             connection = self._sqlite_writer() if self.is_sqlite else self.engine.raw_connection()
+            broken = False
             try:
                 cursor = connection.cursor()
                 if self.is_sqlite:  # the driver runs in autocommit mode (see _sqlite_engine)
@@ -148,14 +149,18 @@ class Database:
                 try:
                     result = work(tx)
                     connection.commit()
-                except BaseException:
-                    connection.rollback()
+                except BaseException as exc:
+                    broken = isinstance(self._unavailable(exc), DatabaseUnreachable)
+                    if not broken:  # a connection the server closed has nothing to roll back
+                        connection.rollback()
                     raise
                 finally:
                     cursor.close()
                 return result, tx.changed
             finally:
-                if not self.is_sqlite:
+                if broken:
+                    connection.invalidate()  # never back to the pool: the next checkout connects anew
+                elif not self.is_sqlite:
                     connection.close()  # back to the pool
 
         return self._retrying(once)
@@ -205,16 +210,21 @@ class Database:
     @contextmanager
     def read(self):
         """A session for reading only."""
+        with self.refusals(), self._read() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def refusals(self):
+        """Say ``Unavailable`` (reported in the log) where the database refuses work, for code that connects itself."""
         try:
-            with self._read() as session, session.begin():
-                yield session
+            yield
         except self._retried as exc:
             refused = self._unavailable(exc)
             if refused is None:
                 raise
             raise self._report(refused) from exc
 
-    def _unavailable(self, exc: Exception) -> Unavailable | None:
+    def _unavailable(self, exc: BaseException) -> Unavailable | None:
         """The database refusing work for now (its disk full, its server gone), or None for any other error."""
         driver_exc = getattr(exc, "orig", None) or exc
         sqlstate = getattr(driver_exc, "sqlstate", None) or ""
