@@ -27,7 +27,7 @@ from ks import logs, timeouts
 from ks.app import create_app
 from ks.config import Settings
 from ks.db import Database
-from ks.errors import ConfigError
+from ks.errors import ConfigError, Unavailable
 from ks.metrics import Metrics
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
@@ -492,6 +492,8 @@ def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:
             flagged = timeouts.check(db, "server")
+        except Unavailable:  # the database reports it, once a while
+            continue
         except Exception:  # a database hiccup must not end the checks for good
             log.exception("timeout check failed; trying again in %s s", interval)
             continue
