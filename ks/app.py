@@ -12,7 +12,7 @@ from ks import api, boot, config, metrics, pixiecore, ui
 from ks.api import pxepilot
 from ks.config import Settings
 from ks.db import Database
-from ks.errors import KSError
+from ks.errors import KSError, Unavailable
 from ks.ratelimit import TokenBucket
 from ks.rules import RulesFile
 from ks.runtime import Runtime
@@ -85,7 +85,7 @@ def create_app(
 
     @app.errorhandler(KSError)
     def ks_error(exc: KSError):
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, Unavailable):  # the database reports those, once a while
             log.error("%s", exc)
         return text(f"{exc}\n", exc.status)
 

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, request
 
 from ks import booting, events, files, ignition, images, machines, nocloud, present, progress, render, states
-from ks.errors import BadRequest, Forbidden, UnsupportedMediaType
+from ks.errors import BadRequest, Forbidden, Unavailable, UnsupportedMediaType
 from ks.events import EventKind
 from ks.identity import (
     MAX_FACTS,
@@ -33,6 +33,7 @@ FACT_FIELD = "fact."  # fact.KEY=value: a fact the discover image reports
 CONFLICT_MESSAGE = ("the identifiers of this machine point at more than one host, or at a host that has none of "
                     "its MACs; the server's log and the hosts' histories name them")
 FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data"}
+REGISTRATIONS_BUSY = "too many new machines in the last minute, this one is not registered yet."
 
 
 @bp.get("/bootstrap.ipxe")
@@ -59,14 +60,19 @@ def bootstrap():
     poll = one("poll") == "1"
     where = origin()
     initial = states.parse_chain(ks.settings.initial_chain)
-    outcome = ks.db.write_direct(
-        lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
-                                 may_register=ks.registrations.take, address=request.remote_addr,
-                                 rules=ks.rules.current)
-    )
+    try:
+        outcome = ks.db.write_direct(
+            lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
+                                     may_register=ks.registrations.take, address=request.remote_addr,
+                                     rules=ks.rules.current)
+        )
+    except Unavailable as exc:
+        # Nothing was written: the machine asks again, with everything it sent, until the database takes it.
+        again = f"{where.base_url}/bootstrap?{urlencode(list(request.args.items(multi=True)))}"
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=again, reason=str(exc)).text)
     url = poll_url(where.base_url, ident)
     if outcome.busy:
-        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url).text)
+        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url, reason=REGISTRATIONS_BUSY).text)
     if outcome.conflict:
         if not poll:
             log.warning(
@@ -291,6 +297,8 @@ def _progress_tracker(relpath: str):
         try:
             with db.read() as session:
                 found = booting.download_host(session, address, disk[0])
+        except Unavailable:  # the database reports it, once a while
+            return None
         except Exception:  # counting is a courtesy: the file is sent either way
             log.exception("could not look up the machine downloading %s from %s", relpath, address)
             return None
@@ -301,6 +309,8 @@ def _progress_tracker(relpath: str):
         def write(sent: int) -> None:
             try:
                 db.write(lambda session: booting.record_progress(session, host_id, boot_at, sent, size))
+            except Unavailable:
+                pass
             except Exception:
                 log.exception("could not record the progress of host %d", host_id)
 
@@ -322,6 +332,8 @@ def _download_recorder(relpath: str):
             host_id = db.write(
                 lambda session: booting.record_download(session, address, image, name, sent, size, seconds)
             )
+        except Unavailable:
+            return
         except Exception:  # the file is sent; a failed note about it must not fail the request
             log.exception("could not record the download of %s by %s", relpath, address)
             return

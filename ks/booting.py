@@ -27,7 +27,7 @@ from ks.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
 from ks.events import EventKind, record, record_at_most_once
 from ks.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
 from ks.machines import check_mac_count, get_host
-from ks.models import Host, HostMac, RuleSequence, utcnow
+from ks.models import Event, Host, HostMac, RuleSequence, utcnow
 from ks.record import COLUMNS, HostRecord
 from ks.rules import DEFAULT_HOSTNAME, Enrollment, Machine, RuleSet
 from ks.values import check_metadata
@@ -83,6 +83,11 @@ _BOOTED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
 # Anyone who knows a host's serial can cause a conflict: the host's history gets one conflict line
 # per this interval, which counts the others (``events.record_at_most_once``).
 CONFLICT_INTERVAL = timedelta(minutes=1)
+# A history line of a download since the boot at :since (the line its end writes).
+_DOWNLOAD_RECORDED = select(Event.__table__.c.id).where(
+    Event.__table__.c.host_id == _HOST_ID, Event.__table__.c.kind == bindparam("kind"),
+    Event.__table__.c.at >= bindparam("since"),
+)
 _SEEN = update(_hosts).where(_hosts.c.id == _HOST_ID).values(last_seen_at=bindparam("now"))
 
 
@@ -296,6 +301,7 @@ def boot(
     if poll and (host.failed or state == states.NEW):
         tx.execute(_SEEN, {"host_id": host.id, "now": now})
         return Boot(host=host)
+    note_unended_download(tx, host)
     bootid = new_bootid()
     seconds = deploy_timeout(state) if deploy_timeout and states.is_image(state) and not host.failed else 0
     deadline = now + timedelta(seconds=seconds) if seconds else None
@@ -321,6 +327,24 @@ def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool =
     check_bootid(host, bootid)
     assert host is not None, "check_bootid refuses a missing host"
     return host
+
+
+def note_unended_download(tx: Transaction, host: HostRecord) -> None:
+    """Before a boot starts the count again: a history line for a download of the last boot that never ended.
+
+    The end of a download writes its own line (``record_download``); a process that
+    died while sending (killed, out of memory) wrote none, and its count (``download_sent``,
+    written every few seconds or 10 %) is all that is left of how far the download got.
+    """
+    sent, size = host.download_sent, host.download_size
+    if not size or sent >= size or host.last_boot_at is None:
+        return
+    if tx.execute(_DOWNLOAD_RECORDED, {"host_id": host.id, "kind": str(EventKind.DOWNLOAD),
+                                       "since": host.last_boot_at}).fetchone() is not None:
+        return
+    record(tx, host.id, EventKind.DOWNLOAD, "images", host.state, host.state,
+           f"at least {sent} of {size} bytes, then the server stopped sending: the process serving it ended "
+           "before the download did")
 
 
 def check_bootid(host: Host | None, bootid: str | None) -> str:

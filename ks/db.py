@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ks.errors import DatabaseUnreachable, DiskFull, Unavailable
 from ks.models import Host, HostMac, UTCDateTime
 from ks.values import load_stored_json
 
@@ -33,6 +35,13 @@ _CHANGED = "ks_changed_hosts"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 WRITE_RETRIES = 5
+# How often the log says that the database refuses work (a full disk, a restarting server).
+UNAVAILABLE_REPORT_SECONDS = 60.0
+SQLITE_FULL = 13  # sqlite3's sqlite_errorcode of "database or disk is full"
+PG_DISK_FULL = "53100"
+# PostgreSQL's SQLSTATEs of a server that went away or does not take connections yet:
+# connection exceptions (class 08), admin_shutdown, crash_shutdown, cannot_connect_now.
+PG_GONE = ("08", "57P01", "57P02", "57P03")
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
@@ -95,6 +104,10 @@ class Database:
         dbapi = self.engine.dialect.dbapi
         assert dbapi is not None, "an engine made by create_engine has its driver loaded"
         self._driver_integrity_error = dbapi.IntegrityError
+        self._driver_operational_error = dbapi.OperationalError
+        # Per kind of refusal: how many went unreported since it was last logged, and when that was.
+        self._refusals: dict[str, tuple[int, float | None]] = {}
+        self._report_lock = threading.Lock()
         self._retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
 
     @property
@@ -125,6 +138,7 @@ class Database:
 
         def once() -> tuple[T, set[int]]:
             connection = self._sqlite_writer() if self.is_sqlite else self.engine.raw_connection()
+            broken = False
             try:
                 cursor = connection.cursor()
                 if self.is_sqlite:  # the driver runs in autocommit mode (see _sqlite_engine)
@@ -135,14 +149,18 @@ class Database:
                 try:
                     result = work(tx)
                     connection.commit()
-                except BaseException:
-                    connection.rollback()
+                except BaseException as exc:
+                    broken = isinstance(self._unavailable(exc), DatabaseUnreachable)
+                    if not broken:  # a connection the server closed has nothing to roll back
+                        connection.rollback()
                     raise
                 finally:
                     cursor.close()
                 return result, tx.changed
             finally:
-                if not self.is_sqlite:
+                if broken:
+                    connection.invalidate()  # never back to the pool: the next checkout connects anew
+                elif not self.is_sqlite:
                     connection.close()  # back to the pool
 
         return self._retrying(once)
@@ -165,7 +183,12 @@ class Database:
                 with self._write_lock:
                     result, changed = once()
             except self._retried as exc:
-                if attempt == WRITE_RETRIES - 1 or not _is_transient(exc, self._driver_integrity_error):
+                refused = self._unavailable(exc)
+                # A connection the server closed is replaced on the next checkout (pool_pre_ping): try again.
+                if refused is not None and (attempt == WRITE_RETRIES - 1 or isinstance(refused, DiskFull)):
+                    raise self._report(refused) from exc
+                if refused is None and (attempt == WRITE_RETRIES - 1
+                                        or not _is_transient(exc, self._driver_integrity_error)):
                     raise
                 continue
             if changed:
@@ -187,8 +210,49 @@ class Database:
     @contextmanager
     def read(self):
         """A session for reading only."""
-        with self._read() as session, session.begin():
+        with self.refusals(), self._read() as session, session.begin():
             yield session
+
+    @contextmanager
+    def refusals(self):
+        """Say ``Unavailable`` (reported in the log) where the database refuses work, for code that connects itself."""
+        try:
+            yield
+        except self._retried as exc:
+            refused = self._unavailable(exc)
+            if refused is None:
+                raise
+            raise self._report(refused) from exc
+
+    def _unavailable(self, exc: BaseException) -> Unavailable | None:
+        """The database refusing work for now (its disk full, its server gone), or None for any other error."""
+        driver_exc = getattr(exc, "orig", None) or exc
+        sqlstate = getattr(driver_exc, "sqlstate", None) or ""
+        if (getattr(driver_exc, "sqlite_errorcode", None) == SQLITE_FULL or sqlstate == PG_DISK_FULL
+                or "database or disk is full" in str(driver_exc)):
+            return DiskFull("the disk under the database is full, nothing was written: free space there, "
+                            "the server goes on by itself, and try again")
+        if self.is_sqlite or not isinstance(driver_exc, self._driver_operational_error):
+            return None
+        # psycopg gives no SQLSTATE for a connection that failed or broke on the client's side.
+        if getattr(exc, "connection_invalidated", False) or not sqlstate or sqlstate.startswith(PG_GONE):
+            return DatabaseUnreachable("the database server is unreachable or restarting, nothing was written: "
+                                       "the server reconnects by itself, try again")
+        return None
+
+    def _report(self, refused: Unavailable) -> Unavailable:
+        """Log that the database refuses work, once per ``UNAVAILABLE_REPORT_SECONDS`` and kind, with a count."""
+        kind = type(refused).__name__
+        with self._report_lock:
+            count, since = self._refusals.get(kind, (0, None))
+            now = time.monotonic()
+            if since is None or now - since >= UNAVAILABLE_REPORT_SECONDS:
+                self._refusals[kind] = (0, now)
+                more = f" ({count} more since the last report)" if count else ""
+                log.error("database refuses work: %s%s", refused, more, extra={"event": "database", "refused": kind})
+            else:
+                self._refusals[kind] = (count + 1, since)
+        return refused
 
     def dispose(self) -> None:
         """Close all pooled connections (after fork, at exit)."""

@@ -71,6 +71,21 @@ class IdentityConflict(Conflict):
         self.host_ids = host_ids
 
 
+class Unavailable(KSError):
+    """The database cannot take the request now; the same request succeeds later, nothing of it was written."""
+
+    status = 503
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class DiskFull(Unavailable):
+    """The file system under the database is full (SQLite's SQLITE_FULL, PostgreSQL's disk_full)."""
+
+
+class DatabaseUnreachable(Unavailable):
+    """The database server closed the connection or refuses new ones (restarted, shutting down)."""
+
+
 class ConfigError(KSError):
     """A setting that cannot work, such as a root directory that does not exist."""
 

@@ -13,6 +13,7 @@ import time
 from ks import timeouts
 from ks.counters import Metrics
 from ks.db import Database
+from ks.errors import Unavailable
 from ks.rules import RulesFile
 from ks.sender import Sender
 
@@ -52,6 +53,8 @@ def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:
             flagged = timeouts.check(db, "server")
+        except Unavailable:  # the database reports it, once a while
+            continue
         except Exception:  # a database hiccup must not end the checks for good
             log.exception("timeout check failed; trying again in %s s", interval)
             continue

@@ -27,7 +27,7 @@ def alembic_config(db: Database, connection=None, vault: Vault | None = None) ->
 
 def upgrade(db: Database, revision: str = "head", vault: Vault | None = None) -> None:
     """Migrate ``db`` to ``revision`` (default: the newest); ``vault`` encrypts stored BMC passwords."""
-    with db.engine.connect() as conn:
+    with db.refusals(), db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
             conn.commit()
@@ -56,7 +56,7 @@ def current(db: Database) -> str | None:
     """The revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
-    with db.read_engine.connect() as conn:
+    with db.refusals(), db.read_engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

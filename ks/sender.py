@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from ks import feed, vault, webhooks
 from ks.config import Settings
 from ks.db import Database
-from ks.errors import SecretKeyError
+from ks.errors import SecretKeyError, Unavailable
 from ks.models import Lease, Webhook, utcnow
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class Sender:
             time.sleep(self.round_seconds * random.uniform(0.8, 1.2))
             try:
                 self.round()
+            except Unavailable:  # the database reports it, once a while
+                time.sleep(5)
             except Exception:  # a database hiccup must not end deliveries for good
                 log.exception("webhook round failed; trying again in 5 s")
                 time.sleep(5)

@@ -8,6 +8,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,25 @@ class PostgresServer:
 
     def start(self) -> "PostgresServer":
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        return self._launch()
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's PID, from the file it keeps in its data directory."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def restart(self) -> None:
+        """Shut the server down as a crash would (SIGQUIT to its PID: every client cut off), then start it again."""
+        pid = self.pid
+        os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists():  # not our child: wait until its PID is gone
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"PostgreSQL (PID {pid}) did not stop within 30 s")
+            time.sleep(0.05)
+        self._launch()
+
+    def _launch(self) -> "PostgresServer":
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
         self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"), "-w", "start"

@@ -12,6 +12,9 @@ import requests
 
 from helpers import cli_env, free_port
 
+# What the script of a boot the database could not take says (ks.db's messages of ks.errors.Unavailable).
+REFUSED = "nothing was written"
+
 
 class ServerProcess:
     """``python -m ks serve`` in its own process group, logging to a file."""
@@ -92,6 +95,7 @@ class Storm:
         self.servers = servers
         self.acked: dict[str, int] = {}  # MAC -> times it got a 200
         self.errors = 0
+        self.refused = 0  # answers that said the database took nothing (ks.errors.Unavailable)
         self.lock = threading.Lock()
 
     def machine(self, i: int, server: int | None = None) -> None:
@@ -106,6 +110,11 @@ class Storm:
                 time.sleep(0.2)
                 continue
             assert r.status_code == 200, r.text
+            if REFUSED in r.text:  # the busy script: the database took nothing, the machine asks again
+                with self.lock:
+                    self.refused += 1
+                time.sleep(0.2)
+                continue
             with self.lock:
                 self.acked[mac(i)] = self.acked.get(mac(i), 0) + 1
             return r.text

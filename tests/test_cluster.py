@@ -18,7 +18,8 @@ from sqlalchemy import select
 from ks.db import Database
 from ks.models import Event, Host, HostMac
 
-from helpers import bootid_of, run_edit_host
+from helpers import bootid_of, free_port, run_edit_host
+from pg import PostgresServer
 from server import ServerProcess, Storm, mac
 
 pytestmark = pytest.mark.e2e
@@ -105,3 +106,62 @@ def _host_of(url: str, machine_mac: str) -> int:
             return session.scalar(select(HostMac.host_id).where(HostMac.mac == machine_mac.replace("-", ":")))
     finally:
         db.dispose()
+
+
+def test_two_servers_ride_out_a_postgresql_restart(root):
+    """PostgreSQL restarts under a boot storm: the servers reconnect by themselves, nothing acknowledged is lost."""
+    postgres = PostgresServer(free_port()).start()  # its own: the restart must not cut off other tests' server
+    try:
+        url = postgres.new_database()
+        env = {"KS_DATABASE_URL": url, "KS_REGISTRATIONS_PER_MINUTE": "0"}
+        servers = [ServerProcess(root, env=env).start(), ServerProcess(root, env=env).start()]
+        storm = Storm(servers)
+        changes: dict[str, str] = {}
+        refused: list[str] = []
+        done = threading.Event()
+
+        def operator() -> None:
+            """edit-host through the restart: a change is acknowledged by exit 0, refused by 75 (try again)."""
+            rng = random.Random(1)
+            while not done.is_set():
+                with storm.lock:
+                    known = sorted(storm.acked)
+                if not known:
+                    time.sleep(0.05)
+                    continue
+                target, state = rng.choice(known), rng.choice(["wipe", "image1"])
+                edit = run_edit_host(root, "--mac", target, "-s", state, check=False, env=env)
+                assert edit.returncode in (0, 75), edit.stderr
+                if edit.returncode == 0:
+                    changes[target] = state
+                else:
+                    refused.append(edit.stderr)
+
+        editing = threading.Thread(target=operator)
+        editing.start()
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(storm.machine, i) for i in range(MACHINES // 2)]
+                deadline = time.monotonic() + 60
+                while len(storm.acked) < MACHINES // 8 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                postgres.restart()
+                for f in futures:
+                    f.result()
+            # Both servers answer afterwards, with connections of their own made after the restart.
+            for n in range(len(servers)):
+                storm.machine(MACHINES // 2 + n, n)
+            logs = [srv.log() for srv in servers]
+        finally:
+            done.set()
+            editing.join()
+            for srv in servers:
+                srv.kill()
+        assert changes, "edit-host changed hosts"
+        assert all("the database server is unreachable or restarting" in message for message in refused), refused
+        storm.verify(url, MACHINES // 2 + 2, changes)
+        assert storm.errors == 0, "no boot went unanswered"
+        for log in logs:
+            assert "Internal Server Error" not in log and "Exception on /" not in log, log
+    finally:
+        postgres.stop()

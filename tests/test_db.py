@@ -97,3 +97,30 @@ def test_the_boot_path_reads_the_record_the_orm_reads(db):
     with db.read() as session:
         assert HostRecord.of(session.get(Host, 1)) == direct
     assert direct.macs == ("52:54:00:12:34:56",) and direct.last_boot_at.tzinfo is not None
+
+
+def test_a_full_disk_is_said_once_a_while_and_nothing_is_written(db, monkeypatch, caplog):
+    import sqlite3
+
+    import psycopg
+
+    from ks import db as database
+    from ks.errors import DiskFull
+
+    def full(session):
+        session.add(Host(state="new", hostname="x"))
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with caplog.at_level("ERROR", logger="ks.db"):
+        for _ in range(3):
+            with pytest.raises(DiskFull):
+                db.write(full)
+        monkeypatch.setattr(database, "UNAVAILABLE_REPORT_SECONDS", 0.0)
+        with pytest.raises(DiskFull):
+            db.write(full)
+    reports = [r.getMessage() for r in caplog.records if "refuses work" in r.getMessage()]
+    assert len(reports) == 2 and "(2 more since the last report)" in reports[1], reports
+    with db.read() as session:
+        assert session.scalars(select(Host)).all() == []
+    # PostgreSQL's disk_full is the same refusal.
+    assert isinstance(db._unavailable(psycopg.errors.DiskFull("could not extend file")), DiskFull)

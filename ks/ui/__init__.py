@@ -13,7 +13,7 @@ import logging
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
 from ks import roles, tokens
-from ks.errors import KSError
+from ks.errors import KSError, Unavailable
 from ks.events import EventKind
 from ks.ui import sessions
 from ks.web import runtime
@@ -88,7 +88,7 @@ def page_error(message: str, status: int) -> Response:
 
 @bp.errorhandler(KSError)
 def ks_error(exc: KSError):
-    if exc.status >= 500:
+    if exc.status >= 500 and not isinstance(exc, Unavailable):  # the database reports those, once a while
         log.error("%s", exc)
     return page_error(str(exc), exc.status)
 
