@@ -172,6 +172,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Counted up by each dashboard logout with this token: a session started at another count is over.
+    sessions_ended: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Webhook(Base):

@@ -10,7 +10,7 @@ A stream costs boots nothing and is bounded the same way whoever opens it:
 - it follows the process's one poller (``ks.feed.Poller.follow_frames``): a frame
   is made once per event for all streams;
 - every ``RECHECK`` seconds it looks its token up again: a revoked token (or, for
-  the dashboard, an expired session) ends it with ``event: ended``.
+  the dashboard, an expired or logged-out session) ends it with ``event: ended``.
 """
 
 import time
@@ -20,6 +20,7 @@ from flask import Response, request
 
 from ks import tokens
 from ks.errors import BadRequest, TooManyStreams
+from ks.models import ApiToken
 from ks.values import is_decimal
 from ks.web import runtime, send_timeout, step_aside
 
@@ -44,12 +45,12 @@ def resume_point() -> int | None:
     return int(value)
 
 
-def stream(token_id: int, ended: Callable[[], bool] = lambda: False,
+def stream(token_id: int, ended: Callable[[ApiToken], bool] = lambda token: False,
            extra: Callable[[], bytes] = lambda: b"") -> Response:
     """The history after the resume point (or from now on) for the reader holding the token ``token_id``.
 
     ``ended`` is asked with the token, every ``RECHECK`` seconds: True ends the stream (the dashboard's
-    session expired). ``extra`` is asked at most every ``TICK`` seconds for frames its view adds (the
+    session expired or was logged out). ``extra`` is asked at most every ``TICK`` seconds for frames its view adds (the
     dashboard's download progress); empty: none.
     """
     after = resume_point()
@@ -71,10 +72,10 @@ def stream(token_id: int, ended: Callable[[], bool] = lambda: False,
     def live() -> bool:
         try:
             with ks.db.read() as unit:
-                revoked = tokens.live(unit, token_id) is None
+                token = tokens.live(unit, token_id)
+                return token is not None and not ended(token)
         except Exception:  # the database is away for a moment: the next look decides
             return True
-        return not revoked and not ended()
 
     def frames() -> Iterator[bytes]:
         try:

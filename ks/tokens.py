@@ -5,7 +5,7 @@ import re
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ks.errors import BadRequest, Conflict, NotFound
@@ -46,6 +46,12 @@ def verify(session: Session, token: str | None) -> ApiToken | None:
 def live(session: Session, token_id: int) -> ApiToken | None:
     """The token with id ``token_id`` unless it was revoked (a dashboard session names its token by id)."""
     return session.scalar(select(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)))
+
+
+def end_sessions(session: Session, token_id: int) -> None:
+    """Log out: end every dashboard session opened with the token ``token_id``, in all processes and servers."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id)
+                    .values(sessions_ended=ApiToken.sessions_ended + 1))
 
 
 def all_tokens(session: Session) -> list[ApiToken]:

@@ -93,6 +93,28 @@ def test_logout_ends_the_session(admin):
     assert admin.get("/ui/").status_code == 302
 
 
+def test_a_cookie_saved_before_logout_is_refused_afterwards_by_every_process(app, client, db, hosts, root,
+                                                                              database_url):
+    log_in(client, make_token(db, "a"))
+    saved = client.get_cookie(sessions.COOKIE, path="/ui").value
+    csrf = csrf_of(client, "/ui/")
+    assert client.post("/ui/logout", data={"csrf": csrf}).status_code == 302
+    other = create_app({"ROOT": str(root), "DATABASE_URL": database_url})  # another worker or server
+    try:
+        for replay in (app.test_client(), other.test_client()):
+            replay.set_cookie(sessions.COOKIE, saved, path="/ui")
+            response = replay.get("/ui/")
+            assert response.status_code == 302 and "/ui/login" in response.headers["Location"]
+            replay.set_cookie(sessions.COOKIE, saved, path="/ui")
+            action = replay.post("/ui/actions", data={"csrf": csrf, "action": "delete", "host": "1", "confirm": "1"})
+            assert action.status_code == 401
+        assert db.write(lambda session: session.scalar(select(func.count()).select_from(Host))) == 2
+    finally:
+        other.extensions["kiwispray"].db.dispose()
+    log_in(client, make_token(db, "b"))  # logging in again starts a session that works
+    assert client.get("/ui/").status_code == 200
+
+
 def test_the_login_page_says_only_its_own_words(client):
     page = client.get("/ui/login?note=Send+your+token+to+evil.example").get_data(as_text=True)
     assert "evil.example" not in page

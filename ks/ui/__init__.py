@@ -43,7 +43,7 @@ def authenticate():
             session.clear()
             return _to_login("expired")
         with runtime().db.read() as unit:
-            token = live_token(unit, session["tid"])
+            token = live_token(unit, session)
     if token is None:
         session.pop("tid", None)
         if request.method == "GET" and request.endpoint != "ui.events":
@@ -53,10 +53,12 @@ def authenticate():
     return None
 
 
-def live_token(unit, token_id) -> tuple[str, roles.Role] | None:
-    """The name and role of the token with this id if it is not revoked; None otherwise."""
-    token = tokens.live(unit, token_id)
-    return (token.name, tokens.role_of(token)) if token is not None else None
+def live_token(unit, session) -> tuple[str, roles.Role] | None:
+    """The name and role of the session's token if it is not revoked and no logout ended the session."""
+    token = tokens.live(unit, session["tid"])
+    if token is None or not sessions.current(session, token.sessions_ended):
+        return None
+    return token.name, tokens.role_of(token)
 
 
 def _to_login(note: str | None):

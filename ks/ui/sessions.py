@@ -3,11 +3,14 @@
 The cookie (``kiwispray_session``, path ``/ui``) is signed with a key derived
 from the site's secret key (``ks.vault``), so every worker process and every
 server sharing the key file or ``KS_SECRET_KEY`` accepts it. It holds the id of
-the token the operator logged in with (never the token), the session's CSRF
-token and when it started; it is HttpOnly, SameSite=Lax, and Secure when the
-request came over HTTPS. Each request looks the token up again: a revoked
-token ends its sessions at once, and a session older than
-``KS_SESSION_LIFETIME`` asks for the token again.
+the token the operator logged in with (never the token), the token's count of
+logouts when the session started, the session's CSRF token and when it
+started; it is HttpOnly, SameSite=Lax, and Secure when the request came over
+HTTPS. Each request looks the token up again: a revoked token ends its
+sessions at once, a logout (which counts up the token's ``sessions_ended`` in
+the database) ends every session of its token, a saved copy of the cookie
+included, and a session older than ``KS_SESSION_LIFETIME`` asks for the token
+again.
 """
 
 import hashlib
@@ -26,6 +29,12 @@ COOKIE = "kiwispray_session"
 PURPOSE = "kiwispray dashboard sessions"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
+ENDED = "ended"  # the token's count of logouts when the session started
+
+
+def current(session, sessions_ended: int) -> bool:
+    """Whether no logout has ended ``session`` since it started (its token's count is ``sessions_ended``)."""
+    return session.get(ENDED, 0) == sessions_ended
 
 
 class DashboardSessions(SecureCookieSessionInterface):
@@ -69,11 +78,15 @@ def _under_ui(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def start(session, token_id: int) -> None:
-    """A fresh session for the token with id ``token_id``: nothing of the session before it is kept."""
+def start(session, token_id: int, ended: int) -> None:
+    """A fresh session for the token with id ``token_id`` whose logouts are ``ended`` so far.
+
+    Nothing of the session before it is kept.
+    """
     session.clear()
     session.permanent = True
     session["tid"] = token_id
+    session[ENDED] = ended
     session["t0"] = int(time.time())
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
 

@@ -38,12 +38,12 @@ def login_post():
     if found is None:
         return render_template("login.html", error="that token is not valid (or was revoked)",
                                next=dashboard_path(request.form.get("next"))), 401
-    sessions.start(session, found)
+    sessions.start(session, *found)
     return redirect(dashboard_path(request.form.get("next")) or url_for("ui.overview"))
 
 
-def _token_id(token) -> int | None:
-    return token.id if token is not None else None
+def _token_id(token) -> tuple[int, int] | None:
+    return (token.id, token.sessions_ended) if token is not None else None
 
 
 def dashboard_path(target: str | None) -> str | None:
@@ -58,6 +58,9 @@ def dashboard_path(target: str | None) -> str | None:
 
 @bp.post("/logout")
 def logout():
+    """End the session here and wherever its cookie was kept: every session of its token ends."""
+    token_id = session["tid"]
+    runtime().db.write(lambda unit: tokens.end_sessions(unit, token_id))
     session.clear()
     return redirect(url_for("ui.login", note="logged-out"))
 
@@ -199,8 +202,8 @@ def events():
 
     ``event: progress`` frames carry ``[{"id", "phase", "percent"}]`` of the hosts
     downloading now whose progress moved, every ``PROGRESS_EVERY`` seconds at most.
-    The stream ends with ``event: ended`` when the token is revoked or the session
-    expires (the page then asks for the token again).
+    The stream ends with ``event: ended`` when the token is revoked, a logout ended
+    the session or it expires (the page then asks for the token again).
     """
     downloads, lifetime = runtime().downloads, runtime().settings.session_lifetime
     started = dict(session)
@@ -218,7 +221,10 @@ def events():
         shown = {m["id"]: (m["phase"], m["percent"]) for m in moving}
         return f"event: progress\ndata: {json.dumps(fresh)}\n\n".encode() if fresh else b""
 
-    return sse.stream(session["tid"], ended=lambda: sessions.expired(started, lifetime), extra=moved)
+    def ended(token) -> bool:
+        return not sessions.current(started, token.sessions_ended) or sessions.expired(started, lifetime)
+
+    return sse.stream(session["tid"], ended=ended, extra=moved)
 
 
 @bp.app_template_filter("when")
