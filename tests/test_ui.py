@@ -4,6 +4,7 @@ import dataclasses
 import html
 import re
 import time
+import urllib.parse
 from datetime import timedelta
 
 import pytest
@@ -167,6 +168,27 @@ def test_login_goes_back_only_to_pages_of_the_dashboard(client, db):
         client.post("/ui/logout", data={"csrf": csrf_of(client)})
         response = client.post("/ui/login", data={"token": token, "csrf": csrf_of(client), "next": target})
         assert response.headers["Location"] == expected
+
+
+@pytest.mark.parametrize("target", ["/ui/%0d%0aX:1", "/ui/%0aX:1", "/ui/\tx", "/ui/%7f", "///evil.example/ui/"])
+def test_login_refuses_a_next_with_control_characters_or_another_host(client, db, target):
+    token = make_token(db, "a")
+    query = client.get(f"/ui/login?next={target}")
+    assert query.status_code == 200 and "X:1" not in query.get_data(as_text=True)
+    response = client.post("/ui/login", data={"token": token, "csrf": csrf_of(client),
+                                              "next": urllib.parse.unquote(target)})
+    assert response.status_code == 302 and response.headers["Location"] == "/ui/"
+    assert "X" not in response.headers
+
+
+def test_query_keys_of_the_overview_never_steer_its_links(admin):
+    page = admin.get("/ui/?_method=POST&_anchor=gone&_external=1&_scheme=javascript&state=new&x=1")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    links = [link for link in re.findall(r'href="([^"]*)"', text) if link != "#main"]  # the skip link
+    assert links and all(link.startswith("/ui/") for link in links), links
+    assert not [link for link in links if "#gone" in link or "javascript" in link or "x=1" in link], links
+    assert any("state=new" in link for link in links)  # the filters are kept
 
 
 # -- CSRF and roles --------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import json
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import g, redirect, render_template, request, session, url_for
 
@@ -22,6 +22,8 @@ LOG_SHOWN = 100  # newest delivery attempts of each webhook on the webhooks page
 PROGRESS_EVERY = 2.0  # seconds between two progress frames of the event stream
 # What the login page may say above its form (by key: a link cannot put words of its own there).
 NOTES = {"expired": "your session expired; log in again", "logged-out": "logged out"}
+# The overview's own query parameters: only these are carried into its links (filters, sort, size, power).
+QUERY = ("state", "label", "q", "sort", "dir", "per", "power")
 
 
 @bp.get("/login")
@@ -47,11 +49,17 @@ def _token_id(token) -> tuple[int, int] | None:
 
 
 def dashboard_path(target: str | None) -> str | None:
-    """``target`` if it is a path of the dashboard (never another site), else None."""
-    if not target:
+    """``target`` if it is a path of the dashboard, else None.
+
+    Never another site, never a path that leaves ``/ui/`` by ``..``, and only
+    printable ASCII: no CR/LF for a header, no space or tab a browser would drop.
+    """
+    if not target or not all("!" <= c <= "~" for c in target) or "\\" in target:
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not parts.path.startswith(sessions.PREFIX + "/") or "\\" in target:
+    if parts.scheme or parts.netloc or not parts.path.startswith(sessions.PREFIX + "/"):
+        return None
+    if {".", ".."} & set(unquote(parts.path).split("/")):
         return None
     return target
 
@@ -119,7 +127,7 @@ def overview():
         fleet=sum(n for n, _ in counts.values()), chosen=chosen, sort=sort, descending=descending, per=per, page=page,
         pages=max(1, -(-total // per)), power=power, power_shown=one("power") == "1",
         configurations=deploys.configurations(runtime().settings.root), page_sizes=PAGE_SIZES,
-        query={k: v for k, v in request.args.items() if k != "page"},
+        query={key: value for key in QUERY if (value := one(key)) is not None},
     )
 
 
