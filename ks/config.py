@@ -114,6 +114,11 @@ class Settings:
         "many); further ones get a script that asks again later and nothing is stored; 0: no limit.",
         option="--registrations-per-minute", low=0,
     )
+    login_failures_per_minute: int = setting(
+        10, "KS_LOGIN_FAILURES_PER_MINUTE", "Failed logins (a wrong or revoked token, at the dashboard or the API) "
+        "one source address may make per minute in each server process, in bursts of as many; further attempts "
+        "from it are answered 429 with Retry-After without being checked; 0: no limit.", low=0,
+    )
     header_timeout: float = setting(
         10.0, "KS_HEADER_TIMEOUT", "Seconds a client may take to send a request's headers before the connection "
         "is closed (408); headers are received without holding a thread; 0: no limit.", option="--header-timeout",

@@ -12,6 +12,10 @@ class KSError(Exception):
     status = 400
     exit_code = 1
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers an answer to this error carries besides its status (none but for a few)."""
+        return {}
+
 
 class BadRequest(KSError):
     """Input that is malformed: a bad id, MAC, JSON document or value."""
@@ -29,6 +33,19 @@ class Unauthorized(KSError):
     """A bootid that is missing, wrong or outdated."""
 
     status = 401
+
+
+class TooManyLogins(KSError):
+    """This address failed to log in too often of late: it tries again after ``retry_after`` seconds."""
+
+    status = 429
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"too many failed logins from this address; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class Forbidden(KSError):

@@ -1,13 +1,17 @@
-"""A token bucket: at most N events a minute, bursts of up to N. Pure, apart from the clock.
+"""Token buckets: at most N events a minute, bursts of up to N. Pure, apart from the clock.
 
-``kiwispray serve`` makes one in shared memory before it starts its worker
-processes, so that all of them draw from the same bucket (see ks.server).
+``kiwispray serve`` makes the registrations' bucket in shared memory before it
+starts its worker processes, so that all of them draw from the same bucket (see
+ks.server). ``FailedLogins`` keeps one bucket per source address of failed
+logins, in each process.
 """
 
 import multiprocessing
 import threading
 import time
+from collections import OrderedDict
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -32,10 +36,70 @@ class TokenBucket:
             return True
         with self._lock:
             now = self.clock()
-            tokens = min(self.per_minute, self._state[0] + (now - self._state[1]) * self.per_minute / 60)
+            tokens = self._tokens(now)
             self._state[1] = now
             if tokens < 1:
                 self._state[0] = tokens
                 return False
             self._state[0] = tokens - 1
             return True
+
+    def wait(self) -> float:
+        """Seconds until there is a token (0: there is one now); takes none."""
+        if not self.per_minute:
+            return 0.0
+        with self._lock:
+            tokens = self._tokens(self.clock())
+        return max(0.0, (1 - tokens) * 60 / self.per_minute)
+
+    def _tokens(self, now: float) -> float:
+        return min(self.per_minute, self._state[0] + (now - self._state[1]) * self.per_minute / 60)
+
+
+@dataclass
+class _Source:
+    bucket: TokenBucket
+    reported_at: float | None = None  # when its last log line was written
+    unreported: int = 0  # failures since
+
+
+class FailedLogins:
+    """Failed logins by source address: a ``TokenBucket`` of ``per_minute`` each, and what to log of them.
+
+    A source that has used up its bucket waits (``wait``) before its next
+    attempt is even checked; other sources are not affected. The log gets one
+    line per source at most every ``report_every`` seconds, with the count of
+    failures since the last one (``failed``). At most ``kept`` sources are
+    remembered, the least recently failed forgotten first. 0 means no limit.
+    """
+
+    def __init__(self, per_minute: int, clock=time.monotonic, report_every: float = 60.0, kept: int = 4096):
+        self.per_minute = per_minute
+        self.clock = clock
+        self.report_every = report_every
+        self.kept = kept
+        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def wait(self, source: str) -> float:
+        """Seconds ``source`` must wait before its next attempt is checked (0: it may try now)."""
+        with self._lock:
+            known = self._sources.get(source)
+        return known.bucket.wait() if known is not None else 0.0
+
+    def failed(self, source: str) -> int:
+        """Count a failed (or held back) attempt of ``source``: how many failures to log now, 0 for none yet."""
+        with self._lock:
+            known = self._sources.pop(source, None)
+            if known is None:
+                known = _Source(TokenBucket(self.per_minute, self.clock))
+                while len(self._sources) >= self.kept:
+                    self._sources.popitem(last=False)
+            self._sources[source] = known  # the most recent last
+            known.bucket.take()
+            known.unreported += 1
+            now = self.clock()
+            if known.reported_at is not None and now - known.reported_at < self.report_every:
+                return 0
+            known.reported_at, count, known.unreported = now, known.unreported, 0
+            return count

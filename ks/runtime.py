@@ -6,7 +6,7 @@ from ks import config, feed, images, jobs, rules
 from ks.config import Settings
 from ks.counters import Metrics
 from ks.db import Database
-from ks.ratelimit import TokenBucket
+from ks.ratelimit import FailedLogins, TokenBucket
 from ks.render import Renderer
 from ks.sitedb import open_database
 
@@ -29,6 +29,8 @@ class Runtime:
         self.rules.current()
         # One bucket for all worker processes of `kiwispray serve` (made before they fork), else this app's own.
         self.registrations = registrations or TokenBucket(settings.registrations_per_minute)
+        # Failed logins by source address (the dashboard's and the API's together), in this process.
+        self.logins = FailedLogins(settings.login_failures_per_minute)
         # Counted in the directory shared by the worker processes of `kiwispray serve`, else in memory.
         self.metrics = Metrics(metrics_dir)
         # The history for event streams (the API's and the dashboard's): one poller for all of this

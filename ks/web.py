@@ -2,17 +2,21 @@
 
 import functools
 import ipaddress
+import logging
+import math
 import re
 from typing import TYPE_CHECKING
 
 from flask import Response, current_app, request
 
-from ks.errors import BadRequest, ConfigError
+from ks.errors import BadRequest, ConfigError, TooManyLogins
 from ks.render import Origin
 from ks.values import check_metadata, is_decimal, load_json_object, single
 
 if TYPE_CHECKING:  # ks.runtime builds on the views' modules, which import this one
     from ks.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # The longest request body the application accepts (Flask's MAX_CONTENT_LENGTH); the server
 # answers a longer one 413 before reading it (ks.server).
@@ -43,6 +47,36 @@ def operator_side(path: str) -> bool:
 def runtime() -> "Runtime":
     """What the application's views reach: its settings, database, renderer, metrics (see ks.runtime)."""
     return current_app.extensions["kiwispray"]
+
+
+def refuse_if_held_back(where: str) -> None:
+    """``TooManyLogins`` (429, Retry-After) if this request's source may not try a token now.
+
+    A source past ``KS_LOGIN_FAILURES_PER_MINUTE`` failures is held back: its
+    attempt is not checked, and counts as failed (``where`` says what it tried
+    to log in to: "dashboard" or "API").
+    """
+    wait = runtime().logins.wait(_source())
+    if wait > 0:
+        login_failed(where)
+        raise TooManyLogins(max(1, math.ceil(wait)))
+
+
+def login_failed(where: str) -> None:
+    """Count a failed login of this request's source; log it, one line per source and minute at most.
+
+    The line names the source address and the count since its last line, never the token tried.
+    """
+    source = _source()
+    count = runtime().logins.failed(source)
+    if count:
+        log.warning("%d failed login%s from %s to the %s since the last line about this address", count,
+                    "" if count == 1 else "s", source, where,
+                    extra={"event": "login-failed", "remote": source, "count": count, "to": where})
+
+
+def _source() -> str:
+    return request.remote_addr or "-"
 
 
 def step_aside() -> None:

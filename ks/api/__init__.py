@@ -12,7 +12,7 @@ from ks import tokens
 from ks.errors import BadRequest, Forbidden, KSError
 from ks.roles import Action, Role, allows, needed
 from ks.values import load_json_object
-from ks.web import runtime
+from ks.web import login_failed, refuse_if_held_back, runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -78,9 +78,17 @@ def bearer_token() -> str | None:
 
 
 def sign_in(token: str | None) -> bool:
-    """Whether ``token`` is a live API token; if so, ``require`` checks its role from now on."""
-    found = runtime().db.write(lambda session: _verified(tokens.verify(session, token))) if token else None
+    """Whether ``token`` is a live API token; if so, ``require`` checks its role from now on.
+
+    A wrong token counts against the request's address, and an address past
+    ``KS_LOGIN_FAILURES_PER_MINUTE`` gets ``TooManyLogins`` before its token is checked.
+    """
+    if not token:
+        return False
+    refuse_if_held_back("API")
+    found = runtime().db.write(lambda session: _verified(tokens.verify(session, token)))
     if found is None:
+        login_failed("API")
         return False
     g.token_id, g.token_name, g.token_role = found
     return True
@@ -100,7 +108,9 @@ def _verified(token) -> tuple[int, str, Role] | None:
 
 @bp.errorhandler(KSError)
 def ks_error(exc: KSError):
-    return error(str(exc), exc.status)
+    response = error(str(exc), exc.status)
+    response.headers.update(exc.headers())
+    return response
 
 
 @bp.errorhandler(HTTPException)

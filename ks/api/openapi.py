@@ -24,8 +24,11 @@ def _json(schema: dict, description: str) -> dict:
 def _errors(*codes: int) -> dict:
     words = {400: "Malformed request", 401: "No valid token", 403: "The token's role may not do this",
              404: "Not found",
-             409: "Conflict with the current state", 502: "The BMC refused or failed the operation",
-             504: "The BMC did not answer in time"}
+             409: "Conflict with the current state",
+             429: "Too many failed logins from this address: try again after Retry-After seconds",
+             502: "The BMC refused or failed the operation", 504: "The BMC did not answer in time"}
+    if 401 in codes:  # where a token is checked, a guessing address is held back
+        codes = (*codes, 429)
     return {str(c): _json(_ref("Error"), words[c]) for c in codes}
 
 

@@ -104,7 +104,9 @@ def authenticate():
 
 @bp.errorhandler(KSError)
 def ks_error(exc: KSError):
-    return message(str(exc), exc.status)
+    response = message(str(exc), exc.status)
+    response.headers.update(exc.headers())
+    return response
 
 
 @bp.errorhandler(HTTPException)

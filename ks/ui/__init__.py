@@ -92,7 +92,9 @@ def page_error(message: str, status: int) -> Response:
 def ks_error(exc: KSError):
     if exc.status >= 500 and not isinstance(exc, Unavailable):  # the database reports those, once a while
         log.error("%s", exc)
-    return page_error(str(exc), exc.status)
+    response = page_error(str(exc), exc.status)
+    response.headers.update(exc.headers())
+    return response
 
 
 @bp.after_request

@@ -13,7 +13,7 @@ from ks.power import hosts as host_power
 from ks.record import HostRecord
 from ks.ui import bp, may, sessions
 from ks.values import is_decimal
-from ks.web import MAX_ID, one, origin_from_base_url, runtime, step_aside
+from ks.web import MAX_ID, login_failed, one, origin_from_base_url, refuse_if_held_back, runtime, step_aside
 
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_FILTER = 200  # characters of a filter value
@@ -35,9 +35,11 @@ def login():
 @bp.post("/login")
 def login_post():
     """Check the token; a fresh session for it, then where the operator was going."""
+    refuse_if_held_back("dashboard")
     given = (request.form.get("token") or "").strip()
     found = runtime().db.write(lambda unit: _token_id(tokens.verify(unit, given)))
     if found is None:
+        login_failed("dashboard")
         return render_template("login.html", error="that token is not valid (or was revoked)",
                                next=dashboard_path(request.form.get("next"))), 401
     sessions.start(session, *found)
