@@ -546,7 +546,8 @@ def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, a
     assert bmc.history == [True]
 
 
-def test_a_revoked_token_ends_its_open_event_stream(admin, client, db, monkeypatch):
+@pytest.mark.parametrize("end", ["revoke", "logout"])
+def test_a_revoked_token_or_a_logout_ends_the_open_event_stream(admin, db, monkeypatch, end):
     from ks import sse
 
     monkeypatch.setattr(sse, "RECHECK", 0.0)
@@ -554,7 +555,10 @@ def test_a_revoked_token_ends_its_open_event_stream(admin, client, db, monkeypat
     response = admin.get("/ui/events")
     chunks = iter(response.response)
     assert next(chunks).startswith(b"retry:")
-    db.write(lambda session: tokens.revoke(session, "admin"))
+    if end == "revoke":
+        db.write(lambda session: tokens.revoke(session, "admin"))
+    else:
+        assert admin.post("/ui/logout", data={"csrf": csrf_of(admin, "/ui/")}).status_code == 302
     text = b""
     deadline = time.monotonic() + 10
     for chunk in chunks:
