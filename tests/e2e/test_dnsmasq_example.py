@@ -1,10 +1,12 @@
 """dnsmasq.conf.example passes ``dnsmasq --test``: as shipped, in its proxy-DHCP
-variant, and as the real-boot tests run it."""
+variant, as the real-boot tests run it, and as ``kiwispray dnsmasq-config`` writes it."""
 
 import subprocess
 
 import pytest
+from click.testing import CliRunner
 
+from ks.cli.main import cli
 from ks.dnsmasq import configure, proxy_variant
 
 from .harness import REPO
@@ -41,4 +43,15 @@ def test_as_the_tests_run_it(tmp_path):
     assert {"interface=lo", "dhcp-range=127.0.0.100,127.0.0.199,1h", f"tftp-root={tmp_path}"} <= set(active)
     conf = tmp_path / "test.conf"
     conf.write_text(text)
+    assert "syntax check OK" in dnsmasq_test(conf)
+
+
+@pytest.mark.parametrize("variant", [[], ["--proxy"]])
+def test_as_dnsmasq_config_writes_it(tmp_path, variant):
+    conf = tmp_path / "kiwispray.conf"
+    args = ["dnsmasq-config", "--interface", "lo", "--subnet", "127.0.0.0/8", "--server", "http://127.0.0.1:5000",
+            "-o", str(conf), *variant]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "checked: dnsmasq --test accepts it" in done.output
     assert "syntax check OK" in dnsmasq_test(conf)
