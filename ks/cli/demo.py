@@ -11,16 +11,23 @@ import click
 
 from ks.cli.common import Command
 
+# ks.lab.lab.DEFAULT_CACHE, named here so that the CLI does not load the lab to start.
+DEFAULT_CACHE = "/var/cache/kiwispray-test/e2e"
+
 
 @click.command(cls=Command)
 @click.option("--firmware", type=click.Choice(["bios", "uefi"]), default="bios", show_default=True,
               help="The machine's firmware: SeaBIOS, or OVMF for UEFI.")
 @click.option("--port", default=5080, type=click.IntRange(0, 65535), show_default=True,
               help="Port on 127.0.0.1 where the dashboard is reachable while the demo runs (0: any free port).")
+@click.option("--machine-cache", "cache", envvar="KS_E2E_CACHE", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_CACHE, show_default=True,
+              help="Where scripts/build-test-guest.sh built the stand-in machine (env KS_E2E_CACHE, as for the "
+                   "script).")
 @click.option("--hold", is_flag=True,
               help="Once the machine is installed, keep everything running until Ctrl-C, to look around "
                    "the dashboard.")
-def demo(firmware: str, port: int, hold: bool):
+def demo(firmware: str, port: int, cache: Path, hold: bool):
     """Watch a machine install: new, image, finished, its disk (needs root; about two minutes).
 
     Builds a private network namespace (nothing in it reaches another network),
@@ -33,9 +40,7 @@ def demo(firmware: str, port: int, hold: bool):
     it says so, and how to get them, when one is missing.
     """
     from ks.lab import demo as demos
-    from ks.lab.lab import cache_dir
 
-    cache = cache_dir()
     problems = demos.requirements(demos.is_root(), shutil.which, lambda p: Path(p).exists(), cache, firmware)
     if problems:
         raise click.ClickException("\n".join(problems))

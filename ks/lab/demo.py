@@ -39,7 +39,7 @@ def requirements(root: bool, which: Callable[[str], str | None], exists: Callabl
                         "(KIWIspray's scripts/install-system-deps.sh installs these and what its tests use)")
     if not any(cache.glob("*.install.tar")) if cache.is_dir() else True:
         problems.append(f"no stand-in machine in {cache}: build it with KIWIspray's scripts/build-test-guest.sh "
-                        "(a few minutes, once; KS_E2E_CACHE names another directory)")
+                        "(a few minutes, once; --machine-cache or KS_E2E_CACHE names another directory)")
     return problems
 
 

@@ -105,7 +105,7 @@ class Forward:
         with self.lock:
             for sock in self.open:
                 try:
-                    sock.close()
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the threads copying from it
                 except OSError:
                     pass
             self.open.clear()

@@ -28,7 +28,7 @@ from ks.lab.namespace import Namespace
 
 # Where the lab's commands import ks from: the same ks as this process's.
 PACKAGE_PARENT = Path(ks.__file__).resolve().parents[1]
-# Where scripts/build-test-guest.sh puts the stand-in machine (unless KS_E2E_CACHE says otherwise).
+# Where scripts/build-test-guest.sh puts the stand-in machine (unless KS_E2E_CACHE names another directory).
 DEFAULT_CACHE = "/var/cache/kiwispray-test/e2e"
 ADDRESS = "192.168.42.1"
 PORT = 5000
@@ -41,11 +41,6 @@ FETCH = (
     "r = u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=5);"
     "sys.stdout.write(r.read().decode())"
 )
-
-
-def cache_dir() -> Path:
-    """The stand-in machine's cache directory: KS_E2E_CACHE, else /var/cache/kiwispray-test/e2e."""
-    return Path(os.environ.get("KS_E2E_CACHE") or DEFAULT_CACHE)
 
 
 def tail(path: Path, size: int = 3000) -> str:
