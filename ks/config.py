@@ -264,11 +264,11 @@ def api_token(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def shipped(name: str) -> Path:
-    """Directory of shipped files (``templates`` or ``migrations``).
+    """Shipped files: the directories ``templates`` and ``migrations``, the file ``dnsmasq.conf.example``.
 
     A wheel carries them inside the package (``ks/_shipped``); a checkout or an
     editable install finds them at the top of the repository.
     """
     package = Path(__file__).resolve().parent
     inside = package / "_shipped" / name
-    return inside if inside.is_dir() else package.parent / name
+    return inside if inside.exists() else package.parent / name

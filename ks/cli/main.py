@@ -23,13 +23,19 @@ from ks.cli.common import (
     setting_option,
     token_file_after,
 )
+from ks.cli.demo import demo
 from ks.cli.fleet import bmc_group, config_group, host_group
 from ks.cli.image import image
 from ks.cli.kiwi import kiwi
 from ks.cli.rules import rules_group
+from ks.cli.site import dnsmasq_config, init
 from ks.cli.token import token
 from ks.cli.webhook import webhook
 from ks.errors import RulesError
+
+# Commands that work on no site and drive no server: they take neither --root nor --server after them
+# (dnsmasq-config's own --server is the URL it writes).
+SITELESS = ("dnsmasq-config", "demo")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -46,7 +52,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
     directory that holds images/. --root, and for the host, config and bmc
     commands --server and --token-file, may also follow the command.
     """
-    if server and ctx.invoked_subcommand not in REMOTE_COMMANDS:
+    if server and ctx.invoked_subcommand not in (*REMOTE_COMMANDS, *SITELESS):
         given = "--server" if ctx.get_parameter_source("server") is ParameterSource.COMMANDLINE else "KS_SERVER"
         raise server_refused(ctx.invoked_subcommand or "", given)
     ctx.obj = Site(root, server, token_file)
@@ -287,7 +293,12 @@ cli.add_command(webhook)
 cli.add_command(host_group)
 cli.add_command(config_group)
 cli.add_command(bmc_group)
+cli.add_command(init)
+cli.add_command(dnsmasq_config)
+cli.add_command(demo)
 for _name, _command in cli.commands.items():
+    if _name in SITELESS:
+        continue
     if _name in REMOTE_COMMANDS:
         accept_after(_command, root_after, server_after, token_file_after)
     else:

@@ -1,12 +1,15 @@
 """dnsmasq.conf.example passes ``dnsmasq --test``: as shipped, in its proxy-DHCP
-variant, and as the real-boot tests run it."""
+variant, as the real-boot tests run it, and as ``kiwispray dnsmasq-config`` writes it."""
 
-import re
 import subprocess
 
 import pytest
+from click.testing import CliRunner
 
-from .harness import REPO, dnsmasq_config
+from ks.cli.main import cli
+from ks.dnsmasq import configure, proxy_variant
+
+from .harness import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("guest_cache")]
 
@@ -17,20 +20,6 @@ def dnsmasq_test(conf) -> str:
     done = subprocess.run(["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return done.stderr
-
-
-def proxy_variant(text: str) -> str:
-    """The example changed the way its comments tell: variant 1 out, variant 2 in."""
-    lines, section = [], ""
-    for line in text.splitlines():
-        if line.startswith("# --- "):
-            section = line
-        if "Variant 1" in section and line.startswith(("dhcp-range=", "dhcp-boot=")):
-            line = "#" + line
-        elif "Variant 2" in section and re.match(r"#(dhcp-range|pxe-)", line):
-            line = line[1:]
-        lines.append(line)
-    return "\n".join(lines) + "\n"
 
 
 def test_example_as_shipped():
@@ -49,9 +38,20 @@ def test_proxy_variant(tmp_path):
 
 
 def test_as_the_tests_run_it(tmp_path):
-    text = dnsmasq_config(EXAMPLE.read_text(), "lo", "127.0.0.100,127.0.0.199,1h", str(tmp_path), ["port=0"])
+    text = configure(EXAMPLE.read_text(), "lo", "127.0.0.100,127.0.0.199,1h", str(tmp_path), ["port=0"])
     active = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert {"interface=lo", "dhcp-range=127.0.0.100,127.0.0.199,1h", f"tftp-root={tmp_path}"} <= set(active)
     conf = tmp_path / "test.conf"
     conf.write_text(text)
+    assert "syntax check OK" in dnsmasq_test(conf)
+
+
+@pytest.mark.parametrize("variant", [[], ["--proxy"]])
+def test_as_dnsmasq_config_writes_it(tmp_path, variant):
+    conf = tmp_path / "kiwispray.conf"
+    args = ["dnsmasq-config", "--interface", "lo", "--subnet", "127.0.0.0/8", "--server", "http://127.0.0.1:5000",
+            "-o", str(conf), *variant]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "checked: dnsmasq --test accepts it" in done.output
     assert "syntax check OK" in dnsmasq_test(conf)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .qemu import FIRMWARES
+from ks.lab.machine import FIRMWARES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

@@ -13,8 +13,9 @@ import re
 
 import pytest
 
+from ks.lab.machine import FIRMWARES
+
 from .harness import shows_bootid
-from .qemu import FIRMWARES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 

@@ -1,7 +1,7 @@
-"""Test machines: one QEMU run per boot, its console captured to a file.
+"""Machines in QEMU on a lab's network: one QEMU run per boot, its console captured to a file.
 
 QEMU runs with ``-no-reboot``: when the guest reboots, QEMU exits, so each boot
-(firmware, iPXE, kernel, post-install) is one run that a test can read whole.
+(firmware, iPXE, kernel, post-install) is one run that a test or the demo can read whole.
 
 A machine can also be powered by a simulated BMC instead (``chassis_program``): then
 each power-on is one QEMU run, and the guest's reboots happen inside it.
@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .netns import Namespace
+from ks.lab.namespace import Namespace
 
 OVMF = "/usr/share/ovmf/OVMF.fd"
 FIRMWARES = ("bios", "uefi")
 
 
 class BootFailed(AssertionError):
-    """A boot that did not show what the test waited for; the message ends with the console."""
+    """A boot that did not show what was waited for; the message ends with the console."""
 
 
 @dataclass

@@ -31,8 +31,8 @@ class Namespace:
     # Unique-local: the bridge needs an IPv6 prefix for router advertisements on it.
     address6 = "fd42::1"
 
-    def __init__(self, address: str):
-        self.name = f"ks-e2e-{os.getpid()}-{next(_names)}"
+    def __init__(self, address: str, prefix: str = "ks-e2e"):
+        self.name = f"{prefix}-{os.getpid()}-{next(_names)}"
         self.address = address
         self.processes: list[subprocess.Popen] = []
 
