@@ -9,6 +9,8 @@ bash scripts/install-system-deps.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check ks tests scripts migrations
 python3 -m mypy ks
+# The manual (docs/, MkDocs): a broken link or anchor is an error.
+python3 -m mkdocs build --strict --site-dir "$(mktemp -d)"
 # The test machine and the real KIWI image that tests/e2e boot; both cached,
 # so this takes seconds unless their inputs changed (the image: 12-25 min then).
 sh scripts/build-test-guest.sh >/dev/null

@@ -1,4 +1,4 @@
-"""Settings are declared once (ks.config.Settings): the README's table and `kiwispray serve` follow."""
+"""Settings are declared once (ks.config.Settings): the manual's table and `kiwispray serve` follow."""
 
 import re
 from pathlib import Path
@@ -10,12 +10,12 @@ from ks import config
 from ks.cli.main import cli, serve
 from ks.errors import ConfigError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 
 def settings_table() -> dict[str, list[str]]:
-    """The README's settings table: each row's cells, by the environment variables the row names."""
-    text = README.read_text()
+    """The settings table of docs/configuration.md: each row's cells, by the environment variables the row names."""
+    text = PAGE.read_text()
     start = text.index("| flag | env | default | meaning |")
     rows = {}
     for line in text[start:].splitlines()[2:]:
@@ -34,7 +34,7 @@ def serve_options() -> dict[str, click.Option]:
 @pytest.mark.parametrize("declared", config.declarations(), ids=lambda d: d.name)
 def test_every_setting_is_in_the_readme_table(declared):
     rows = settings_table()
-    assert declared.env in rows, f"README's settings table has no row for {declared.env}"
+    assert declared.env in rows, f"docs/configuration.md's settings table has no row for {declared.env}"
     option, _, default, _ = rows[declared.env][:4]
     if declared.option is not None:
         assert f"serve {declared.option}" in option, f"the row of {declared.env} should name serve {declared.option}"
