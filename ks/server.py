@@ -23,7 +23,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers import base
 
-from ks import logs, timeouts
+from ks import logs, operations
 from ks.app import create_app
 from ks.config import Settings
 from ks.db import Database
@@ -511,7 +511,7 @@ def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
         # Jitter: the workers of one server should not all check at the same moment.
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:
-            flagged = timeouts.check(db, "server")
+            flagged = operations.check_timeouts(db, "server")
         except Exception:  # a database hiccup must not end the checks for good
             log.exception("timeout check failed; trying again in %s s", interval)
             continue
