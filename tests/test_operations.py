@@ -2,9 +2,11 @@
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+import ks
 from ks import machines
 from ks.events import EventKind
 
@@ -67,3 +69,11 @@ def test_two_concurrent_patches_of_one_host_never_lose_an_update(app, client, db
     for (_, after), (before, _) in zip(changes, changes[1:], strict=False):
         assert before == after, f"a chain change started from a chain another had replaced: {changes}"
     assert host.state == changes[-1][1]
+
+
+def test_only_the_operations_layer_applies_a_host_change():
+    """The API, both CLIs and the dashboard call ``ks.operations``; none applies a ``HostChange`` itself."""
+    package = Path(ks.__file__).parent
+    applying = {str(path.relative_to(package)) for path in package.rglob("*.py")
+                if ".apply(session, host" in path.read_text()}
+    assert applying == {"operations.py"}
