@@ -10,7 +10,7 @@ import random
 import threading
 import time
 
-from ks import timeouts
+from ks import operations
 from ks.counters import Metrics
 from ks.db import Database
 from ks.errors import Unavailable
@@ -52,7 +52,7 @@ def check_timeouts(db: Database, metrics: Metrics, interval: float) -> None:
         # Jitter: the workers of one server should not all check at the same moment.
         time.sleep(interval * random.uniform(0.8, 1.2))
         try:
-            flagged = timeouts.check(db, "server")
+            flagged = operations.check_timeouts(db, "server")
         except Unavailable:  # the database reports it, once a while
             continue
         except Exception:  # a database hiccup must not end the checks for good

@@ -58,15 +58,16 @@ def parse_ref(ref: str) -> tuple[str, object]:
         return "name", ref  # not a MAC: a hostname
 
 
-def resolve(session: Session, ref: str) -> Host:
-    """A host by reference: its id, one of its MACs, or its (unique) hostname."""
-    return resolve_many(session, [ref])[0]
+def resolve(session: Session, ref: str, lock: bool = False) -> Host:
+    """A host by reference: its id, one of its MACs, or its (unique) hostname (row-locked if asked)."""
+    return resolve_many(session, [ref], lock)[0]
 
 
-def resolve_many(session: Session, refs: list[str]) -> list[Host]:
+def resolve_many(session: Session, refs: list[str], lock: bool = False) -> list[Host]:
     """Hosts by reference (at most three queries), each host once, in the order given.
 
     NotFound names the first reference that matches no host; Conflict a name several hosts share.
+    ``lock``: see ``lock_hosts``.
     """
     kinds = {ref: parse_ref(ref) for ref in dict.fromkeys((ref or "").strip() for ref in refs)}
     wanted = {kind: [v for k, v in kinds.values() if k == kind] for kind in ("id", "mac", "name")}
@@ -88,7 +89,28 @@ def resolve_many(session: Session, refs: list[str]) -> list[Host]:
         if key not in found:
             raise NotFound(missing[key[0]].format(key[1] if key[0] != "name" else ref[:64]))
         hosts.append(found[key])
-    return list(dict.fromkeys(hosts))
+    hosts = list(dict.fromkeys(hosts))
+    if lock:
+        lock_hosts(session, hosts)
+    return hosts
+
+
+def lock_hosts(session: Session, hosts: list[Host]) -> None:
+    """Lock the hosts' rows until the unit of work ends, and read them again as they are now.
+
+    ``SELECT … FOR UPDATE`` in id order, so that two changes of the same hosts
+    queue rather than deadlock (SQLite has one writer at a time anyway); a change
+    made meanwhile is what the caller now sees and builds on. NotFound for a host
+    deleted meanwhile.
+    """
+    ids = [host.id for host in hosts]
+    for host in hosts:
+        session.expire(host)  # the query below fills them in again, from the locked rows
+    locked = {host.id for host in session.scalars(select(Host).where(Host.id.in_(ids)).order_by(Host.id)
+                                                  .with_for_update())}
+    for host_id in ids:
+        if host_id not in locked:
+            raise NotFound(f"no host with id {host_id}")
 
 
 def set_state(session: Session, host: Host, chain: states.Chain, source: str) -> None:

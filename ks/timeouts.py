@@ -8,9 +8,10 @@ check flags the host failed: ``edit-host -l`` shows it, its history records a
 ``timeout``, and the machine, should it boot again, waits until an operator
 retries it (``edit-host -i N --retry``) or gives it a new state.
 
-Every server worker runs the check in a thread (see ``ks.server``), and
-``kiwispray timeouts check`` runs it from cron; the database makes sure each
-timeout is flagged and recorded once, however many check at the same time.
+Every server worker runs the check (``ks.operations.check_timeouts``) in a
+thread (see ``ks.server``), and ``kiwispray timeouts check`` runs it from cron;
+the database makes sure each timeout is flagged and recorded once, however many
+check at the same time. The functions here take a session and never commit.
 """
 
 import logging
@@ -21,7 +22,6 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from ks import states
-from ks.db import Database
 from ks.errors import Conflict
 from ks.events import EventKind, record
 from ks.models import Host, utcnow
@@ -80,22 +80,4 @@ def flag_overdue(session: Session, now: datetime, source: str) -> list[tuple[int
         detail = f"no /finish from '{state}' by {deadline:%Y-%m-%d %H:%M:%S} UTC; retry: edit-host -i {host_id} --retry"
         record(session, host_id, EventKind.TIMEOUT, source, chain, chain, detail)
         flagged.append((host_id, state))
-    return flagged
-
-
-def check(db: Database, source: str, now: datetime | None = None) -> list[tuple[int, str]]:
-    """Flag every overdue host; returns (host id, state) of those this call flagged.
-
-    It reads first, so that a check with nothing to do never takes SQLite's write lock.
-    """
-    now = now or utcnow()
-    with db.read() as session:
-        if not overdue(session, now):
-            return []
-    flagged = db.write(lambda session: flag_overdue(session, now, source))
-    for host_id, state in flagged:
-        log.warning(
-            "timeout host=%d state=%s: no /finish in time, flagged failed", host_id, state,
-            extra={"event": EventKind.TIMEOUT.value, "host_id": host_id, "state": state},
-        )
     return flagged

@@ -6,7 +6,7 @@ Each selector is timed three ways, best of --repeat runs, in one process:
 ``page`` (the count and the first 1,000 matching hosts as records: ``GET /hosts?selector=``),
 ``list`` (every matching host as a record: ``edit-host -l --select``) and, for the
 bulk figures, one ``--dry-run`` and one real change of --change hosts (1,000 and
-5,000, the most one change takes) through ``ks.deploys.change_selected`` (what
+5,000, the most one change takes) through ``ks.operations.change_selected`` (what
 ``edit-host --select … -s image1`` does). Usage:
 
     python scripts/bench_select.py --hosts 100000 --repeat 3
@@ -83,7 +83,7 @@ def main() -> None:
                         help="hosts a timed bulk change touches (repeatable; default 1000 and 5000)")
     args = parser.parse_args()
 
-    from ks import deploys, machines, select_sql, selectors
+    from ks import deploys, machines, operations, select_sql, selectors
     from ks.change import HostChange
     from ks.db import Database
 
@@ -125,12 +125,12 @@ def main() -> None:
             selector = selectors.parse(f"batch=b{count}")
             change = HostChange.parse(set(), state="wipe,image1", labels={"batch": "done"}, force=True)
             def dry_run(selector=selector, change=change):
-                return deploys.change_selected(db, selector, change, "bench", dry_run=True)
+                return operations.change_selected(db, selector, change, "bench", dry_run=True)
 
             dry, hosts = best(args.repeat, dry_run)
             print(f"dry run of a change of {len(hosts)} hosts: {dry * 1000:.0f} ms")
             started = time.perf_counter()
-            hosts = deploys.change_selected(db, selector, change, "bench")
+            hosts = operations.change_selected(db, selector, change, "bench")
             print(f"change of {len(hosts)} hosts (state, label, two history lines each, one transaction): "
                   f"{(time.perf_counter() - started) * 1000:.0f} ms")
         db.dispose()

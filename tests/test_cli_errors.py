@@ -4,7 +4,7 @@ with the error's message on stderr and the error's exit status, whatever the com
 import click
 import pytest
 
-from ks import booting, config, legacy, machines, pxelinux, states, timeouts, tokens
+from ks import booting, config, legacy, machines, operations, pxelinux, states, tokens
 from ks.cli.common import Command, Group
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
@@ -41,7 +41,7 @@ CASES = {
     "token revoke": ((tokens, "revoke"), ["token", "revoke", "ci"], {}),
     "import-legacy": ((legacy, "read"), ["import-legacy", "{root}/known_hosts.json"], {"known_hosts.json": "{}"}),
     "render": ((machines, "get_host"), ["render", "-i", "1", "--base-url", "http://ks.example:5000"], {}),
-    "timeouts check": ((timeouts, "check"), ["timeouts", "check"], {}),
+    "timeouts check": ((operations, "check_timeouts"), ["timeouts", "check"], {}),
     "pxelinux sync": ((pxelinux, "from_settings"), ["pxelinux", "sync"], {}),
     "image import": ((importer, "import_image"), ["image", "import", "new", "source.tar"], {}),
     "image check": ((inventory, "check"), ["image", "check", "image1"], {}),

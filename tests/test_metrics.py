@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from ks import machines, states, timeouts
+from ks import machines, operations, states
 from ks.models import utcnow
 
 from helpers import MAC1, MAC2, boot, bootid_of, metric_samples
@@ -56,7 +56,7 @@ def test_failed_hosts(client, db):
     db.write(lambda s: machines.set_state(s, machines.get_host(s, 1), states.parse_chain("wipe,image1"), "cli"))
     boot(client, MAC1, serial="SER1")
     assert value(scrape(client), "kiwispray_failed_hosts", state="wipe") == 0
-    timeouts.check(db, "cli", now=utcnow() + timedelta(hours=2))
+    operations.check_timeouts(db, "cli", now=utcnow() + timedelta(hours=2))
     after = scrape(client)
     assert value(after, "kiwispray_failed_hosts", state="wipe") == 1
     assert value(after, "kiwispray_hosts", state="wipe") == 1

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from ks import machines, migrate, states, timeouts
+from ks import machines, migrate, operations, states, timeouts
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
@@ -66,10 +66,10 @@ def later(seconds: float):
 def test_a_machine_that_never_finishes_is_flagged_and_a_retry_puts_it_back(client, db, run, public_hosts):
     booted_into(client, db, "wipe,image1")
     assert host(db).deadline_at is not None
-    assert timeouts.check(db, "server") == []  # not yet
+    assert operations.check_timeouts(db, "server") == []  # not yet
     time.sleep(1.2)  # the real one-second timeout passes
-    assert timeouts.check(db, "server") == [(1, "wipe")]
-    assert timeouts.check(db, "server") == []  # flagged once
+    assert operations.check_timeouts(db, "server") == [(1, "wipe")]
+    assert operations.check_timeouts(db, "server") == []  # flagged once
 
     listing = run(edit_host, "-l")
     assert listing.exit_code == 0
@@ -158,7 +158,7 @@ def test_builtin_states_and_a_zero_timeout_set_no_deadline(client, db, root):
 
 def test_a_new_state_clears_a_failure(client, db):
     booted_into(client, db, "image1")
-    timeouts.check(db, "server", now=later(5))
+    operations.check_timeouts(db, "server", now=later(5))
     assert host(db).failed_at is not None
     set_state(db, "wipe")
     assert host(db).failed_at is None
@@ -167,7 +167,7 @@ def test_a_new_state_clears_a_failure(client, db):
 
 def test_a_late_finish_still_counts(client, db):
     bootid = booted_into(client, db, "image1")
-    timeouts.check(db, "server", now=later(5))
+    operations.check_timeouts(db, "server", now=later(5))
     r = client.get("/finish", query_string={"id": 1, "bootid": bootid})
     assert r.status_code == 200
     h = host(db)
@@ -196,7 +196,7 @@ def test_two_checks_at_once_flag_a_machine_once(client, db):
 
 def test_render_shows_what_a_failed_machine_gets(client, db, run):
     booted_into(client, db, "image1")
-    timeouts.check(db, "server", now=later(5))
+    operations.check_timeouts(db, "server", now=later(5))
     r = run(cli, "render", "-i", "1")
     assert r.exit_code == 0 and "FAILED" in r.output and "shipped:failed.ipxe" in r.output
     assert "FAILED" not in run(cli, "render", "-i", "1", "--state", "image1").output

@@ -1,6 +1,6 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
-from ks import deploys, images, selectors
+from ks import deploys, images, operations, selectors
 from ks.api import SOURCE, answer, body, bp, needs
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
@@ -60,7 +60,7 @@ def deploy(name: str):
     """Give every listed (or selected) host this configuration; all or nothing. 204 like PXE Pilot."""
     entries, selector, reboot = parse_deploy(body())
     refs = [entry_ref(entry) for entry in entries]
-    host_ids = deploys.deploy(runtime().db, runtime().settings.root, name, refs, SOURCE, selector=selector)
+    host_ids = operations.deploy(runtime().db, runtime().settings.root, name, refs, SOURCE, selector=selector)
     if reboot:
         failures = reboot_hosts(host_ids)
         if failures:

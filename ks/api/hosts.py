@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 from flask import Response, request
 
-from ks import deploys, ignition, images, machines, nocloud, present, selectors, states, vault
+from ks import ignition, images, machines, nocloud, operations, present, selectors, states, vault
 from ks.api import SOURCE, answer, body, bp, needs, require
 from ks.change import UNCHANGED, HostChange
 from ks.errors import BadRequest
@@ -110,8 +110,8 @@ def patch_selected():
     dry_run = _flag("dry_run")
     change = parse_patch(body(), images.catalog(runtime().settings.root))
     change.check_many()
-    hosts = deploys.change_selected(runtime().db, selector, change, SOURCE, vault.of(runtime().settings),
-                                  dry_run=dry_run)
+    hosts = operations.change_selected(runtime().db, selector, change, SOURCE, vault.of(runtime().settings),
+                                       dry_run=dry_run)
     return answer({"hosts": [h.document() for h in hosts], "total": len(hosts), "dry_run": dry_run})
 
 
@@ -121,21 +121,14 @@ def patch_host(ref: str):
     """Change hostname, metadata, state chain and BMC in one step: all or nothing."""
     change = parse_patch(body(), images.catalog(runtime().settings.root))
     require(change.needs)  # BMC credentials need an admin
-
-    def work(session):
-        host = machines.resolve(session, ref)
-        change.apply(session, host, SOURCE, vault.of(runtime().settings))
-        session.flush()
-        return HostRecord.of(host).document()
-
-    return answer(runtime().db.write(work))
+    return answer(operations.change_host(runtime().db, ref, change, SOURCE, vault.of(runtime().settings)).document())
 
 
 @bp.delete("/hosts/<ref>")
 @needs(Action.ADMINISTER)
 def delete_host(ref: str):
     """Delete a host; its id is never reused."""
-    runtime().db.write(lambda session: machines.delete_host(session, machines.resolve(session, ref)))
+    operations.change_host(runtime().db, ref, HostChange(delete=True), SOURCE)
     return "", 204
 
 

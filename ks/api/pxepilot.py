@@ -24,7 +24,7 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from ks import deploys, machines, power, states
+from ks import deploys, machines, operations, power, states
 from ks.api import require, sign_in
 from ks.errors import BadRequest, Conflict, Forbidden, KSError, NotFound, Unauthorized
 from ks.identity import MacError, normalize_mac
@@ -253,7 +253,7 @@ def deploy(name: str):
         raise
     if g.token_role is None and not own:
         raise own_machine_only()
-    deploys.deploy(ks.db, ks.settings.root, state, host_ids, SOURCE)
+    operations.deploy(ks.db, ks.settings.root, state, host_ids, SOURCE)
     done = Response(status=200)
     done.headers.pop("Content-Type", None)  # as PXE Pilot: a status, no body
     return done
@@ -269,10 +269,9 @@ def reboot(name: str):
     """Power-cycle the host through its BMC: 204, 404 for an unknown host, 409 when it did not work."""
     require(Action.OPERATE)
     ks = runtime()
-    with ks.db.read() as session:
-        host_id = machines.resolve(session, name).id
+    host_id = operations.resolve_id(ks.db, name)
     step_aside()
-    failures = host_power.reboot_hosts(ks.db, [host_id], SOURCE, ks.settings)
+    failures = operations.power_many(ks.db, [host_id], "cycle", SOURCE, ks.settings)
     if failures:
         raise Conflict(f"Reboot host '{name[:64]}' : {failures[0][1]}")
     return "", 204
@@ -284,5 +283,5 @@ def discovery():
     require(Action.OPERATE)
     ks = runtime()
     step_aside()
-    host_power.discover(ks.db, ks.settings, sweep=True)
+    operations.discover(ks.db, ks.settings, sweep=True)
     return "", 204

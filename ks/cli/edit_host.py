@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from ks import deploys, images, machines, present, selectors, vault
+from ks import images, machines, operations, present, selectors, vault
 from ks.change import UNCHANGED, HostChange
 from ks.cli.common import Command, Site, root_option
 from ks.errors import BadRequest, InvalidBMCAddress, NotFound
@@ -125,14 +125,14 @@ def edit_host(host_id, mac, serial, selector, dry_run, verbosity, state, meta, h
         change = _change(site, state, meta, hostname, set_macs, bmc, bmc_user, bmc_password, force, retry, delete,
                          label_updates)
         keys = vault.of(site.settings)
-        db.write(lambda session: change.apply(session, machines.get_host(session, host_id, lock=True), "cli", keys))
+        operations.change_host(db, str(host_id), change, "cli", keys)
         if delete:
             click.echo(f"host {host_id} deleted", err=True)
             return
     if power_action or reboot:
         # The change above stands whatever the BMC does; a failure is reported with exit 1.
         action = power_action or "cycle"
-        reached = host_power.power_host(db, host_id, action, "cli", site.settings)
+        _, reached = operations.power(db, str(host_id), action, "cli", site.settings)
         done = f"power cycled, now {reached}" if action == "cycle" else f"power {reached}"
         click.echo(f"host {host_id}: {done}", err=True)
     with db.read() as session:
@@ -173,7 +173,7 @@ def _selected(site, selector, changes, state, meta, label_updates, retry, force,
         return
     change = HostChange.parse(images.catalog(site.root), state=state, metadata=meta, labels=label_updates,
                               force=force, retry=retry)
-    hosts = deploys.change_selected(db, selector, change, "cli", vault.of(site.settings), dry_run=dry_run)
+    hosts = operations.change_selected(db, selector, change, "cli", vault.of(site.settings), dry_run=dry_run)
     _print_hosts(hosts, verbosity or 1, as_json, site.settings)
     if not hosts:
         click.echo(f"no host matches {selector}; nothing changed", err=True)

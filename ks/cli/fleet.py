@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 
-from ks import config, deploys, images, machines, selectors, states, vault
+from ks import config, deploys, images, machines, operations, selectors, states, vault
 from ks.change import HostChange
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
 from ks.errors import BadRequest, KSError
 from ks.power import hosts as host_power
-from ks.record import HostRecord
 from ks.remote import Remote, RemoteError
 from ks.values import parse_label_options
 
@@ -38,26 +37,16 @@ class Local:
         return documents
 
     def set(self, ref: str, changes: dict) -> dict:
-        change = _change(self.site.root, changes)
-
-        def work(session):
-            host = machines.resolve(session, ref)
-            change.apply(session, host, SOURCE)
-            session.flush()
-            return HostRecord.of(host).document()
-
-        return self.db.write(work)
+        return operations.change_host(self.db, ref, _change(self.site.root, changes), SOURCE).document()
 
     def set_selected(self, selector: str, changes: dict, dry_run: bool) -> list[dict]:
         change = _change(self.site.root, changes)
-        hosts = deploys.change_selected(self.db, selectors.parse(selector), change, SOURCE,
-                                        vault.of(self.site.settings), dry_run=dry_run)
+        hosts = operations.change_selected(self.db, selectors.parse(selector), change, SOURCE,
+                                           vault.of(self.site.settings), dry_run=dry_run)
         return [h.document() for h in hosts]
 
     def power(self, ref: str, action: str) -> dict:
-        with self.db.read() as session:
-            host_id = machines.resolve(session, ref).id
-        reached = host_power.power_host(self.db, host_id, action, SOURCE, self.site.settings)
+        host_id, reached = operations.power(self.db, ref, action, SOURCE, self.site.settings)
         return {"host": host_id, "action": action, "power": reached}
 
     def configurations(self) -> list[dict]:
@@ -65,14 +54,14 @@ class Local:
 
     def deploy(self, config: str, refs: list[str], reboot: bool, selector: str | None = None) -> list[str]:
         parsed = selectors.parse(selector) if selector is not None else None
-        host_ids = deploys.deploy(self.db, self.site.root, config, refs, SOURCE, selector=parsed)
+        host_ids = operations.deploy(self.db, self.site.root, config, refs, SOURCE, selector=parsed)
         if not reboot:
             return []
-        failures = host_power.reboot_hosts(self.db, host_ids, SOURCE, self.site.settings)
+        failures = operations.power_many(self.db, host_ids, "cycle", SOURCE, self.site.settings)
         return [f"host {host_id}: {why}" for host_id, why in failures]
 
     def discover(self) -> dict:
-        return host_power.discover(self.db, self.site.settings, sweep=True)
+        return operations.discover(self.db, self.site.settings, sweep=True)
 
 
 class Far:

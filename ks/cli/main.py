@@ -252,9 +252,9 @@ def timeouts_check(site: Site):
     or for sites that run the server with the interval set to 0. Prints nothing
     when no machine is overdue.
     """
-    from ks import timeouts
+    from ks import operations
 
-    flagged = timeouts.check(site.migrated_db(), "cli")
+    flagged = operations.check_timeouts(site.migrated_db(), "cli")
     for host_id, state in flagged:
         click.echo(
             f"host {host_id}: no /finish from '{state}' in time; flagged failed (edit-host -i {host_id} --retry)"

@@ -1,11 +1,14 @@
-"""Power for hosts: their BMC from the database, the action through ks.power, a line in the history."""
+"""Power for hosts: their BMC's credentials, the action through ks.power, a line in the history.
 
-from concurrent.futures import ThreadPoolExecutor
+Given a session where one is needed, never committing: ``ks.operations`` opens
+the units of work and keeps the BMC's seconds out of them.
+"""
 
-from ks import events, machines, power, vault
+from sqlalchemy.orm import Session
+
+from ks import events, power, vault
 from ks.config import Settings
-from ks.db import Database
-from ks.errors import Conflict, InvalidBMCAddress, KSError, SecretKeyError
+from ks.errors import Conflict, InvalidBMCAddress, SecretKeyError
 from ks.events import EventKind
 from ks.power import discovery
 
@@ -34,52 +37,27 @@ def credentials(host, settings: Settings) -> tuple[str, str, str]:
     return host.bmc_address, host.bmc_username or "", password
 
 
-def power_host(db: Database, host_id: int, action: str, source: str, settings: Settings) -> str:
-    """Run ``action`` on the host's BMC; returns the power state reached (or asked for).
-
-    The attempt is recorded in the host's history whether it worked or not.
-    """
-    with db.read() as session:
-        host = machines.get_host(session, host_id)
-        bmc = credentials(host, settings)
+def check_bmc(host_id: int, bmc: tuple[str, str, str], source: str) -> None:
+    """Conflict, saying how to set one, when the host has no BMC."""
     if not bmc[0]:
         how = (f'PATCH /api/v1/hosts/{host_id} {{"bmc": {{"address": URL, ...}}}}' if source == "api"
                else f"edit-host -i {host_id} --bmc URL")
         raise Conflict(f"host {host_id} has no BMC; set one with {how}")
-    try:
-        result = power.run(*bmc, action, timeout=settings.power_timeout, **_options(settings))
-    except KSError as exc:
-        _record(db, host_id, source, f"{action} failed: {exc}")
-        raise
-    reached = result if action == "status" else ("off" if result == "off" else "on")
-    if action != "status":
-        _record(db, host_id, source, f"{result} sent")
-    return reached
 
 
-def _record(db: Database, host_id: int, source: str, detail: str) -> None:
-    """One power line in the host's history, in its own transaction."""
-    db.write(lambda session: events.record(session, host_id, EventKind.POWER, source, detail=detail))
+def run(bmc: tuple[str, str, str], action: str, settings: Settings) -> str:
+    """Run ``action`` on the BMC (address, username, password); what it answered."""
+    return power.run(*bmc, action, timeout=settings.power_timeout, **_options(settings))
 
 
-def power_hosts(db: Database, host_ids: list[int], action: str, source: str,
-                settings: Settings) -> list[tuple[int, str]]:
-    """Run ``action`` on the hosts' BMCs in parallel; returns (host id, reason) for each that failed, in order."""
-
-    def one(host_id: int) -> tuple[int, str] | None:
-        try:
-            power_host(db, host_id, action, source, settings)
-        except KSError as exc:
-            return host_id, str(exc)
-        return None
-
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(host_ids)))) as pool:
-        return [failure for failure in pool.map(one, host_ids) if failure]
+def reached(action: str, result: str) -> str:
+    """The power state an action's answer means: the state for ``status``, on or off for the others."""
+    return result if action == "status" else ("off" if result == "off" else "on")
 
 
-def reboot_hosts(db: Database, host_ids: list[int], source: str, settings: Settings) -> list[tuple[int, str]]:
-    """Power-cycle hosts in parallel; returns (host id, reason) for each that failed."""
-    return power_hosts(db, host_ids, "cycle", source, settings)
+def record(session: Session, host_id: int, source: str, detail: str) -> None:
+    """One power line in the host's history."""
+    events.record(session, host_id, EventKind.POWER, source, detail=detail)
 
 
 def power_states(hosts, settings: Settings) -> dict[int, str | None]:
@@ -101,18 +79,21 @@ def power_states(hosts, settings: Settings) -> dict[int, str | None]:
     return {h.id: found.get(h.id) for h in hosts}
 
 
-def discover(db: Database, settings: Settings, sweep: bool) -> dict:
-    """Where the BMCs that hosts give by MAC are: ``{"subnets", "bmcs": [{host, hostname, mac, ip}]}``.
-
-    With ``sweep``, KS_BMC_SUBNETS is swept first (PXE Pilot's discovery); without, the
-    neighbour table is read as it is.
-    """
+def sweep_subnets(settings: Settings, sweep: bool) -> list:
+    """KS_BMC_SUBNETS parsed; Conflict when a sweep is asked for and none are set."""
     subnets = discovery.parse_subnets(settings.bmc_subnets)
     if sweep and not subnets:
         raise Conflict("no BMC subnets to sweep; set KS_BMC_SUBNETS on the server, e.g. KS_BMC_SUBNETS=10.0.0.0/24")
-    with db.read() as session:
-        bmcs = [(h.id, h.hostname, mac) for h in machines.list_hosts(session)
-                if h.bmc_address and (mac := _mac(h.bmc_address))]
+    return subnets
+
+
+def locate(hosts, subnets: list, sweep: bool) -> dict:
+    """Where the BMCs that ``hosts`` give by MAC are: ``{"subnets", "bmcs": [{host, hostname, mac, ip}]}``.
+
+    With ``sweep``, ``subnets`` are swept first (PXE Pilot's discovery); without, the
+    neighbour table is read as it is.
+    """
+    bmcs = [(h.id, h.hostname, mac) for h in hosts if h.bmc_address and (mac := _mac(h.bmc_address))]
     found = discovery.locate([mac for _, _, mac in bmcs], subnets if sweep else [], force=sweep)
     return {
         "subnets": [str(s) for s in subnets],

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from ks import deploys, images, machines, vault
+from ks import deploys, images, machines, operations, vault
 from ks.change import HostChange
 from ks.errors import BadRequest, Conflict, Forbidden
-from ks.power import hosts as host_power
 from ks.roles import Action
 from ks.ui import SOURCE, bp, may
 from ks.ui.views import dashboard_path
@@ -112,7 +111,7 @@ def _do(name: str, kind: Kind, change: HostChange | None, host_ids: list[int]) -
     ks = runtime()
     hosts = f"host {host_ids[0]}" if len(host_ids) == 1 else f"{len(host_ids)} hosts"
     if change is not None:
-        deploys.change_hosts(ks.db, [str(i) for i in host_ids], change, SOURCE, vault.of(ks.settings))
+        operations.change_hosts(ks.db, [str(i) for i in host_ids], change, SOURCE, vault.of(ks.settings))
     if kind.power is None:
         return {"set-chain": f"{hosts}: chain set", "retry": f"{hosts}: failure cleared",
                 "delete": f"{hosts} deleted"}[name]
@@ -122,7 +121,7 @@ def _do(name: str, kind: Kind, change: HostChange | None, host_ids: list[int]) -
         what = "the chain is set, but " if change is not None else ""
         raise Conflict(f"{what}hosts without a BMC: {', '.join(map(str, missing))}; nothing was powered")
     step_aside()  # the BMCs may take seconds
-    failures = host_power.power_hosts(ks.db, host_ids, kind.power, SOURCE, ks.settings)
+    failures = operations.power_many(ks.db, host_ids, kind.power, SOURCE, ks.settings)
     if failures:
         raise Conflict(f"{kind.power} failed on {len(failures)} of {len(host_ids)} hosts: "
                        + "; ".join(f"host {i}: {why}" for i, why in failures))
