@@ -8,13 +8,16 @@ from typing import Any
 from flask import Flask, redirect, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from ks import api, boot, config, metrics, pixiecore, ui
+from ks import api, metrics, ui
 from ks.api import pxepilot
-from ks.config import Settings
-from ks.db import Database
-from ks.errors import KSError, Unavailable
-from ks.ratelimit import TokenBucket
-from ks.rules import RulesFile
+from ks.boot import pixiecore
+from ks.boot import views as boot
+from ks.core import config
+from ks.core.config import Settings
+from ks.core.errors import KSError, Unavailable
+from ks.core.ratelimit import TokenBucket
+from ks.core.rules import RulesFile
+from ks.records.db import Database
 from ks.runtime import Runtime
 from ks.ui.sessions import DashboardSessions
 from ks.web import ADMIN, LISTENER, MAX_BODY_BYTES, operator_side, text

@@ -10,12 +10,12 @@ import random
 import threading
 import time
 
-from ks import operations
-from ks.counters import Metrics
-from ks.db import Database
-from ks.errors import Unavailable
-from ks.rules import RulesFile
-from ks.sender import Sender
+from ks.core.errors import Unavailable
+from ks.core.rules import RulesFile
+from ks.fleet import operations
+from ks.fleet.sender import Sender
+from ks.records.counters import Metrics
+from ks.records.db import Database
 
 log = logging.getLogger(__name__)
 

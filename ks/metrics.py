@@ -1,4 +1,4 @@
-"""Prometheus metrics at ``GET /metrics``: the counters of ``ks.counters.Metrics`` and the host gauges.
+"""Prometheus metrics at ``GET /metrics``: the counters of ``ks.records.counters.Metrics`` and the host gauges.
 
 The host gauges are read from the database at each scrape, so they are exact
 whichever process or command changed a host.
@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 
-from ks import machines
-from ks.counters import Metrics
+from ks.fleet import machines
+from ks.records.counters import Metrics
 from ks.web import runtime
 
 bp = Blueprint("metrics", __name__)

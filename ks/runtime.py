@@ -2,13 +2,16 @@
 
 import threading
 
-from ks import config, feed, images, jobs, rules
-from ks.config import Settings
-from ks.counters import Metrics
-from ks.db import Database
-from ks.ratelimit import FailedLogins, TokenBucket
-from ks.render import Renderer
-from ks.sitedb import open_database
+from ks import jobs
+from ks.boot import images
+from ks.boot.render import Renderer
+from ks.core import config, rules
+from ks.core.config import Settings
+from ks.core.ratelimit import FailedLogins, TokenBucket
+from ks.fleet import feed
+from ks.fleet.sitedb import open_database
+from ks.records.counters import Metrics
+from ks.records.db import Database
 
 
 class Runtime:

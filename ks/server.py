@@ -22,13 +22,13 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers import base
 
-from ks import logs
 from ks.app import create_app
-from ks.config import Settings
-from ks.errors import ConfigError
-from ks.framing import MAX_HEADER_BYTES, Framing, Refused, answered_continue, header_end
-from ks.ratelimit import TokenBucket
-from ks.rules import RulesFile
+from ks.core import logs
+from ks.core.config import Settings
+from ks.core.errors import ConfigError
+from ks.core.framing import MAX_HEADER_BYTES, Framing, Refused, answered_continue, header_end
+from ks.core.ratelimit import TokenBucket
+from ks.core.rules import RulesFile
 from ks.web import ADMIN, BOOT, LISTENER, MAX_BODY_BYTES, SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Worker(base.Worker):
 
     A request is received whole in the main loop, not in a thread: a
     connection reaches a thread once its header block and its body are
-    complete (``ks.framing`` finds where they end). One that takes longer than
+    complete (``ks.core.framing`` finds where they end). One that takes longer than
     ``HEADER_TIMEOUT`` seconds for its headers, or ``BODY_TIMEOUT`` for its
     body after them, is answered 408 and closed; a body longer than the
     application accepts is answered 413 before it is read. A client that
@@ -479,7 +479,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def metrics_directory():
-    """A fresh directory where the workers keep their metrics (ks.counters.Metrics); removed when the server stops."""
+    """A fresh directory for the workers' metrics (ks.records.counters.Metrics); removed when the server stops."""
     path = tempfile.mkdtemp(prefix="kiwispray-metrics-")
     owner = os.getpid()
     try:
@@ -536,7 +536,7 @@ def run(
         "loglevel": "info",
         "logger_class": JsonLogger if log_format == logs.JSON else Logger,
         "proc_name": "kiwispray",
-        # Image downloads go out with os.sendfile (see ks.files). Do not set
+        # Image downloads go out with os.sendfile (see ks.boot.files). Do not set
         # gunicorn's "sendfile": any value given there, True included, turns it
         # off. Long downloads are not cut by "timeout": the worker notifies
         # the arbiter from its main loop, whatever its threads are doing.

@@ -7,7 +7,7 @@ A stream costs boots nothing and is bounded the same way whoever opens it:
   server keeps that many threads for streams beyond ``--threads``;
 - it steps aside (``ks.web.step_aside``): an open stream holds no running slot;
 - a client that stops reading is dropped after ``KS_SEND_TIMEOUT`` seconds;
-- it follows the process's one poller (``ks.feed.Poller.follow_frames``): a frame
+- it follows the process's one poller (``ks.fleet.feed.Poller.follow_frames``): a frame
   is made once per event for all streams;
 - every ``RECHECK`` seconds it looks its token up again: a revoked token (or, for
   the dashboard, an expired or logged-out session) ends it with ``event: ended``.
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 
 from flask import Response, request
 
-from ks import tokens
-from ks.errors import BadRequest, TooManyStreams
-from ks.models import ApiToken
-from ks.values import is_decimal
+from ks.core.errors import BadRequest, TooManyStreams
+from ks.core.values import is_decimal
+from ks.fleet import tokens
+from ks.records.models import ApiToken
 from ks.web import runtime, send_timeout, step_aside
 
 # Seconds of silence after which a stream gets a comment line, so that proxies and clients see it alive.

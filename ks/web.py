@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from flask import Response, current_app, request
 
-from ks.errors import BadRequest, ConfigError, TooManyLogins
-from ks.render import Origin
-from ks.values import check_metadata, is_decimal, load_json_object, single
+from ks.boot.render import Origin
+from ks.core.errors import BadRequest, ConfigError, TooManyLogins
+from ks.core.values import check_metadata, is_decimal, load_json_object, single
 
 if TYPE_CHECKING:  # ks.runtime builds on the views' modules, which import this one
     from ks.runtime import Runtime
@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 # The longest request body the application accepts (Flask's MAX_CONTENT_LENGTH); the server
 # answers a longer one 413 before reading it (ks.server).
 MAX_BODY_BYTES = 1024 * 1024
-# Host ids are 64-bit integers in the database (ks.models.Id).
+# Host ids are 64-bit integers in the database (ks.records.models.Id).
 MAX_ID = 2**63 - 1
-# A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.values.
+# A metadata parameter as sent (whitespace and all); what is kept is bounded by ks.core.values.
 MAX_METADATA_PARAMETER = 64 * 1024
 # What ``kiwispray serve`` (ks.server) puts in the WSGI environment of each request;
 # absent under any other server, where both are no-ops:
@@ -120,7 +120,7 @@ def parse_id(value: str | None, name: str = "id") -> int:
 
 
 def parse_json_object(value: str, name: str = "metadata") -> dict:
-    """Metadata from a parameter: a JSON object that ``ks.values.check_metadata`` accepts."""
+    """Metadata from a parameter: a JSON object that ``ks.core.values.check_metadata`` accepts."""
     if len(value.encode("utf-8", "surrogatepass")) > MAX_METADATA_PARAMETER:
         raise BadRequest(f"{name} is larger than {MAX_METADATA_PARAMETER} bytes")
     return check_metadata(load_json_object(value, name, ', e.g. {"rack": "4"}'), name)

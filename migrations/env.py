@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from ks.models import Base
+from ks.records.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import cProfile, io, pstats, sys, time
 from sqlalchemy import insert
-from ks import migrate
+from ks.records import migrate
 from ks.app import create_app
-from ks.db import Database
-from ks.models import Host, HostMac, utcnow
+from ks.records.db import Database
+from ks.records.models import Host, HostMac, utcnow
 
 root, count = sys.argv[1], int(sys.argv[2])
 mac = lambda i: f"52-54-02-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}"

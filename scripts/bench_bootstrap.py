@@ -52,9 +52,9 @@ def revision(checkout: Path) -> str:
 POPULATE = """
 import sys
 from sqlalchemy import insert
-from ks import migrate
-from ks.db import Database
-from ks.models import Host, HostMac, utcnow
+from ks.records import migrate
+from ks.records.db import Database
+from ks.records.models import Host, HostMac, utcnow
 
 import json
 root, count, facts = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
@@ -125,7 +125,8 @@ def query_plans(database: Path) -> list[str]:
     """SQLite's plan for each statement /bootstrap runs for a known machine."""
     from sqlalchemy.dialects.sqlite import dialect
 
-    from ks import booting, events
+    from ks.boot import booting
+    from ks.records import events
 
     named = dialect(paramstyle="named")
     statements = [str(s.compile(dialect=named)) for s in (booting._host_ids_by_identifiers(1), booting._HOST,

@@ -107,13 +107,14 @@ class Receiver:
 
 
 def site_db(root: Path):
-    from ks.db import Database
+    from ks.records.db import Database
 
     return Database(f"sqlite:///{root / 'kiwispray.db'}")
 
 
 def add_webhook(root: Path, url: str) -> int:
-    from ks import config, vault, webhooks
+    from ks.core import config, vault
+    from ks.fleet import webhooks
 
     db = site_db(root)
     try:
@@ -124,7 +125,7 @@ def add_webhook(root: Path, url: str) -> int:
 
 
 def remove_webhook(root: Path, webhook_id: int) -> None:
-    from ks import webhooks
+    from ks.fleet import webhooks
 
     db = site_db(root)
     try:
@@ -171,8 +172,8 @@ def main() -> None:
         root = workdir / "site"
         root.mkdir()
         populate(root, args.machines)
-        from ks import tokens
-        from ks.roles import Role
+        from ks.core.roles import Role
+        from ks.fleet import tokens
 
         db = site_db(root)
         token = db.write(lambda s: tokens.create(s, "bench", Role.VIEWER))

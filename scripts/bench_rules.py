@@ -20,9 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ks import booting, migrate, rules, states  # noqa: E402
-from ks.db import Database  # noqa: E402
-from ks.identity import Identity  # noqa: E402
+from ks.boot import booting
+from ks.core import rules, states
+from ks.core.identity import Identity  # noqa: E402
+from ks.records import migrate
+from ks.records.db import Database  # noqa: E402
 
 FACTS = {"manufacturer": "Dell Inc.", "product": "PowerEdge R640", "buildarch": "x86_64", "platform": "efi"}
 

@@ -6,7 +6,7 @@ Each selector is timed three ways, best of --repeat runs, in one process:
 ``page`` (the count and the first 1,000 matching hosts as records: ``GET /hosts?selector=``),
 ``list`` (every matching host as a record: ``edit-host -l --select``) and, for the
 bulk figures, one ``--dry-run`` and one real change of --change hosts (1,000 and
-5,000, the most one change takes) through ``ks.operations.change_selected`` (what
+5,000, the most one change takes) through ``ks.fleet.operations.change_selected`` (what
 ``edit-host --select … -s image1`` does). Usage:
 
     python scripts/bench_select.py --hosts 100000 --repeat 3
@@ -46,9 +46,9 @@ def populate(url: str, count: int) -> None:
     """``count`` hosts with a rack, a role on every third, SMBIOS facts, one MAC and a serial each."""
     from sqlalchemy import insert
 
-    from ks import migrate
-    from ks.db import Database
-    from ks.models import Host, HostMac, utcnow
+    from ks.records import migrate
+    from ks.records.db import Database
+    from ks.records.models import Host, HostMac, utcnow
 
     db = Database(url)
     migrate.upgrade(db)
@@ -83,9 +83,10 @@ def main() -> None:
                         help="hosts a timed bulk change touches (repeatable; default 1000 and 5000)")
     args = parser.parse_args()
 
-    from ks import deploys, machines, operations, select_sql, selectors
-    from ks.change import HostChange
-    from ks.db import Database
+    from ks.core import selectors
+    from ks.fleet import deploys, machines, operations, select_sql
+    from ks.fleet.change import HostChange
+    from ks.records.db import Database
 
     print(command_line())
     with tempfile.TemporaryDirectory() as tmp:

@@ -196,8 +196,8 @@ def set_image_state(url: str, clients: int) -> None:
     """Put every registered machine into the storm's image state, as an operator would."""
     from sqlalchemy import update
 
-    from ks.db import Database
-    from ks.models import Host
+    from ks.records.db import Database
+    from ks.records.models import Host
 
     db = Database(url)
     count = db.write(lambda s: s.execute(update(Host).values(state=IMAGE)).rowcount)
@@ -209,8 +209,8 @@ def finished_hosts(url: str) -> int:
     """How many machines the database knows as finished."""
     from sqlalchemy import func, select
 
-    from ks.db import Database
-    from ks.models import Host
+    from ks.records.db import Database
+    from ks.records.models import Host
 
     db = Database(url)
     with db.read() as session:

@@ -48,9 +48,9 @@ def populate(root: Path, count: int) -> None:
 
     from sqlalchemy import insert
 
-    from ks import migrate
-    from ks.db import Database
-    from ks.models import Host, HostMac, utcnow
+    from ks.records import migrate
+    from ks.records.db import Database
+    from ks.records.models import Host, HostMac, utcnow
 
     db = Database(f"sqlite:///{root / 'kiwispray.db'}")
     migrate.upgrade(db)
@@ -79,8 +79,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="requests per page (default 30)")
     args = parser.parse_args()
 
-    from ks import tokens
     from ks.app import create_app
+    from ks.fleet import tokens
 
     with tempfile.TemporaryDirectory(prefix="kiwispray-bench-ui-") as tmp:
         root = Path(tmp)

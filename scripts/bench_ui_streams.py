@@ -86,8 +86,8 @@ def main() -> None:
     print(f"# {command_line()}")
     print(f"# {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
 
-    from ks import tokens
-    from ks.db import Database
+    from ks.fleet import tokens
+    from ks.records.db import Database
 
     with tempfile.TemporaryDirectory(prefix="ks-bench-ui-") as tmp:
         workdir = Path(tmp)

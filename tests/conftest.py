@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ks import migrate, tokens
 from ks.app import create_app
+from ks.fleet import tokens
+from ks.records import migrate
 
 from bmc import IpmiSim, RedfishSim
 from helpers import MAC1, MAC2, MAC3, boot, free_port, make_image

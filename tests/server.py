@@ -12,7 +12,7 @@ import requests
 
 from helpers import cli_env, free_port
 
-# What the script of a boot the database could not take says (ks.db's messages of ks.errors.Unavailable).
+# What the script of a boot the database could not take says (ks.records.db's messages of ks.core.errors.Unavailable).
 REFUSED = "nothing was written"
 
 
@@ -95,7 +95,7 @@ class Storm:
         self.servers = servers
         self.acked: dict[str, int] = {}  # MAC -> times it got a 200
         self.errors = 0
-        self.refused = 0  # answers that said the database took nothing (ks.errors.Unavailable)
+        self.refused = 0  # answers that said the database took nothing (ks.core.errors.Unavailable)
         self.lock = threading.Lock()
 
     def machine(self, i: int, server: int | None = None) -> None:
@@ -128,8 +128,8 @@ class Storm:
         """
         from sqlalchemy import select
 
-        from ks.db import Database
-        from ks.models import Host, HostMac
+        from ks.records.db import Database
+        from ks.records.models import Host, HostMac
 
         db = Database(url)
         try:

@@ -6,7 +6,7 @@ import logging
 import pytest
 import requests
 
-from ks import tokens
+from ks.fleet import tokens
 
 from bmc import silent_udp_port
 from helpers import schema_errors, wait_for
@@ -38,7 +38,7 @@ def test_every_route_needs_a_valid_token(client, db, hosts, method, path, docume
     assert r.json["status"] == 401 and "token" in r.json["error"]
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
     with db.read() as s:
-        from ks import machines
+        from ks.fleet import machines
 
         assert [(h.hostname, h.state) for h in machines.list_hosts(s)] == [("not-set", "new")] * 2
 
@@ -127,7 +127,7 @@ def test_an_image_that_cannot_boot_is_refused_unless_forced(api, client, hosts, 
                                'host.ipxe of its own) (use "force": true to set it anyway)')
     assert api.patch("/hosts/1", json={"state": "broken", "force": True}).status_code == 200
     # Booted into it anyway, the machine fails to boot: the log says which one, in what state, and why.
-    with caplog.at_level(logging.ERROR, logger="ks.boot"):
+    with caplog.at_level(logging.ERROR, logger="ks.boot.views"):
         assert client.get("/bootstrap", query_string={"net0": "52-54-00-00-00-01"}).status_code == 200
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "host 1 boots into state broken, which cannot boot: images/broken/ has no kernel and no initrd (nor a "

@@ -12,8 +12,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from ks import migrate
 from ks.app import create_app
+from ks.records import migrate
 
 from helpers import free_port
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from ks import machines, tokens
 from ks.cli.main import cli
-from ks.roles import Role
+from ks.core.roles import Role
+from ks.fleet import machines, tokens
 
 from helpers import MAC1, boot
 

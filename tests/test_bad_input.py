@@ -3,7 +3,7 @@
 import pytest
 from sqlalchemy import select
 
-from ks.models import Host
+from ks.records.models import Host
 
 from helpers import MAC1, boot
 

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from ks import power, tokens
+from ks import power
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
-from ks.errors import BMCNotFound, ConfigError, InvalidBMCAddress
+from ks.core.errors import BMCNotFound, ConfigError, InvalidBMCAddress
+from ks.fleet import tokens
 from ks.power import PowerStatus, discovery, parse_bmc_address
 
 from helpers import MAC1, MAC2, boot, cli_env, eh

@@ -3,9 +3,11 @@
 import pytest
 from sqlalchemy import func, select
 
-from ks import booting, machines, states
-from ks import events as events_module
-from ks.models import Event, Host
+from ks.boot import booting
+from ks.core import states
+from ks.fleet import machines
+from ks.records import events as events_module
+from ks.records.models import Event, Host
 
 from helpers import MAC1, MAC2, MAC3, boot, bootid_of, make_image
 
@@ -357,7 +359,7 @@ def test_history_records_every_kind(client, db, root):
 
 
 def test_a_host_learns_at_most_max_macs_however_many_boots_report_new_ones(client, db):
-    from ks.identity import MAX_MACS
+    from ks.core.identity import MAX_MACS
 
     first = "52-54-00-00-00-01"
     for boot_number in range(4):  # one known MAC and eight new ones each time

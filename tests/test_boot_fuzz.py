@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_hostile_data import HOST_TMPL, POST_INSTALL_TMPL
 
-from ks import migrate
 from ks.app import create_app
+from ks.records import migrate
 
 from helpers import make_image
 from server import ServerProcess

@@ -9,9 +9,9 @@ import json
 import pytest
 from sqlalchemy import insert, text
 
-from ks import deploys
 from ks.cli.main import cli
-from ks.models import Host, HostMac, utcnow
+from ks.fleet import deploys
+from ks.records.models import Host, HostMac, utcnow
 
 from helpers import MAC1, boot, eh, schema_errors
 

@@ -153,8 +153,8 @@ def test_help_reads_well(cli_runner):
 def test_serve_refuses_a_negative_number_of_running_requests(cli_runner, root):
     r = cli_runner.invoke(cli, ["--root", str(root), "serve", "--running-requests", "-1"])
     assert r.exit_code == 2 and "--running-requests" in r.output and "Traceback" not in r.output
-    from ks import config
-    from ks.errors import ConfigError
+    from ks.core import config
+    from ks.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="RUNNING_REQUESTS"):
         config.resolve({"ROOT": str(root)}, environ={"KS_RUNNING_REQUESTS": "-1"})
@@ -174,7 +174,7 @@ def test_render_shows_the_script_without_changing_anything(cli_runner, root, hos
 
 def test_db_upgrade_and_missing_root(cli_runner, tmp_path):
     r = cli_runner.invoke(cli, ["--root", str(tmp_path), "db", "upgrade"])
-    from ks import migrate
+    from ks.records import migrate
 
     assert r.exit_code == 0 and f"database at revision {migrate.head()}:" in r.output
     r = cli_runner.invoke(cli, ["--root", str(tmp_path / "nope"), "db", "upgrade"])

@@ -4,11 +4,13 @@ with the error's message on stderr and the error's exit status, whatever the com
 import click
 import pytest
 
-from ks import booting, config, legacy, machines, operations, pxelinux, states, tokens
+from ks.boot import booting, pxelinux
 from ks.cli.common import Command, Group
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
-from ks.errors import KSError
+from ks.core import config, states
+from ks.core.errors import KSError
+from ks.fleet import legacy, machines, operations, tokens
 from ks.kiwi import importer, inventory
 
 from helpers import MAC1, boot

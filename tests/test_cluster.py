@@ -15,8 +15,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from ks.db import Database
-from ks.models import Event, Host, HostMac
+from ks.records.db import Database
+from ks.records.models import Event, Host, HostMac
 
 from helpers import bootid_of, free_port, run_edit_host
 from pg import PostgresServer

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from ks import booting
-from ks.identity import Identity
-from ks.models import Event, Host, utcnow
-from ks.record import HostRecord
+from ks.boot import booting
+from ks.core.identity import Identity
+from ks.records.models import Event, Host, utcnow
+from ks.records.record import HostRecord
 
 MACHINE = Identity(macs=("52:54:00:12:34:56",), serial="SER-1")
 
@@ -104,14 +104,14 @@ def test_a_full_disk_is_said_once_a_while_and_nothing_is_written(db, monkeypatch
 
     import psycopg
 
-    from ks import db as database
-    from ks.errors import DiskFull
+    from ks.core.errors import DiskFull
+    from ks.records import db as database
 
     def full(session):
         session.add(Host(state="new", hostname="x"))
         raise sqlite3.OperationalError("database or disk is full")
 
-    with caplog.at_level("ERROR", logger="ks.db"):
+    with caplog.at_level("ERROR", logger="ks.records.db"):
         for _ in range(3):
             with pytest.raises(DiskFull):
                 db.write(full)

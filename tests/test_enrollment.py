@@ -4,8 +4,10 @@ import dataclasses
 
 import pytest
 
-from ks import images, machines, rules
-from ks.record import HostRecord
+from ks.boot import images
+from ks.core import rules
+from ks.fleet import machines
+from ks.records.record import HostRecord
 
 from helpers import MAC1, MAC2, boot, bootid_of, make_image
 

@@ -13,10 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from ks import events, feed, webhooks
 from ks.cli.main import cli
-from ks.db import Database
-from ks.events import EventKind
+from ks.fleet import feed, webhooks
+from ks.records import events
+from ks.records.db import Database
+from ks.records.events import EventKind
 
 from helpers import MAC1, MAC2, boot, bootid_of, free_port, wait_for
 from server import ServerProcess

@@ -3,7 +3,7 @@
 import re
 import threading
 
-from ks import feed
+from ks.fleet import feed
 
 from helpers import MAC1, MAC2, boot
 
@@ -58,7 +58,7 @@ def test_a_frame_carries_the_id_the_kind_and_the_document():
 
 
 def test_the_feed_documents_are_the_history_api_documents(client, db):
-    from ks import machines, present
+    from ks.fleet import machines, present
 
     boot(client, MAC1)
     with db.read() as s:

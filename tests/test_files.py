@@ -5,9 +5,9 @@ import os
 import pytest
 from werkzeug.http import http_date
 
-from ks import files
 from ks.app import create_app
-from ks.files import Answer, Validators
+from ks.boot import files
+from ks.boot.files import Answer, Validators
 
 V = Validators(size=100, mtime=1_700_000_000, etag="1-2-64")
 
@@ -234,7 +234,7 @@ def test_x_accel_redirect_keeps_the_path_rules(accel_client, path):
 
 
 def test_x_accel_redirect_prefix_must_be_a_path(root):
-    from ks.errors import ConfigError
+    from ks.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must be a path"):
         create_app({"ROOT": str(root), "X_ACCEL_REDIRECT": "_images"})

@@ -1,8 +1,8 @@
-"""Where a request ends (ks.framing): what the server's main loop receives before a thread parses it."""
+"""Where a request ends (ks.core.framing): what the server's main loop receives before a thread parses it."""
 
 import pytest
 
-from ks.framing import Framing, Refused, answered_continue, header_end
+from ks.core.framing import Framing, Refused, answered_continue, header_end
 
 MAX = 1000
 HEAD = b"POST /update?id=1 HTTP/1.1\r\nHost: x\r\n"

@@ -21,9 +21,11 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from ks import events, machines, states
-from ks.db import Database
-from ks.models import Event, Host, HostMac
+from ks.core import states
+from ks.fleet import machines
+from ks.records import events
+from ks.records.db import Database
+from ks.records.models import Event, Host, HostMac
 
 from helpers import bootid_of, cli_env, make_image, run_edit_host
 from server import ServerProcess

@@ -2,7 +2,7 @@
 
 Every value a machine or an operator supplies must stay data in every script:
 refused with a 4xx (or exit 1) that changes nothing when it is outside the
-alphabet of ``ks.values``, and rendered as text when it is inside it (even when
+alphabet of ``ks.core.values``, and rendered as text when it is inside it (even when
 it spells a placeholder). Values stored before these checks existed must not
 crash a render or a listing, nor reach a script raw.
 """
@@ -18,9 +18,10 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from ks import migrate, tokens
-from ks.db import Database
-from ks.models import Host, HostMac
+from ks.fleet import tokens
+from ks.records import migrate
+from ks.records.db import Database
+from ks.records.models import Host, HostMac
 
 from helpers import cli_env, make_image, run_edit_host
 from server import ServerProcess

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ks.errors import BadRequest
-from ks.identity import Identity, is_placeholder, normalize_mac, normalize_serial, normalize_uuid, parse_boot_args
+from ks.core.errors import BadRequest
+from ks.core.identity import Identity, is_placeholder, normalize_mac, normalize_serial, normalize_uuid, parse_boot_args
 
 
 @pytest.mark.parametrize(

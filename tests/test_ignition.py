@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ks.models import Event
+from ks.records.models import Event
 
 from helpers import MAC1, boot, bootid_of
 
@@ -98,7 +98,7 @@ def test_values_stay_json_data(client, db, auth, root):
     )
     boot(client, MAC1)
     configure(client, auth, state="image1")
-    from ks.models import Host
+    from ks.records.models import Host
 
     def store(session):
         host = session.get(Host, 1)

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ks import config, images, render
+from ks.boot import images, render
 from ks.cli.main import cli
-from ks.errors import ChecksumMismatch, DownloadFailed, ImageError, ImageExists, UnsafeArchive
+from ks.core import config
+from ks.core.errors import ChecksumMismatch, DownloadFailed, ImageError, ImageExists, UnsafeArchive
 from ks.kiwi import checksum, importer, inventory, sources
 
 P = "Leap-15.5.x86_64-1.15.5"

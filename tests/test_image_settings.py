@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from ks import images
+from ks.boot import images
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ def test_deploy_timeout(root, content, expected):
 def test_a_broken_file_is_reported_and_the_default_applies(root, caplog, content):
     path = root / "images" / "image1" / images.SETTINGS_FILE
     path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
-    with caplog.at_level(logging.WARNING, "ks.images"):
+    with caplog.at_level(logging.WARNING, "ks.boot.images"):
         assert images.deploy_timeout(root, "image1", 3600) == 3600
     assert str(path) in caplog.text
 

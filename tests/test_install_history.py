@@ -2,7 +2,8 @@
 
 import pytest
 
-from ks import machines, states
+from ks.core import states
+from ks.fleet import machines
 
 from helpers import MAC1, MAC2, boot, bootid_of
 

@@ -11,9 +11,12 @@ import shutil
 
 import pytest
 
-from ks import booting, machines, migrate, states
 from ks.app import create_app
-from ks.identity import Identity
+from ks.boot import booting
+from ks.core import states
+from ks.core.identity import Identity
+from ks.fleet import machines
+from ks.records import migrate
 
 from helpers import bootid_of
 
@@ -140,7 +143,7 @@ def test_original_bootstrap_ipxe_in_site_templates_is_rendered_the_original_way(
 
 
 def test_a_copy_of_the_shipped_bootstrap_ipxe_in_site_templates_is_rendered_as_jinja2(legacy_client, tmp_path):
-    from ks import config
+    from ks.core import config
 
     shipped = config.shipped("templates") / "bootstrap.ipxe"
     shutil.copyfile(shipped, tmp_path / "site" / "templates" / "bootstrap.ipxe")

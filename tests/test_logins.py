@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from ks import migrate, tokens
 from ks.app import create_app
-from ks.ratelimit import FailedLogins, TokenBucket
+from ks.core.ratelimit import FailedLogins, TokenBucket
+from ks.fleet import tokens
+from ks.records import migrate
 
 from server import ServerProcess
 

@@ -5,10 +5,11 @@ import logging
 
 import pytest
 
-from ks import logs, server
+from ks import server
+from ks.core import logs
 
 
-def record(name="ks.boot", msg="boot host=%d", args=(1,), **extra):
+def record(name="ks.boot.views", msg="boot host=%d", args=(1,), **extra):
     r = logging.makeLogRecord({"name": name, "msg": msg, "args": args, "levelname": "INFO", "levelno": 20})
     r.__dict__.update(extra)
     return r
@@ -18,7 +19,7 @@ def test_a_json_line_has_the_standard_fields_and_the_structured_ones():
     line = logs.JsonFormatter().format(record(event="boot", host_id=1, state="image1", template="shipped:kiwi.ipxe"))
     assert "\n" not in line
     doc = json.loads(line)
-    assert doc["level"] == "INFO" and doc["logger"] == "ks.boot" and doc["message"] == "boot host=1"
+    assert doc["level"] == "INFO" and doc["logger"] == "ks.boot.views" and doc["message"] == "boot host=1"
     assert doc["time"].endswith("+00:00")
     assert (doc["event"], doc["host_id"], doc["state"], doc["template"]) == ("boot", 1, "image1", "shipped:kiwi.ipxe")
 

@@ -4,8 +4,9 @@ from datetime import timedelta
 
 import pytest
 
-from ks import machines, operations, states
-from ks.models import utcnow
+from ks.core import states
+from ks.fleet import machines, operations
+from ks.records.models import utcnow
 
 from helpers import MAC1, MAC2, boot, bootid_of, metric_samples
 

@@ -10,11 +10,11 @@ from helpers import REPO
 PROGRAM = textwrap.dedent("""
     import sys
     import prometheus_client            # imported long before the directory exists
-    import ks.app, ks.counters, ks.metrics, ks.server
+    import ks.app, ks.records.counters, ks.metrics, ks.server
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    metrics = ks.counters.Metrics(sys.argv[1])
+    metrics = ks.records.counters.Metrics(sys.argv[1])
     metrics.boots.labels(state="new").inc(3)
     metrics.latency.labels(endpoint="/bootstrap").observe(0.01)
     # What another worker's scrape reads: the files in the directory, not this process's memory.
@@ -34,7 +34,7 @@ def test_metrics_with_a_directory_count_in_its_files_whatever_was_imported_first
 
 
 def test_metrics_without_a_directory_count_in_memory(tmp_path):
-    from ks.counters import Metrics
+    from ks.records.counters import Metrics
 
     first, second = Metrics(), Metrics()
     first.boots.labels(state="new").inc()

@@ -4,9 +4,9 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, select, text
 
-from ks import migrate
-from ks.db import Database
-from ks.models import Host
+from ks.records import migrate
+from ks.records.db import Database
+from ks.records.models import Host
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +50,7 @@ LONG_PASSWORD = "P" * 255
 
 
 def test_0005_encrypts_stored_bmc_passwords_and_decrypts_them_going_down(empty_db, tmp_path):
-    from ks.vault import Vault
+    from ks.core.vault import Vault
 
     migrate.upgrade(empty_db, "0004")
     with empty_db.engine.begin() as conn:

@@ -5,8 +5,9 @@ import json
 import pytest
 import yaml
 
-from ks import render, values
-from ks.models import Event, Host
+from ks.boot import render
+from ks.core import values
+from ks.records.models import Event, Host
 
 from helpers import MAC1, MAC2, boot, bootid_of
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import ks
-from ks import machines
-from ks.events import EventKind
+from ks.fleet import machines
+from ks.records.events import EventKind
 
 from helpers import MAC1, boot
 
@@ -72,7 +72,7 @@ def test_two_concurrent_patches_of_one_host_never_lose_an_update(app, client, db
 
 
 def test_only_the_operations_layer_applies_a_host_change():
-    """The API, both CLIs and the dashboard call ``ks.operations``; none applies a ``HostChange`` itself."""
+    """The API, both CLIs and the dashboard call ``ks.fleet.operations``; none applies a ``HostChange`` itself."""
     package = Path(ks.__file__).parent
     applying = {str(path.relative_to(package)) for path in package.rglob("*.py")
                 if ".apply(session, host" in path.read_text()}

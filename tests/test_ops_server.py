@@ -122,13 +122,13 @@ def test_logs_carry_boot_decisions_and_never_a_bootid(root, log_format):
         # gunicorn's lines and ours: one line format, one kind of timestamp, none in the message.
         line_format = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 \[\d+\] [A-Z]+ ([\w.]+): ")
         loggers = {line_format.match(line)[1] for line in log.splitlines() if line.strip()}
-        assert {"ks.serve", "ks.boot", "gunicorn.error", "gunicorn.access"} <= loggers
+        assert {"ks.serve", "ks.boot.views", "gunicorn.error", "gunicorn.access"} <= loggers
         assert not re.search(r"\[\d\d/\w{3}/\d{4}:|\[\d{4}-\d\d-\d\d ", log)
         return
     documents = [json.loads(line) for line in log.splitlines() if line.strip()]  # every line is JSON
     assert all({"time", "level", "logger", "message"} <= set(d) for d in documents)
     decision = next(d for d in documents if d.get("event") == "boot" and d.get("state") == "image1")
-    assert decision["logger"] == "ks.boot" and decision["level"] == "INFO"
+    assert decision["logger"] == "ks.boot.views" and decision["level"] == "INFO"
     assert (decision["host_id"], decision["template"]) == (1, "shipped:kiwi.ipxe")
     assert any(d.get("event") == "finish" and d["host_id"] == 1 for d in documents)
     access = [d for d in documents if d["logger"] == "gunicorn.access"]

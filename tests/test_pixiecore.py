@@ -5,8 +5,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from ks import machines, states
-from ks.models import Event, Host
+from ks.core import states
+from ks.fleet import machines
+from ks.records.models import Event, Host
 
 from helpers import MAC1, boot
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from ks import power
-from ks.errors import BadRequest, BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
+from ks.core.errors import BadRequest, BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power import BMCAddress, PowerStatus, parse_bmc_address
 
 from bmc import silent_tcp_port, silent_udp_port

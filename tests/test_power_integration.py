@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from ks import tokens
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
+from ks.fleet import tokens
 
 from helpers import MAC1, MAC2, boot, eh
 
@@ -79,7 +79,7 @@ def test_dead_bmc_keeps_the_state_change_and_fails_clearly(cli_runner, root, hos
 def test_api_power_and_deploy_reboot_on_redfish(root, start_bmc, tmp_path):
     bmc = start_bmc("redfish", power=True)
     app = create_app({"ROOT": str(root), "BMC_VERIFY": str(bmc.verify)})
-    from ks import migrate
+    from ks.records import migrate
 
     db = app.extensions["kiwispray"].db
     migrate.upgrade(db)

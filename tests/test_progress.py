@@ -5,8 +5,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ks import files, machines, progress, states
-from ks.record import HostRecord
+from ks.boot import files
+from ks.core import progress, states
+from ks.fleet import machines
+from ks.records.record import HostRecord
 
 from helpers import MAC1, boot, bootid_of, eh
 
@@ -79,7 +81,7 @@ def phase_of(client, token):
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_download_moves_the_phase_and_is_written_a_bounded_number_of_times(client, db, disk, token, monkeypatch):
-    from ks import booting
+    from ks.boot import booting
 
     bootid = booted_into_image(client, db)
     assert phase_of(client, token) == {"phase": "booted", "percent": 0}
@@ -105,7 +107,7 @@ def test_a_download_moves_the_phase_and_is_written_a_bounded_number_of_times(cli
 def test_a_download_from_another_address_is_not_counted_and_stays_zero_copy(client, db, disk, token, app):
     booted_into_image(client, db)
     with app.test_request_context(DISK, environ_base={"REMOTE_ADDR": "10.9.9.9"}):
-        from ks.boot import _progress_tracker
+        from ks.boot.views import _progress_tracker
 
         track = _progress_tracker("image1/Image1.xz")
         assert track(SIZE) is None  # no machine booted from there: sendfile as before

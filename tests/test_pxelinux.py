@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from ks import migrate
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
+from ks.records import migrate
 
 from helpers import MAC1, MAC2, boot, bootid_of
 

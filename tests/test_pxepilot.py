@@ -16,11 +16,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
-from ks import config, machines, migrate, states, tokens
 from ks.app import create_app
-from ks.db import Database
-from ks.errors import ConfigError
-from ks.models import Event, HostMac
+from ks.core import config, states
+from ks.core.errors import ConfigError
+from ks.fleet import machines, tokens
+from ks.records import migrate
+from ks.records.db import Database
+from ks.records.models import Event, HostMac
 from ks.web import ADMIN, BOOT, LISTENER
 
 from helpers import cli_env, make_image, require_command

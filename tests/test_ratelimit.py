@@ -1,6 +1,6 @@
 """The token bucket behind --registrations-per-minute."""
 
-from ks.ratelimit import TokenBucket
+from ks.core.ratelimit import TokenBucket
 
 
 class Clock:

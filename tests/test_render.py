@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from ks import config, render
+from ks.boot import render
+from ks.core import config
 
 
 @pytest.fixture
@@ -53,7 +54,8 @@ def _kernel_words(script: str) -> list[str]:
 
 
 def test_a_value_in_a_kernel_line_stays_one_argument(app, client, db, root):
-    from ks import machines, states
+    from ks.core import states
+    from ks.fleet import machines
 
     from helpers import MAC1, boot
 

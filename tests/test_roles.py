@@ -2,10 +2,10 @@
 
 import pytest
 
-from ks import tokens
-from ks.errors import BadRequest
-from ks.models import ApiToken
-from ks.roles import Action, Role, allows, parse_role
+from ks.core.errors import BadRequest
+from ks.core.roles import Action, Role, allows, parse_role
+from ks.fleet import tokens
+from ks.records.models import ApiToken
 
 
 @pytest.mark.parametrize("role, action, allowed", [

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from ks import rules
-from ks.change import HostChange
-from ks.errors import BadRequest, RulesError
-from ks.rules import Machine
+from ks.core import rules
+from ks.core.errors import BadRequest, RulesError
+from ks.core.rules import Machine
+from ks.fleet.change import HostChange
 
 from helpers import RACK4_RULES
 
@@ -181,7 +181,7 @@ def test_the_file_is_read_again_when_it_changes_and_a_bad_one_keeps_the_last_goo
     assert len(watched.current()) == 0  # no file: no rules
     path.write_text(RACK4)
     assert [r.name for r in watched.current().rules] == ["rack4"]
-    caplog.set_level(logging.WARNING, logger="ks.rules")
+    caplog.set_level(logging.WARNING, logger="ks.core.rules")
     path.write_text(RACK4.replace('name = "rack4"', 'name = "rack 4"'))
     assert [r.name for r in watched.current().rules] == ["rack4"]
     (warning,) = [r.getMessage() for r in caplog.records]

@@ -5,8 +5,9 @@ import logging
 import pytest
 from sqlalchemy import func, select
 
-from ks import machines, states
-from ks.models import Host
+from ks.core import states
+from ks.fleet import machines
+from ks.records.models import Host
 
 from helpers import MAC1, boot, bootid_of
 

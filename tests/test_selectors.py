@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 
-from ks import machines, selectors
-from ks.errors import BadRequest, BadSelector
-from ks.models import Host, HostMac
-from ks.record import HostRecord
+from ks.core import selectors
+from ks.core.errors import BadRequest, BadSelector
+from ks.fleet import machines
+from ks.records.models import Host, HostMac
+from ks.records.record import HostRecord
 
 PARSED = [
     # selector, [(scope, key, negated, glob pattern)]

@@ -1,4 +1,4 @@
-"""Settings are declared once (ks.config.Settings): the manual's table and `kiwispray serve` follow."""
+"""Settings are declared once (ks.core.config.Settings): the manual's table and `kiwispray serve` follow."""
 
 import re
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import click
 import pytest
 
-from ks import config
 from ks.cli.main import cli, serve
-from ks.errors import ConfigError
+from ks.core import config
+from ks.core.errors import ConfigError
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 

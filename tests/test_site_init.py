@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from ks import config, dnsmasq, tokens
 from ks.cli import site as site_cli
 from ks.cli.main import cli
+from ks.core import config, dnsmasq
+from ks.fleet import tokens
 from ks.lab import demo
 from ks.runtime import open_database
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ks import states
-from ks.errors import Conflict, InvalidState
+from ks.core import states
+from ks.core.errors import Conflict, InvalidState
 
 
 @pytest.mark.parametrize(

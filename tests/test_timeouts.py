@@ -8,11 +8,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from ks import machines, migrate, operations, states, timeouts
 from ks.app import create_app
 from ks.cli.edit_host import edit_host
 from ks.cli.main import cli
-from ks.models import utcnow
+from ks.core import states
+from ks.fleet import machines, operations, timeouts
+from ks.records import migrate
+from ks.records.models import utcnow
 
 from helpers import MAC1, boot, bootid_of
 

@@ -10,10 +10,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from ks import config, tokens
 from ks.app import create_app
-from ks.models import Host, utcnow
-from ks.roles import Role
+from ks.core import config
+from ks.core.roles import Role
+from ks.fleet import tokens
+from ks.records.models import Host, utcnow
 from ks.ui import sessions
 
 from helpers import MAC1, MAC2, boot, bootid_of
@@ -357,8 +358,8 @@ def test_the_host_page_shows_the_script_but_never_a_bootid_or_the_bmc_password(a
     admin.post("/ui/actions", data=form)
     script = boot(client, MAC1, serial="SER1").get_data(as_text=True)
     bootid = bootid_of(script)
-    from ks import vault
-    from ks.change import HostChange
+    from ks.core import vault
+    from ks.fleet.change import HostChange
 
     change = HostChange.parse(set(), bmc={"address": "ipmi://10.0.0.9", "username": "root", "password": "s3cret-pw"})
     keys = vault.of(config.resolve({"ROOT": str(root)}))
@@ -381,8 +382,9 @@ WEBHOOK_SECRET = "a webhook secret of 32 characters"
 
 def add_webhook(app, db, url: str = "https://ci.example/hook?x=<b>") -> int:
     """A webhook for finish and timeout events, and three attempts at the first two events of the history."""
-    from ks import vault, webhooks
-    from ks.models import Event
+    from ks.core import vault
+    from ks.fleet import webhooks
+    from ks.records.models import Event
 
     keys = vault.of(app.extensions["kiwispray"].settings)
 
@@ -404,7 +406,7 @@ def rows_of(page: str, table_id: str) -> list[list[str]]:
 
 
 def test_the_webhooks_page_lists_webhooks_and_their_deliveries_newest_first(app, admin, db):
-    from ks.models import Event, Webhook
+    from ks.records.models import Event, Webhook
 
     hook_id = add_webhook(app, db)
     page = admin.get("/ui/webhooks").get_data(as_text=True)
@@ -427,8 +429,8 @@ def test_the_webhooks_page_lists_webhooks_and_their_deliveries_newest_first(app,
 
 
 def test_the_webhooks_page_shows_a_failing_webhook_and_at_most_the_newest_attempts(app, admin, db):
-    from ks import webhooks
-    from ks.models import Webhook
+    from ks.fleet import webhooks
+    from ks.records.models import Webhook
     from ks.ui.views import LOG_SHOWN
 
     hook_id = add_webhook(app, db)
@@ -483,7 +485,7 @@ def test_pages_forbid_framing_and_foreign_scripts(admin):
 
 
 def test_the_pages_listen_for_every_kind_of_history_line(admin):
-    from ks.events import EventKind
+    from ks.records.events import EventKind
 
     response = admin.get("/ui/static/ui.js")
     script = response.get_data(as_text=True)
@@ -510,7 +512,7 @@ def test_the_event_stream_sends_new_history_lines(admin, client):
 
 
 def test_session_lifetime_setting_is_checked(root):
-    from ks.errors import ConfigError
+    from ks.core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         create_app({"ROOT": str(root), "SESSION_LIFETIME": 5})
@@ -523,8 +525,9 @@ def test_the_session_cookie_carries_its_lifetime(app, client, db):
 
 
 def test_deploy_now_sets_the_chain_and_power_cycles_through_the_bmc(admin, db, app, start_bmc):
-    from ks import machines, vault
-    from ks.change import HostChange
+    from ks.core import vault
+    from ks.fleet import machines
+    from ks.fleet.change import HostChange
 
     bmc = start_bmc("ipmi", power=False)
     change = HostChange.parse(set(), bmc={"address": bmc.url, "username": bmc.username, "password": bmc.password})

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from ks import config, migrate, tokens, vault, webhooks
-from ks.db import Database
-from ks.roles import Role
+from ks.core import config, vault
+from ks.core.roles import Role
+from ks.fleet import tokens, webhooks
+from ks.records import migrate
+from ks.records.db import Database
 
 from helpers import MAC1, MAC2, bootid_of, make_image, require_command, run_edit_host, wait_for
 from server import ServerProcess

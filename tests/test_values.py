@@ -5,9 +5,10 @@ import subprocess
 
 import pytest
 
-from ks import render, values
-from ks.errors import BadRequest
-from ks.identity import normalize_mac
+from ks.boot import render
+from ks.core import values
+from ks.core.errors import BadRequest
+from ks.core.identity import normalize_mac
 
 
 @pytest.mark.parametrize("value", ["rack 4", "node01.example", "a@b.c", "x=1,y=2", "10.0.0.1:80/p", "A+B-C_D", ""])

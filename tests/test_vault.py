@@ -5,8 +5,8 @@ import stat
 import pytest
 from cryptography.fernet import Fernet
 
-from ks.errors import BadRequest, ConfigError, SecretKeyError
-from ks.vault import Vault
+from ks.core.errors import BadRequest, ConfigError, SecretKeyError
+from ks.core.vault import Vault
 
 
 def test_the_key_file_is_made_0600_on_first_use_and_read_afterwards(tmp_path):

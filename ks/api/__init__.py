@@ -8,10 +8,10 @@ from typing import TypeVar
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ks import tokens
-from ks.errors import BadRequest, Forbidden, KSError
-from ks.roles import Action, Role, allows, needed
-from ks.values import load_json_object
+from ks.core.errors import BadRequest, Forbidden, KSError
+from ks.core.roles import Action, Role, allows, needed
+from ks.core.values import load_json_object
+from ks.fleet import tokens
 from ks.web import login_failed, refuse_if_held_back, runtime
 
 log = logging.getLogger(__name__)

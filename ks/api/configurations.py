@@ -1,11 +1,13 @@
 """Configurations (images and builtin states) and PXE Pilot's deploy call."""
 
-from ks import deploys, images, operations, selectors
 from ks.api import SOURCE, answer, body, bp, needs
 from ks.api.hosts import entry_ref
 from ks.api.power import reboot_hosts
-from ks.errors import BadRequest, NotFound
-from ks.roles import Action
+from ks.boot import images
+from ks.core import selectors
+from ks.core.errors import BadRequest, NotFound
+from ks.core.roles import Action
+from ks.fleet import deploys, operations
 from ks.web import runtime
 
 DEPLOY_FIELDS = {"hosts", "selector", "reboot"}

@@ -4,7 +4,7 @@ from flask import g
 
 from ks import sse
 from ks.api import bp, needs
-from ks.roles import Action
+from ks.core.roles import Action
 
 
 @bp.get("/events")

@@ -4,15 +4,17 @@ from collections.abc import Mapping
 
 from flask import Response, request
 
-from ks import ignition, images, machines, nocloud, operations, present, selectors, states, vault
 from ks.api import SOURCE, answer, body, bp, needs, require
-from ks.change import UNCHANGED, HostChange
-from ks.errors import BadRequest
-from ks.identity import normalize_mac
+from ks.boot import ignition, images, nocloud
+from ks.core import selectors, states, vault
+from ks.core.errors import BadRequest
+from ks.core.identity import normalize_mac
+from ks.core.roles import Action
+from ks.core.values import is_decimal
+from ks.fleet import machines, operations, present
+from ks.fleet.change import UNCHANGED, HostChange
 from ks.power import hosts as host_power
-from ks.record import HostRecord
-from ks.roles import Action
-from ks.values import is_decimal
+from ks.records.record import HostRecord
 from ks.web import one, origin, runtime, step_aside, text
 
 PATCH_FIELDS = {"hostname", "metadata", "state", "force", "bmc", "labels"}

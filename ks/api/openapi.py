@@ -6,11 +6,13 @@ import re
 
 from flask import current_app
 
-from ks import __version__, nocloud, record
+from ks import __version__
 from ks.api import PUBLIC, action_of, answer, bp
-from ks.deploys import MAX_DEPLOY_HOSTS, MAX_SELECTED_HOSTS
-from ks.roles import needed
-from ks.selectors import MAX_SELECTOR_LENGTH
+from ks.boot import nocloud
+from ks.core.roles import needed
+from ks.core.selectors import MAX_SELECTOR_LENGTH
+from ks.fleet.deploys import MAX_DEPLOY_HOSTS, MAX_SELECTED_HOSTS
+from ks.records import record
 
 
 def _ref(name: str) -> dict:

@@ -1,9 +1,10 @@
 """Power routes: status/on/off/cycle through a host's BMC, PXE Pilot's reboot and BMC discovery."""
 
-from ks import operations, power
+from ks import power
 from ks.api import SOURCE, answer, body, bp, error, needs
-from ks.errors import BadRequest
-from ks.roles import Action
+from ks.core.errors import BadRequest
+from ks.core.roles import Action
+from ks.fleet import operations
 from ks.web import runtime, step_aside
 
 

@@ -2,7 +2,7 @@
 
 An adapter at the edge: PXE Pilot's paths (0.4.0's under ``/v1``, and its first
 releases' without), shapes, status codes and ``{"Message": ...}`` errors, over
-KIWIspray's hosts, states, deploys (``ks.deploys``) and power (``ks.power.hosts``).
+KIWIspray's hosts, states, deploys (``ks.fleet.deploys``) and power (``ks.power.hosts``).
 PXE Pilot's configuration ``local`` (boot from disk) is the state ``finished``; a
 host in ``new`` has no configuration (``null``). Served only with
 ``KS_PXEPILOT_API`` on (``ks.app`` registers the blueprint).
@@ -24,15 +24,17 @@ from flask import Blueprint, Response, g, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from ks import deploys, machines, operations, power, states
+from ks import power
 from ks.api import require, sign_in
-from ks.errors import BadRequest, Conflict, Forbidden, KSError, NotFound, Unauthorized
-from ks.identity import MacError, normalize_mac
-from ks.models import Host
+from ks.core import states
+from ks.core.errors import BadRequest, Conflict, Forbidden, KSError, NotFound, Unauthorized
+from ks.core.identity import MacError, normalize_mac
+from ks.core.roles import Action
+from ks.core.values import load_json_object
+from ks.fleet import deploys, machines, operations
 from ks.power import hosts as host_power
-from ks.record import HostRecord
-from ks.roles import Action
-from ks.values import load_json_object
+from ks.records.models import Host
+from ks.records.record import HostRecord
 from ks.web import ADMIN, LISTENER, runtime, step_aside
 
 bp = Blueprint("pxepilot", __name__)

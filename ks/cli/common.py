@@ -8,11 +8,11 @@ from typing import Any, TypeVar, cast
 import click
 from sqlalchemy.engine import make_url
 
-from ks import config, vault
-from ks.config import Settings
-from ks.db import Database
-from ks.errors import KSError
-from ks.sitedb import open_database
+from ks.core import config, vault
+from ks.core.config import Settings
+from ks.core.errors import KSError
+from ks.fleet.sitedb import open_database
+from ks.records.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,7 +24,7 @@ TOKEN_FILE_HELP = ("File holding the API token for --server [default: ~/.config/
 DEFAULT_TOKEN_FILE = "~/.config/kiwispray/token"
 
 def setting_option(name: str, **extra: Any) -> Callable[[F], F]:
-    """The ``kiwispray serve`` option of setting ``name``: flag, help, variable and bounds as ks.config declares them.
+    """The ``kiwispray serve`` option of setting ``name``: flag, help, variable and bounds as ks.core.config says.
 
     Its value is None unless given, so that ``config.resolve`` layers it over the environment and the default.
     """
@@ -79,7 +79,7 @@ class Site:
     def migrated_db(self, create: bool = False) -> Database:
         """The database, brought to the current schema first; a directory that is no site is refused
         (``require``) unless ``create``."""
-        from ks import migrate
+        from ks.records import migrate
 
         if not create:
             self.require()

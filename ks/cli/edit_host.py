@@ -9,12 +9,14 @@ import sys
 
 import click
 
-from ks import images, machines, operations, present, selectors, vault
-from ks.change import UNCHANGED, HostChange
+from ks.boot import images
 from ks.cli.common import Command, Site, root_option
-from ks.errors import BadRequest, InvalidBMCAddress, NotFound
+from ks.core import selectors, vault
+from ks.core.errors import BadRequest, InvalidBMCAddress, NotFound
+from ks.core.values import load_json_object, parse_label_options
+from ks.fleet import machines, operations, present
+from ks.fleet.change import UNCHANGED, HostChange
 from ks.power import hosts as host_power
-from ks.values import load_json_object, parse_label_options
 
 # Options that name something of one machine: refused with --select.
 ONE_HOST_OPTIONS = {"hostname": "-n/--hostname", "set_macs": "--set-macs", "bmc": "--bmc", "delete": "--delete",

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import click
 
-from ks import config, deploys, images, machines, operations, selectors, states, vault
-from ks.change import HostChange
+from ks.boot import images
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site, site_of, table
-from ks.errors import BadRequest, KSError
+from ks.cli.remote import Remote, RemoteError
+from ks.core import config, selectors, states, vault
+from ks.core.errors import BadRequest, KSError
+from ks.core.values import parse_label_options
+from ks.fleet import deploys, machines, operations
+from ks.fleet.change import HostChange
 from ks.power import hosts as host_power
-from ks.remote import Remote, RemoteError
-from ks.values import parse_label_options
 
 SOURCE = "cli"
 

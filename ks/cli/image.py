@@ -9,8 +9,8 @@ from dataclasses import asdict
 
 import click
 
-from ks import present
 from ks.cli.common import Group, Site, table
+from ks.fleet import present
 from ks.kiwi import importer, inventory
 
 

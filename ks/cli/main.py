@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from ks import __version__, config
+from ks import __version__
 from ks.cli.common import (
     REMOTE_COMMANDS,
     SERVER_HELP,
@@ -31,7 +31,8 @@ from ks.cli.rules import rules_group
 from ks.cli.site import dnsmasq_config, init
 from ks.cli.token import token
 from ks.cli.webhook import webhook
-from ks.errors import RulesError
+from ks.core import config
+from ks.core.errors import RulesError
 
 # Commands that work on no site and drive no server: they take neither --root nor --server after them
 # (dnsmasq-config's own --server is the URL it writes).
@@ -98,7 +99,9 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import images, logs, rules, server, states
+    from ks import server
+    from ks.boot import images
+    from ks.core import logs, rules, states
 
     if discover and initial_chain:
         raise click.UsageError("give either --discover or --initial-chain, not both")
@@ -171,7 +174,7 @@ def db():
 @click.pass_obj
 def db_upgrade(site: Site):
     """Migrate the database to the current schema (serve does this too)."""
-    from ks import migrate
+    from ks.records import migrate
 
     db = site.migrated_db(create=True)
     click.echo(f"database at revision {migrate.current(db)}: {_safe_url(db.url)}")
@@ -187,7 +190,7 @@ def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
     Every host is checked first; if any record is invalid or collides with a
     host already in the database, nothing is imported.
     """
-    from ks import legacy
+    from ks.fleet import legacy
 
     records = legacy.read(known_hosts)
     db = site.migrated_db(create=True)
@@ -196,7 +199,7 @@ def import_legacy(site: Site, known_hosts: Path, dry_run: bool):
     click.echo(f"{verb} {len(imported)} hosts from {known_hosts}")
 
 
-# ks.render.PLACEHOLDER_URL, named here so that starting the command does not load the renderer.
+# ks.boot.render.PLACEHOLDER_URL, named here so that starting the command does not load the renderer.
 PLACEHOLDER_URL = "http://SERVER:5000"
 
 
@@ -215,9 +218,9 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
 
     The bootid is shown as BOOTID: the real one is made at boot time.
     """
-    from ks import machines
-    from ks import render as rendering
-    from ks.record import HostRecord
+    from ks.boot import render as rendering
+    from ks.fleet import machines
+    from ks.records.record import HostRecord
     from ks.web import origin_from_base_url
 
     if sum(x is not None for x in (host_id, mac, serial)) != 1:
@@ -252,7 +255,7 @@ def timeouts_check(site: Site):
     or for sites that run the server with the interval set to 0. Prints nothing
     when no machine is overdue.
     """
-    from ks import operations
+    from ks.fleet import operations
 
     flagged = operations.check_timeouts(site.migrated_db(), "cli")
     for host_id, state in flagged:
@@ -270,7 +273,7 @@ def pxelinux_group():
 @click.pass_obj
 def pxelinux_sync(site: Site):
     """Repair drift: make every host's pxelinux.cfg/01-<mac> link as it should be."""
-    from ks import pxelinux
+    from ks.boot import pxelinux
 
     pxe = pxelinux.from_settings(site.settings)
     if pxe is None:

@@ -5,10 +5,11 @@ from typing import Any
 
 import click
 
-from ks import images, rules, states
+from ks.boot import images
 from ks.cli.common import Group, Site, table
-from ks.errors import BadRequest, RulesError
-from ks.identity import check_fact_key, normalize_fact, normalize_mac, normalize_serial, normalize_uuid
+from ks.core import rules, states
+from ks.core.errors import BadRequest, RulesError
+from ks.core.identity import check_fact_key, normalize_fact, normalize_mac, normalize_serial, normalize_uuid
 
 
 @click.group("rules", cls=Group)
@@ -73,7 +74,7 @@ def test(site: Site, macs: tuple[str, ...], serial: str, uuid: str, facts: dict[
     are normalised as the server does (placeholder serials dropped, MACs in
     aa:bb:cc:dd:ee:ff form).
     """
-    from ks import booting
+    from ks.boot import booting
 
     try:
         machine = rules.Machine(

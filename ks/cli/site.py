@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from ks import config, newsite, roles, tokens
+from ks.cli import newsite
 from ks.cli.common import Command, Site
+from ks.core import config, roles
+from ks.fleet import tokens
 
 DASHBOARD_TOKEN = "dashboard"
 
@@ -92,7 +94,7 @@ def dnsmasq_config(interface: str, subnet: str, proxy: bool, server: str | None,
     Full DHCP (dnsmasq hands out addresses) or --proxy (beside an existing DHCP
     server). Checked with `dnsmasq --test` when dnsmasq is installed here.
     """
-    from ks import dnsmasq
+    from ks.core import dnsmasq
 
     text = dnsmasq.for_site(interface, subnet, proxy, server, tftp_root)
     checked = _check(text)

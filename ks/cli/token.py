@@ -4,8 +4,9 @@ import json
 
 import click
 
-from ks import roles, tokens
 from ks.cli.common import DEFAULT_TOKEN_FILE, Group, Site
+from ks.core import roles
+from ks.fleet import tokens
 
 
 @click.group(cls=Group)

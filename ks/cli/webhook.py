@@ -4,8 +4,9 @@ import json
 
 import click
 
-from ks import vault, webhooks
 from ks.cli.common import Group, Site
+from ks.core import vault
+from ks.fleet import webhooks
 
 EVENT_HELP = ("Comma-separated event kinds to send, e.g. boot,finish,failed ('failed' is a 'timeout' line: the "
               f"deploy deadline passed); one of {', '.join((*webhooks.KINDS, *webhooks.ALIASES))}. Default: all.")

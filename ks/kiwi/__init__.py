@@ -16,10 +16,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
-from ks import images
+from ks.boot import images
 
 CHUNK = 1024 * 1024
-# Imports name the boot files as ks.images looks for them first, so that the
+# Imports name the boot files as ks.boot.images looks for them first, so that the
 # generic template finds them whatever KIWI called them.
 KERNEL, INITRD = images.KERNEL_NAMES[0], images.INITRD_NAMES[0]
 

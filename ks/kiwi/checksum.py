@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ks.errors import ChecksumMismatch, ImageError
+from ks.core.errors import ChecksumMismatch, ImageError
 from ks.kiwi import CHUNK, Progress, silent
 
 EXTENSIONS = ("sha512", "sha256", "md5")  # strongest first when a build has several

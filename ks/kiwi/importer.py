@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ks import images, states
-from ks.errors import ImageError, ImageExists, InvalidState
+from ks.boot import images
+from ks.core import states
+from ks.core.errors import ImageError, ImageExists, InvalidState
 from ks.kiwi import INITRD, KERNEL, Progress, checksum, live, silent, sources
 
 PXE_KERNELS = ("pxeboot.{p}.kernel", "pxeboot.kernel")

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ks import images
-from ks.errors import ImageError, NotFound
+from ks.boot import images
+from ks.core.errors import ImageError, NotFound
 from ks.kiwi import INITRD, KERNEL, Progress, checksum, silent
 
 LIVE_ISO = re.compile(r"root=live:" + re.escape(images.IMAGE_URL) + r"/(\S+)")

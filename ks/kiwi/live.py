@@ -4,7 +4,7 @@ The ISO's own kernel and initrd (``boot/<arch>/loader/linux`` and ``initrd``)
 are read with pycdlib, so no root, loop device or mount is needed. dracut's
 livenet module then downloads the ISO named by ``root=live:<URL>``; that URL
 depends on where machines reach this server, so the ``.append`` written here
-says ``root=live:@IMAGE_URL@/<file>.iso`` and ks.images fills in the URL when
+says ``root=live:@IMAGE_URL@/<file>.iso`` and ks.boot.images fills in the URL when
 a script is rendered. The ISO must be built with ``flags="dmsquash"``.
 """
 
@@ -12,8 +12,8 @@ import os
 import re
 from pathlib import Path
 
-from ks.errors import ImageError
-from ks.images import IMAGE_URL
+from ks.boot.images import IMAGE_URL
+from ks.core.errors import ImageError
 from ks.kiwi import INITRD, KERNEL, Progress, silent
 from ks.kiwi.sources import copy_file
 

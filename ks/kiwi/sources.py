@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
-from ks.errors import DownloadFailed, ImageError, UnsafeArchive
+from ks.core.errors import DownloadFailed, ImageError, UnsafeArchive
 from ks.kiwi import CHUNK, Bar, Progress, silent
 
 DIRECTORY, TAR, ISO = "directory", "tar", "iso"

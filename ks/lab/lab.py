@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ks
-from ks import dnsmasq as dnsmasq_conf
+from ks.core import dnsmasq as dnsmasq_conf
 from ks.lab.machine import Machine
 from ks.lab.namespace import Namespace
 

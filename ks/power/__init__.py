@@ -34,7 +34,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
-from ks.errors import BadRequest, BMCUnreachable, KSError
+from ks.core.errors import BadRequest, BMCUnreachable, KSError
 from ks.power import discovery, schemes
 from ks.power.driver import BMCAddress
 from ks.power.schemes import parse_bmc_address

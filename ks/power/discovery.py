@@ -15,8 +15,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ks.errors import BMCNotFound, ConfigError
-from ks.identity import MacError, normalize_mac
+from ks.core.errors import BMCNotFound, ConfigError
+from ks.core.identity import MacError, normalize_mac
 
 MAX_PREFIX = 22  # a larger subnet is refused: a sweep stays short and polite
 MAX_ADDRESSES = 1024  # the kernel's neighbour table holds 1024 entries by default (gc_thresh3)

@@ -1,16 +1,18 @@
 """Power for hosts: their BMC's credentials, the action through ks.power, a line in the history.
 
-Given a session where one is needed, never committing: ``ks.operations`` opens
+Given a session where one is needed, never committing: ``ks.fleet.operations`` opens
 the units of work and keeps the BMC's seconds out of them.
 """
 
 from sqlalchemy.orm import Session
 
-from ks import events, power, vault
-from ks.config import Settings
-from ks.errors import Conflict, InvalidBMCAddress, SecretKeyError
-from ks.events import EventKind
+from ks import power
+from ks.core import vault
+from ks.core.config import Settings
+from ks.core.errors import Conflict, InvalidBMCAddress, SecretKeyError
 from ks.power import discovery
+from ks.records import events
+from ks.records.events import EventKind
 
 
 def verify_setting(value: str) -> bool | str:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pyghmi import exceptions as pyghmi_errors
 from pyghmi.ipmi import command
 
-from ks.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
+from ks.core.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power import _pyghmi
 from ks.power.driver import BMCAddress
 

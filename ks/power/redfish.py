@@ -7,7 +7,7 @@ from sushy import auth
 from sushy import exceptions as sushy_errors
 from sushy.connector import Connector
 
-from ks.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
+from ks.core.errors import BMCAuthFailed, BMCUnreachable, InvalidBMCAddress, PowerError
 from ks.power.driver import BMCAddress
 
 # One member of the Systems collection; ids such as System.Embedded.1 (Dell) or a UUID.

@@ -17,7 +17,7 @@ one line in DRIVERS for each scheme it speaks.
 import re
 from urllib.parse import urlsplit
 
-from ks.errors import InvalidBMCAddress
+from ks.core.errors import InvalidBMCAddress
 from ks.power.driver import BMCAddress, PowerDriver
 from ks.power.ipmi import IPMI
 from ks.power.redfish import Redfish, RedfishHTTP

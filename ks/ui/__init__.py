@@ -1,10 +1,10 @@
 """The dashboard under /ui/: server-rendered pages for operators, a little JavaScript, live updates by SSE.
 
-Who may see and do what is the API's table (``ks.roles.allows``): a session
+Who may see and do what is the API's table (``ks.core.roles.allows``): a session
 carries the role of the token it was opened with, looked up on every request.
 Views are thin: they parse a form or query, call the domain modules
-(``ks.machines``, ``ks.change``, ``ks.power.hosts``, ``ks.kiwi.inventory``,
-``ks.render``) in one unit of work, and render a template of
+(``ks.fleet.machines``, ``ks.fleet.change``, ``ks.power.hosts``, ``ks.kiwi.inventory``,
+``ks.boot.render``) in one unit of work, and render a template of
 ``ks/ui/templates``.
 """
 
@@ -12,9 +12,10 @@ import logging
 
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
-from ks import roles, tokens
-from ks.errors import KSError, Unavailable
-from ks.events import EventKind
+from ks.core import roles
+from ks.core.errors import KSError, Unavailable
+from ks.fleet import tokens
+from ks.records.events import EventKind
 from ks.ui import sessions
 from ks.web import runtime
 
@@ -68,7 +69,7 @@ def _to_login(note: str | None):
 
 
 def may(action: str) -> bool:
-    """Whether this session's role may do ``action`` (a ``ks.roles.Action`` value); templates ask it too."""
+    """Whether this session's role may do ``action`` (a ``ks.core.roles.Action`` value); templates ask it too."""
     role = g.get("role")
     return role is not None and roles.allows(role, roles.Action(action))
 

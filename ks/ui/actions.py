@@ -3,7 +3,7 @@
 A first POST (without ``confirm``) answers a page that says what would happen
 to which hosts; its "Confirm" button posts the same form with ``confirm=1``.
 Changes of the hosts (chain, retry, delete, the chain of a deploy) are one
-``ks.change.HostChange`` applied to every selected host in one unit of work:
+``ks.fleet.change.HostChange`` applied to every selected host in one unit of work:
 one refused host (a retry of a host that has not failed, a host deleted
 meanwhile) changes none. Power actions first check that every host has a BMC,
 then ask the BMCs in parallel and say which ones failed: a BMC cannot be
@@ -14,13 +14,15 @@ from dataclasses import dataclass
 
 from flask import flash, g, redirect, render_template, request, url_for
 
-from ks import deploys, images, machines, operations, vault
-from ks.change import HostChange
-from ks.errors import BadRequest, Conflict, Forbidden
-from ks.roles import Action
+from ks.boot import images
+from ks.core import vault
+from ks.core.errors import BadRequest, Conflict, Forbidden
+from ks.core.roles import Action
+from ks.core.values import is_decimal
+from ks.fleet import deploys, machines, operations
+from ks.fleet.change import HostChange
 from ks.ui import SOURCE, bp, may
 from ks.ui.views import dashboard_path
-from ks.values import is_decimal
 from ks.web import runtime, step_aside
 
 

@@ -1,7 +1,7 @@
 """Dashboard sessions: a signed cookie that names an API token, a CSRF token, and an age.
 
 The cookie (``kiwispray_session``, path ``/ui``) is signed with a key derived
-from the site's secret key (``ks.vault``), so every worker process and every
+from the site's secret key (``ks.core.vault``), so every worker process and every
 server sharing the key file or ``KS_SECRET_KEY`` accepts it. It holds the id of
 the token the operator logged in with (never the token), the token's count of
 logouts when the session started, the session's CSRF token and when it
@@ -22,7 +22,7 @@ from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
-from ks import vault
+from ks.core import vault
 
 PREFIX = "/ui"
 COOKIE = "kiwispray_session"

@@ -6,13 +6,16 @@ from urllib.parse import unquote, urlsplit
 
 from flask import g, redirect, render_template, request, session, url_for
 
-from ks import deploys, feed, machines, present, progress, render, roles, sse, states, tokens, webhooks
-from ks.errors import BadRequest, Forbidden
+from ks import sse
+from ks.boot import render
+from ks.core import progress, roles, states
+from ks.core.errors import BadRequest, Forbidden
+from ks.core.values import is_decimal
+from ks.fleet import deploys, feed, machines, present, tokens, webhooks
 from ks.kiwi import inventory
 from ks.power import hosts as host_power
-from ks.record import HostRecord
+from ks.records.record import HostRecord
 from ks.ui import bp, may, sessions
-from ks.values import is_decimal
 from ks.web import MAX_ID, login_failed, one, origin_from_base_url, refuse_if_held_back, runtime, step_aside
 
 PAGE_SIZES = (25, 50, 100, 200)

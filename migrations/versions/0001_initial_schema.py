@@ -8,7 +8,7 @@ Create Date: 2026-11-21 23:34:19.044220
 import sqlalchemy as sa
 from alembic import op
 
-import ks.models
+import ks.records.models
 
 revision = '0001'
 down_revision = None
@@ -26,10 +26,10 @@ def upgrade() -> None:
     sa.Column('metadata', sa.JSON(), nullable=False),
     sa.Column('bootid_hash', sa.String(length=64), nullable=True),
     sa.Column('boot_finished', sa.Boolean(), nullable=False),
-    sa.Column('created_at', ks.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', ks.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_boot_at', ks.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_seen_at', ks.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', ks.records.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', ks.records.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_boot_at', ks.records.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_seen_at', ks.records.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_hosts')),
     sa.UniqueConstraint('serial', name=op.f('uq_hosts_serial')),
     sa.UniqueConstraint('uuid', name=op.f('uq_hosts_uuid')),
@@ -38,7 +38,7 @@ def upgrade() -> None:
     op.create_table('events',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('host_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('at', ks.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', ks.records.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('from_state', sa.String(length=1100), nullable=True),
     sa.Column('to_state', sa.String(length=1100), nullable=True),

@@ -12,7 +12,7 @@ Create Date: 2026-11-21 23:58:46.948980
 import sqlalchemy as sa
 from alembic import op
 
-import ks.models
+import ks.records.models
 
 revision = '0002'
 down_revision = '0001'
@@ -22,8 +22,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('hosts', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('deadline_at', ks.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('failed_at', ks.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('deadline_at', ks.records.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('failed_at', ks.records.models.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_hosts_deadline_at'), ['deadline_at'], unique=False)
 
 

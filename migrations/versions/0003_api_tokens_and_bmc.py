@@ -8,7 +8,7 @@ Create Date: 2026-11-21 23:55:34.824582
 import sqlalchemy as sa
 from alembic import op
 
-import ks.models
+import ks.records.models
 
 revision = '0003'
 down_revision = '0002'
@@ -21,9 +21,9 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
-    sa.Column('created_at', ks.models.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_used_at', ks.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('revoked_at', ks.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', ks.records.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', ks.records.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', ks.records.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('name', name=op.f('uq_api_tokens_name')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))

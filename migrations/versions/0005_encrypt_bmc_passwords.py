@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-12-02 17:30:00
 
 BMC passwords were stored in clear; from here on they are Fernet tokens under
-the site's key (ks.vault), which ``ks.migrate.upgrade`` hands over. The column
+the site's key (ks.core.vault), which ``ks.records.migrate.upgrade`` hands over. The column
 widens to hold a token of the longest password the old column took (255 bytes).
 """
 

@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-06 14:00:00
 
-Each API token gets a role: viewer, operator or admin (ks.roles). Tokens made
+Each API token gets a role: viewer, operator or admin (ks.core.roles). Tokens made
 before could do everything and become admin.
 """
 

@@ -15,7 +15,7 @@ the host waits: the progress of the boot before belongs to the old chain).
 import sqlalchemy as sa
 from alembic import op
 
-import ks.models
+import ks.records.models
 
 revision = '0009'
 down_revision = '0008'
@@ -28,8 +28,8 @@ def upgrade() -> None:
     with op.batch_alter_table('hosts', schema=None, table_kwargs={"sqlite_autoincrement": True}) as batch_op:
         batch_op.add_column(sa.Column('download_sent', sa.BigInteger(), nullable=False, server_default=sa.text('0')))
         batch_op.add_column(sa.Column('download_size', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('post_install_at', ks.models.UTCDateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('chain_set_at', ks.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('post_install_at', ks.records.models.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('chain_set_at', ks.records.models.UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:

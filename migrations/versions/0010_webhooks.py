@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-from ks.models import UTCDateTime
+from ks.records.models import UTCDateTime
 
 revision = '0010'
 down_revision = '0009'

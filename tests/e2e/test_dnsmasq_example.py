@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from ks.cli.main import cli
-from ks.dnsmasq import configure, proxy_variant
+from ks.core.dnsmasq import configure, proxy_variant
 
 from .harness import REPO
 

@@ -90,7 +90,7 @@
       : "live updates reconnecting");
   };
   source.onmessage = null;
-  // Every kind of history line, as the server names them (ks.events.EventKind).
+  // Every kind of history line, as the server names them (ks.records.events.EventKind).
   (body.getAttribute("data-kinds") || "").split(" ").filter(Boolean).forEach(function (kind) {
     source.addEventListener(kind, function (event) {
       var doc = JSON.parse(event.data);
