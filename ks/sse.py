@@ -13,18 +13,23 @@ A stream costs boots nothing and is bounded the same way whoever opens it:
   the dashboard, an expired or logged-out session) ends it with ``event: ended``.
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
 from flask import Response, request
 
 from ks.core.errors import BadRequest, TooManyStreams
+from ks.core.logs import Throttle
 from ks.core.values import is_decimal
 from ks.fleet import tokens
 from ks.records.models import ApiToken
 from ks.web import runtime, send_timeout, step_aside
 
 # Seconds of silence after which a stream gets a comment line, so that proxies and clients see it alive.
+log = logging.getLogger(__name__)
+# Refused streams are logged once a minute per process, with how many there were.
+_REFUSALS = Throttle(60.0)
 HEARTBEAT = 15.0
 # What a client waits before reconnecting, in milliseconds (the SSE ``retry`` field).
 RETRY_MS = 3000
@@ -56,6 +61,11 @@ def stream(token_id: int, ended: Callable[[ApiToken], bool] = lambda token: Fals
     after = resume_point()
     ks = runtime()
     if not ks.streams.acquire(blocking=False):
+        held = _REFUSALS.due("streams")
+        if held is not None:  # a flood of streams writes a line a minute, not one each
+            more = f" ({held} more since the last report)" if held else ""
+            log.warning("event stream refused: %s are open in this process (KS_EVENT_STREAMS)%s",
+                        ks.settings.event_streams, more, extra={"event": "streams"})
         raise TooManyStreams(f"this server process already serves {ks.settings.event_streams} event streams "
                              "(KS_EVENT_STREAMS, the API's and the dashboard's together); "
                              "try again later or on another server")

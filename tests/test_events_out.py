@@ -403,6 +403,9 @@ def test_a_flood_of_dashboard_streams_gets_503s_and_boots_go_on(root, cli_runner
                 start = time.monotonic()
                 assert requests.get(srv.url + "/bootstrap.ipxe", timeout=10).status_code == 200
                 assert time.monotonic() - start < 3, "a boot waited behind dashboard streams"
+            log = srv.log()
+            assert log.count("event stream refused") == 1, "18 refused streams in a minute are one log line"
+            assert "Traceback" not in log
         finally:
             for s in socks:
                 s.close()

@@ -81,3 +81,16 @@ def test_gunicorn_messages_are_redacted_and_cut():
                                     "args": ("127.0.0.1", "x" * 5000)})
     logs.RedactFilter().filter(record)
     assert "s3cret" not in record.getMessage() and len(record.getMessage()) < 600
+
+
+def test_a_throttle_says_a_repeated_message_once_a_while_with_how_many_were_held_back():
+    from ks.core.logs import Throttle
+
+    now = [0.0]
+    throttle = Throttle(60, clock=lambda: now[0])
+    assert throttle.due("streams") == 0  # the first one is said
+    assert [throttle.due("streams") for _ in range(5)] == [None] * 5
+    assert throttle.due("other") == 0  # each key on its own
+    now[0] = 60.0
+    assert throttle.due("streams") == 5  # said again, with the five held back since
+    assert throttle.due("streams") is None

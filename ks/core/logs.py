@@ -16,6 +16,8 @@ redacted the same way and cut short.
 import json
 import logging
 import re
+import threading
+import time
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
@@ -109,3 +111,28 @@ def setup(log_format: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+class Throttle:
+    """Whether a repeated message is logged now: once per ``seconds`` and key, with the count held back since.
+
+    A flood (refused streams, a database that refuses work) then writes one line a
+    while that says how many there were, instead of a line each.
+    """
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds = seconds
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # key: (when its last line was written, held back since)
+        self._lock = threading.Lock()
+
+    def due(self, key: str) -> int | None:
+        """None: hold this one back (it is counted); else log it now, saying how many were held back before it."""
+        with self._lock:
+            now = self.clock()
+            said, held = self._last.get(key, (None, 0))
+            if said is not None and now - said < self.seconds:
+                self._last[key] = (said, held + 1)
+                return None
+            self._last[key] = (now, 0)
+            return held

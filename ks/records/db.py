@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ks.core.errors import DatabaseUnreachable, DiskFull, Unavailable
+from ks.core.logs import Throttle
 from ks.core.values import load_stored_json
 from ks.records.models import Host, HostMac, UTCDateTime
 
@@ -106,8 +106,7 @@ class Database:
         self._driver_integrity_error = dbapi.IntegrityError
         self._driver_operational_error = dbapi.OperationalError
         # Per kind of refusal: how many went unreported since it was last logged, and when that was.
-        self._refusals: dict[str, tuple[int, float | None]] = {}
-        self._report_lock = threading.Lock()
+        self._refusals = Throttle(UNAVAILABLE_REPORT_SECONDS)
         self._retried = (sa_exc.IntegrityError, sa_exc.OperationalError, dbapi.IntegrityError, dbapi.OperationalError)
 
     @property
@@ -243,15 +242,10 @@ class Database:
     def _report(self, refused: Unavailable) -> Unavailable:
         """Log that the database refuses work, once per ``UNAVAILABLE_REPORT_SECONDS`` and kind, with a count."""
         kind = type(refused).__name__
-        with self._report_lock:
-            count, since = self._refusals.get(kind, (0, None))
-            now = time.monotonic()
-            if since is None or now - since >= UNAVAILABLE_REPORT_SECONDS:
-                self._refusals[kind] = (0, now)
-                more = f" ({count} more since the last report)" if count else ""
-                log.error("database refuses work: %s%s", refused, more, extra={"event": "database", "refused": kind})
-            else:
-                self._refusals[kind] = (count + 1, since)
+        held = self._refusals.due(kind)
+        if held is not None:
+            more = f" ({held} more since the last report)" if held else ""
+            log.error("database refuses work: %s%s", refused, more, extra={"event": "database", "refused": kind})
         return refused
 
     def dispose(self) -> None:

@@ -13,7 +13,7 @@ import logging
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
 from ks.core import roles
-from ks.core.errors import KSError, Unavailable
+from ks.core.errors import KSError, TooManyStreams, Unavailable
 from ks.fleet import tokens
 from ks.records.events import EventKind
 from ks.ui import sessions
@@ -91,7 +91,8 @@ def page_error(message: str, status: int) -> Response:
 
 @bp.errorhandler(KSError)
 def ks_error(exc: KSError):
-    if exc.status >= 500 and not isinstance(exc, Unavailable):  # the database reports those, once a while
+    # The database reports its refusals, and the stream its own, once a while.
+    if exc.status >= 500 and not isinstance(exc, (Unavailable, TooManyStreams)):
         log.error("%s", exc)
     response = page_error(str(exc), exc.status)
     response.headers.update(exc.headers())
