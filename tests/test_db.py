@@ -105,7 +105,6 @@ def test_a_full_disk_is_said_once_a_while_and_nothing_is_written(db, monkeypatch
     import psycopg
 
     from ks.core.errors import DiskFull
-    from ks.records import db as database
 
     def full(session):
         session.add(Host(state="new", hostname="x"))
@@ -115,7 +114,7 @@ def test_a_full_disk_is_said_once_a_while_and_nothing_is_written(db, monkeypatch
         for _ in range(3):
             with pytest.raises(DiskFull):
                 db.write(full)
-        monkeypatch.setattr(database, "UNAVAILABLE_REPORT_SECONDS", 0.0)
+        monkeypatch.setattr(db._refusals, "seconds", 0.0)  # the next refusal is said again
         with pytest.raises(DiskFull):
             db.write(full)
     reports = [r.getMessage() for r in caplog.records if "refuses work" in r.getMessage()]
