@@ -229,10 +229,11 @@ def test_undelivered_events_survive_a_sigkill(root, cli_runner):
 
 
 def test_a_hanging_or_failing_receiver_is_retried_and_boots_stay_fast(root, cli_runner):
-    # The first request hangs (past the 1 s timeout), the next two answer 500, then all is well.
+    # The first request hangs (5 s, past the 2 s timeout), the next two answer 500, then all is well.
+    # 2 s, not less: on a loaded machine an answer of the receiver's own took longer than 1 s once.
     receiver = Receiver(plan=lambda n: "hang" if n == 1 else 500 if n <= 3 else 200)
     try:
-        with ServerProcess(root, env={"KS_WEBHOOK_TIMEOUT": "1"}) as srv:
+        with ServerProcess(root, env={"KS_WEBHOOK_TIMEOUT": "2"}) as srv:
             kiwispray(cli_runner, root, "webhook", "add", receiver.url, "--secret", SECRET)
             assert requests.get(srv.url + "/bootstrap", params={"net0": MAC1}, timeout=10).status_code == 200
             took = []
@@ -242,10 +243,10 @@ def test_a_hanging_or_failing_receiver_is_retried_and_boots_stay_fast(root, cli_
                 r = requests.get(srv.url + "/bootstrap", params={"net0": MAC2}, timeout=10)
                 took.append(time.monotonic() - started)
                 assert r.status_code == 200
-            # Loose (a shared test machine): a boot that waited for the receiver would take the 1 s timeout
+            # Loose (a shared test machine): a boot that waited for the receiver would take the 2 s timeout
             # or more. The precise figures come from scripts/bench_webhooks.py.
             took.sort()
-            assert took[-1] < 1.0 and took[len(took) // 2] < 0.1, f"boots took {took[len(took) // 2]:.3f} s " \
+            assert took[-1] < 2.0 and took[len(took) // 2] < 0.1, f"boots took {took[len(took) // 2]:.3f} s " \
                 f"(median) and {took[-1]:.2f} s (slowest) while the receiver hung or failed"
             first = history(root)[0]["id"]
             def logged():
