@@ -76,4 +76,4 @@ def test_only_the_operations_layer_applies_a_host_change():
     package = Path(ks.__file__).parent
     applying = {str(path.relative_to(package)) for path in package.rglob("*.py")
                 if ".apply(session, host" in path.read_text()}
-    assert applying == {"operations.py"}
+    assert applying == {"fleet/operations.py"}
