@@ -85,6 +85,7 @@ class Lab:
     def make_site(self) -> None:
         """The site root, with images/image1: the stand-in machine as a KIWI build, imported the operator's way."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.kiwispray("db", "upgrade")  # a site is a directory with its database; image import asks for one
         (build,) = self.cache.glob("*.install.tar")
         self.kiwispray("image", "import", "image1", build)
 
