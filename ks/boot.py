@@ -62,7 +62,7 @@ def bootstrap():
     outcome = ks.db.write_direct(
         lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
                                  may_register=ks.registrations.take, address=request.remote_addr,
-                                 rules=ks.rules.current)
+                                 rules=ks.rules.current, per_source=ks.settings.registrations_per_source)
     )
     url = poll_url(where.base_url, ident)
     if outcome.busy:

@@ -59,8 +59,18 @@ _REGISTER = insert(_hosts).values({
     "facts": bindparam("facts", type_=JSON), "labels": bindparam("labels", type_=JSON),
     "hostname": bindparam("hostname"), "serial": bindparam("serial"), "uuid": bindparam("uuid"),
     "state": bindparam("state"), "boot_finished": false(), "created_at": bindparam("now"),
-    "updated_at": bindparam("now"),
+    "updated_at": bindparam("now"), "boot_address": bindparam("address"),
 }).returning(_hosts.c.id)
+# How many of the newest ``newest`` hosts of an address were registered since ``since``: the
+# registrations of one source in the last minute, read through the address's index newest first, so
+# that it costs the bound, not the hosts the address ever registered. (OFFSET 0 is written out: SQLite's
+# dialect would add a bound one of its own, which a boot-path statement is not given.)
+_NEWEST_FROM = (select(_hosts.c.created_at).where(_hosts.c.boot_address == bindparam("address"))
+                .order_by(_hosts.c.id.desc()).limit(bindparam("newest")).offset(literal_column("0")).subquery())
+_REGISTERED_FROM = select(func.count()).select_from(_NEWEST_FROM).where(
+    _NEWEST_FROM.c.created_at >= bindparam("since", type_=_hosts.c.created_at.type))
+# The window of the bound on registrations from one address.
+REGISTRATION_WINDOW = timedelta(minutes=1)
 _FACTS = update(_hosts).where(_hosts.c.id == _HOST_ID).values(facts=bindparam("facts", type_=JSON))
 # An enrollment rule's counter: counted up in the registering transaction (the row is locked until it
 # commits), created at 1 by its first machine; two first machines at once: one insert fails and its unit
@@ -170,11 +180,12 @@ def enroll(tx: Transaction, ident: Identity, rules: RuleSet) -> Enrollment | Non
 
 
 def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str,
-             enrollment: Enrollment | None = None) -> HostRecord:
+             enrollment: Enrollment | None = None, address: str | None = None) -> HostRecord:
     """Create a host for a machine seen for the first time, with its facts, as an enrollment rule says if one does.
 
     The rule's chain replaces ``chain`` (when it gives one); its hostname and
     labels are the host's. The history's ``register`` line names the rule and seq.
+    ``address`` is where the machine booted from (``registered_from`` counts it).
     """
     if not ident.macs:
         raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
@@ -187,12 +198,17 @@ def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str,
             detail += f"; {enrollment.problem}, hostname left {DEFAULT_HOSTNAME}"
     state = states.format_chain(chain)
     params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": utcnow(), "hostname": hostname,
-              "facts": _json(ident.facts), "labels": _json(labels)}
+              "facts": _json(ident.facts), "labels": _json(labels), "address": address}
     host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
     for position, mac in enumerate(ident.macs):
         tx.execute(_ADD_MAC, {"mac": mac, "host_id": host_id, "position": position})
     record(tx, host_id, EventKind.REGISTER, source, None, state, detail)
     return host_record(tx, host_id)
+
+
+def registered_from(tx: Transaction, address: str, since: datetime, newest: int) -> int:
+    """How many hosts were registered from ``address`` since ``since``, counting at most ``newest``."""
+    return tx.execute(_REGISTERED_FROM, {"address": address, "since": since, "newest": newest}).fetchone()[0]
 
 
 def refresh_facts(tx: Transaction, host: HostRecord, ident: Identity) -> HostRecord:
@@ -261,16 +277,19 @@ def boot(
     may_register: Callable[[], bool] | None = None,
     address: str | None = None,
     rules: Callable[[], RuleSet] | None = None,
+    per_source: int = 0,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. An unknown machine is registered only if ``may_register()``
-    says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
-    is the machine's network address, kept so that its installer's image
-    download can be told apart. ``rules()`` gives the enrollment rules in force
+    0 for none. An unknown machine is registered only if fewer than
+    ``per_source`` hosts were registered from its ``address`` in the last
+    minute (0: no such bound), counted in this transaction, and then only if
+    ``may_register()`` says so; otherwise nothing is stored and the Boot is
+    ``busy``. ``address`` is the machine's network address, kept so that its
+    installer's image download can be told apart. ``rules()`` gives the enrollment rules in force
     (asked only when a machine registers). The facts a boot reports are kept
     (``refresh_facts``). Runs in ``Database.write_direct``: every boot of every
     machine comes through here.
@@ -285,10 +304,13 @@ def boot(
         return Boot(host=None, conflict=conflict)
     registered, enrollment = host is None, None
     if host is None:
+        # The source's own bound first: a flood from one address takes nothing from the global ceiling.
+        if per_source and address and registered_from(tx, address, now - REGISTRATION_WINDOW, per_source) >= per_source:
+            return Boot(host=None, busy=True)
         if may_register is not None and not may_register():
             return Boot(host=None, busy=True)
         enrollment = enroll(tx, ident, rules()) if rules is not None and ident.macs else None
-        host = register(tx, ident, initial_chain, "bootstrap", enrollment)
+        host = register(tx, ident, initial_chain, "bootstrap", enrollment, address)
     else:
         host = learn(tx, host, ident, "bootstrap")
         host = refresh_facts(tx, host, ident)
