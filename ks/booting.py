@@ -3,7 +3,8 @@
 ``boot`` and what it calls run in a ``ks.db.Transaction`` (``Database.write_direct``):
 every boot of every machine comes through here, so its statements are Core
 statements over the model tables, compiled once and run on the driver's
-cursor. The callbacks (/finish, /update, downloads) take a session. Nothing
+cursor. So do ``finish`` and ``post_install``, which every install calls once;
+the other callbacks (/update, downloads) take a session. Nothing
 here commits; every change is recorded in the host's history.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, null, select, union, update
+from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, null, select, true, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
@@ -29,6 +30,7 @@ from ks.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
 from ks.machines import check_mac_count, get_host
 from ks.models import Host, HostMac, RuleSequence, utcnow
 from ks.record import COLUMNS, HostRecord
+from ks.render import Rendered
 from ks.rules import DEFAULT_HOSTNAME, Enrollment, Machine, RuleSet
 from ks.values import check_metadata
 
@@ -332,6 +334,15 @@ def boot(
 _NO_HASH = hash_bootid("")
 
 
+# What /finish and /post-install check and change of the host's current boot, row-locked for the change
+# (SQLite's writer lock is one already).
+_BOOT_OF = select(_hosts.c.state, _hosts.c.bootid_hash, _hosts.c.boot_finished, _hosts.c.failed_at).where(
+    _hosts.c.id == _HOST_ID).with_for_update()
+_FINISHED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
+    state=bindparam("state"), boot_finished=true(), deadline_at=null(), failed_at=null(), updated_at=bindparam("now"))
+_POST_INSTALL_AT = update(_hosts).where(_hosts.c.id == _HOST_ID).values(post_install_at=bindparam("now"))
+
+
 def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool = False) -> Host:
     """The host of ``host_id`` if ``bootid`` is its current one (row-locked if asked); else Unauthorized.
 
@@ -340,41 +351,42 @@ def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool =
     """
     stmt = select(Host).where(Host.id == host_id)
     host = session.scalars(stmt.with_for_update() if lock else stmt).first()
-    check_bootid(host, bootid)
+    check_bootid(host.bootid_hash if host is not None else None, bootid)
     assert host is not None, "check_bootid refuses a missing host"
     return host
 
 
-def check_bootid(host: Host | None, bootid: str | None) -> str:
-    """The bootid, checked: Unauthorized unless it is the current one of ``host`` (constant-time).
+def check_bootid(bootid_hash: str | None, bootid: str | None) -> str:
+    """The bootid, checked: Unauthorized unless its hash is the host's ``bootid_hash`` (constant-time).
 
-    One message for a wrong bootid, a host that never booted and no host at all.
+    One message for a wrong bootid, a host that never booted and no host at all (both: no hash).
     """
     if not bootid:
         raise Unauthorized("a valid bootid is required; it changes on every boot")
-    expected = host.bootid_hash if host is not None and host.bootid_hash else _NO_HASH
+    expected = bootid_hash or _NO_HASH
     if not hmac.compare_digest(hash_bootid(bootid), expected) or expected is _NO_HASH:
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
     return bootid
 
 
-def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, str | None]:
+def finish(tx: Transaction, host_id: int, bootid: str | None) -> tuple[str, str | None]:
     """Advance the chain for this boot; a retry with the same bootid advances nothing.
 
-    Returns the host and the state it finished (None if this call advanced nothing).
-    A late /finish of a boot flagged failed still counts: the machine did finish.
+    Returns the host's chain after the call and the state it finished (None if
+    this call advanced nothing). A late /finish of a boot flagged failed still
+    counts: the machine did finish. Runs in ``Database.write_direct``, as boots do.
     """
-    host = booted_host(session, host_id, bootid, lock=True)
-    if host.boot_finished:
-        return host, None
-    before = states.parse_chain(host.state)
-    late = "after its deadline" if host.failed_at else ""
-    host.state = states.format_chain(states.after_finish(before))
-    host.boot_finished = True
-    host.deadline_at = host.failed_at = None
-    host.updated_at = utcnow()
-    record(session, host.id, EventKind.FINISH, "finish", states.format_chain(before), host.state, late)
-    return host, states.current(before)
+    row = tx.execute(_BOOT_OF, {"host_id": host_id}).fetchone()
+    check_bootid(row[1] if row is not None else None, bootid)
+    chain, finished, failed_at = row[0], row[2], row[3]
+    if finished:
+        return chain, None
+    before = states.parse_chain(chain)
+    after = states.format_chain(states.after_finish(before))
+    tx.execute(_FINISHED, {"host_id": host_id, "state": after, "now": utcnow()})
+    late = "after its deadline" if failed_at else ""
+    record(tx, host_id, EventKind.FINISH, "finish", states.format_chain(before), after, late)
+    return after, states.current(before)
 
 
 def download_host(session: Session, address: str, image: str) -> tuple[int, datetime] | None:
@@ -417,10 +429,20 @@ def record_download(session: Session, address: str, image: str, name: str, sent:
     return host.id
 
 
-def post_install_fetched(session: Session, host_id: int, chain: str, template: str) -> None:
-    """The installed system fetched its post-install script: a history line and the host's progress."""
-    session.execute(update(Host).where(Host.id == host_id).values(post_install_at=utcnow()))
-    record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain, f"template {template}")
+def post_install(tx: Transaction, host_id: int, bootid: str | None,
+                 script_of: Callable[[HostRecord], Rendered]) -> tuple[HostRecord, Rendered]:
+    """The post-install script of this boot (``script_of`` the host), with a history line and the host's progress.
+
+    The line names the template, so the script is made in the transaction: a
+    script that fails to render leaves no line. Runs in ``Database.write_direct``.
+    """
+    row = tx.execute(_BOOT_OF, {"host_id": host_id}).fetchone()
+    check_bootid(row[1] if row is not None else None, bootid)
+    host = host_record(tx, host_id)
+    script = script_of(host)
+    tx.execute(_POST_INSTALL_AT, {"host_id": host_id, "now": utcnow()})
+    record(tx, host_id, EventKind.POST_INSTALL, "post-install", host.state, host.state, f"template {script.template}")
+    return host, script
 
 
 def reported_metadata(stored: dict, documents: list[dict]) -> tuple[dict, list[str]]:
