@@ -26,10 +26,10 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = """
 import re, sys, tempfile, time
 from pathlib import Path
+from ks import config, migrate  # first: the checkout measured, before bench_storm puts this one on the path
+from ks.app import create_app
 sys.path.insert(0, sys.argv[2])
 import bench_storm
-from ks import config, migrate
-from ks.app import create_app
 
 count = int(sys.argv[1])
 root = Path(tempfile.mkdtemp(prefix="ks-bench-flow-")) / "site"
@@ -70,8 +70,9 @@ for mode in ("fresh", "known"):
 
 def measure(checkout: Path, machines: int) -> dict[str, dict[str, float]]:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
+    # In the checkout: ``python -c`` puts the working directory first on the path.
     child = subprocess.run([sys.executable, "-c", CHILD, str(machines), str(REPO / "scripts")], env=env,
-                           capture_output=True, text=True)
+                           cwd=checkout, capture_output=True, text=True)
     if child.returncode:
         raise SystemExit(f"{checkout}: {child.stderr}")
     out = child.stdout

@@ -15,7 +15,8 @@ server registers them, with its default settings, straight into the image
 state) and known machines (the same ones, put back into the image state by the
 database as an operator would); with --modes ...,scripts also as many requests
 as a flow makes to views, all of GET /bootstrap.ipxe (what a request costs with
-no database and no file). Prints each round, then the median of each mode
+no database and no file), and with files the floor's requests sent to kiwispray
+instead of nginx. Prints each round, then the median of each mode
 and its ratio to the floor, machines turned away by the registration bounds,
 errors (must be 0), the servers' CPU seconds (from /proc, all processes of their
 process groups), and per request kind the median and p99 latency and its share
@@ -280,7 +281,7 @@ class Run:
 def timed(mode: str, bases: list[str], machines: range, concurrency: int, pgids: list[int],
           postgres=None) -> Run:
     run = Run(mode)
-    flow = {"floor": run.flow.floor, "scripts": run.flow.scripts}.get(mode, run.flow.machine)
+    flow = {"floor": run.flow.floor, "files": run.flow.floor, "scripts": run.flow.scripts}.get(mode, run.flow.machine)
     cpu0 = sum(group_cpu_seconds(g) for g in pgids)
     db_cpu0 = postgres_cpu(postgres) if postgres else 0.0
     t0 = time.monotonic()
@@ -296,11 +297,11 @@ def report(runs: dict[str, list[Run]], clients: int) -> None:
     print(f"\nmedian of {len(runs['floor'])} rounds, each figure also as a ratio to the floor:")
     names = {"floor": f"floor: nginx, the same client, {2 * clients} files",
              "fresh": "fresh machines: register + whole flow", "known": "known machines: whole flow",
-             "scripts": f"{DYNAMIC} x bootstrap.ipxe a machine"}
+             "scripts": f"{DYNAMIC} x bootstrap.ipxe a machine", "files": "the floor's files from kiwispray"}
     for mode, done in runs.items():
         wall = statistics.median(r.wall for r in done)
         line = f"  {names[mode]:<42} {wall:6.2f} s {wall / floor:5.2f}x"
-        if mode in ("floor", "scripts"):
+        if mode in ("floor", "scripts", "files"):
             line += f"  {'nginx' if mode == 'floor' else 'server'} CPU {statistics.median(r.cpu for r in done):.1f} s"
         elif mode != "floor":
             line += (f"  turned away {sum(r.away for r in done)}, errors {sum(len(r.errors) for r in done)}, "
@@ -328,13 +329,13 @@ def main() -> None:
     parser.add_argument("--file-mib", type=int, default=4, help="size of kernel and of initrd in MiB [4]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of floor, fresh and known, interleaved [3]")
     parser.add_argument("--modes", default="floor,fresh,known",
-                        help="which of floor,fresh,known,scripts (the floor always) [floor,fresh,known]")
+                        help="which of floor,fresh,known,scripts,files (the floor always) [floor,fresh,known]")
     parser.add_argument("--servers", type=int, default=1, help="kiwispray serve processes [1]")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite", help="[sqlite]")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="one more argument for kiwispray serve (repeat it; default settings otherwise)")
     args = parser.parse_args()
-    modes = ["floor", *(m for m in args.modes.split(",") if m in ("fresh", "known", "scripts"))]
+    modes = ["floor", *(m for m in args.modes.split(",") if m in ("fresh", "known", "scripts", "files"))]
     if args.servers > 1 and args.database == "sqlite":
         parser.error("several servers need --database postgresql")
     workers = 2
