@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Run with PYTHONPATH naming the checkout measured; prints one line per mode: "<mode>\t<kind>=<ms>;...".
 CHILD = """
-import re, sys, tempfile, time
+import atexit, re, shutil, sys, tempfile, time
 from pathlib import Path
 from ks import config, migrate  # first: the checkout measured, before bench_storm puts this one on the path
 from ks.app import create_app
@@ -33,6 +33,7 @@ import bench_storm
 
 count = int(sys.argv[1])
 root = Path(tempfile.mkdtemp(prefix="ks-bench-flow-")) / "site"
+atexit.register(shutil.rmtree, root.parent, True)
 bench_storm.make_site(root, 1)
 settings = {"ROOT": str(root), "INITIAL_CHAIN": bench_storm.IMAGE, "REGISTRATIONS_PER_MINUTE": 0}
 if "REGISTRATIONS_PER_SOURCE" in {d.name for d in config.declarations()}:  # all machines have one address here
