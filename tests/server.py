@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from helpers import cli_env, free_port
 
@@ -83,6 +84,29 @@ class ServerProcess:
         self.kill()
 
 
+class SourceAddress(HTTPAdapter):
+    """requests from a given local address (another machine, on loopback)."""
+
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
+
+
+def from_address(address: str) -> requests.Session:
+    """A session whose requests come from ``address``: all of 127/8 is loopback on Linux."""
+    session = requests.Session()
+    session.mount("http://", SourceAddress(address))
+    return session
+
+
+def address(i: int) -> str:
+    """The address test machine ``i`` boots from, as its own DHCP lease would give it."""
+    return f"127.1.{i // 250 % 250 + 1}.{i % 250 + 1}"
+
+
 def mac(i: int) -> str:
     """The MAC of test machine ``i``."""
     return f"52-54-01-{i >> 16 & 255:02x}-{i >> 8 & 255:02x}-{i & 255:02x}"
@@ -99,11 +123,13 @@ class Storm:
         self.lock = threading.Lock()
 
     def machine(self, i: int, server: int | None = None) -> None:
-        """Boot machine ``i`` once (through servers[server], default: split by i)."""
+        """Boot machine ``i`` once (through servers[server], default: split by i), from its own address."""
         srv = self.servers[i % len(self.servers) if server is None else server]
         for _attempt in range(200):
             try:
-                r = requests.get(srv.url + "/bootstrap", params={"net0": mac(i), "serial": f"M{i:05d}"}, timeout=10)
+                with from_address(address(i)) as session:
+                    r = session.get(srv.url + "/bootstrap", params={"net0": mac(i), "serial": f"M{i:05d}"},
+                                    timeout=10)
             except requests.RequestException:
                 with self.lock:
                     self.errors += 1

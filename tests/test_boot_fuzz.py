@@ -48,8 +48,9 @@ def fuzz_client(root):
     discover = make_image(root, "discover", "Discover")
     (discover / "host.tmpl").write_text(HOST_TMPL)
     (discover / "post_install.tmpl").write_text(POST_INSTALL_TMPL)
-    # Every example registers new machines: no registration limit here.
-    app = create_app({"ROOT": str(root), "INITIAL_CHAIN": "discover,new", "REGISTRATIONS_PER_MINUTE": 0})
+    # Every example registers new machines, all from the test client's one address: no registration limit here.
+    app = create_app({"ROOT": str(root), "INITIAL_CHAIN": "discover,new", "REGISTRATIONS_PER_MINUTE": 0,
+                      "REGISTRATIONS_PER_SOURCE": 0})
     migrate.upgrade(app.extensions["kiwispray"].db)
     yield app.test_client()
     app.extensions["kiwispray"].db.dispose()

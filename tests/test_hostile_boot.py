@@ -21,14 +21,14 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from ks.core import states
+from ks.core import config, states
 from ks.fleet import machines
 from ks.records import events
 from ks.records.db import Database
 from ks.records.models import Event, Host, HostMac
 
 from helpers import bootid_of, cli_env, make_image, run_edit_host
-from server import ServerProcess
+from server import ServerProcess, from_address
 
 PRIVATE = {
     "host.ipxe": "#!ipxe\necho private host.ipxe\n",
@@ -63,9 +63,10 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(site):
-    # One worker with few threads: what a slow client could hold is small.
+    # One worker with few threads: what a slow client could hold is small. Its tests boot many machines,
+    # all from this test's one address: no registration bounds (they have tests of their own below).
     with ServerProcess(site, "--workers", "1", "--threads", "8", "--access-log",
-                       "--registrations-per-minute", "0") as srv:
+                       "--registrations-per-minute", "0", "--registrations-per-source", "0") as srv:
         yield srv
 
 
@@ -268,7 +269,9 @@ def test_a_host_with_many_macs_and_large_metadata_does_not_slow_boots(server, db
 
 def test_registrations_of_unknown_machines_are_bounded(site, server, db):
     known = Machine(server, db)
-    with ServerProcess(site, "--workers", "2", "--registrations-per-minute", "3") as limited:
+    # The ceiling of all addresses together; the machines of the other tests share this test's address.
+    with ServerProcess(site, "--workers", "2", "--registrations-per-minute", "3",
+                       "--registrations-per-source", "0") as limited:
         base = next(_numbers) * 16
         answers = [requests.get(limited.url + "/bootstrap", params={"net0": mac(base + i, "52-54-0e")}, timeout=10)
                    for i in range(6)]
@@ -282,6 +285,54 @@ def test_registrations_of_unknown_machines_are_bounded(site, server, db):
         assert len(stored) == 3, "a machine turned away was stored"
         r = requests.get(limited.url + "/bootstrap", params={"net0": known.mac, "serial": known.serial}, timeout=10)
         assert bootid_of(r.text), "known machines boot whatever the limit"
+
+
+def boot_from(srv: ServerProcess, source: str, query: dict) -> str:
+    """GET /bootstrap from the address ``source``; the script."""
+    with from_address(source) as session:
+        answer = session.get(srv.url + "/bootstrap", params=query, timeout=30)
+    assert answer.status_code == 200, answer.status_code
+    return answer.text
+
+
+def test_one_address_inventing_machines_is_bounded_with_the_default_settings(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    bound = config.resolve({"ROOT": str(root)}).registrations_per_source
+    with ServerProcess(root, "--workers", "2") as srv:  # the default settings
+        # Invented machines from one address, booting and polling (a poll registers too): `bound` are stored.
+        scripts = [boot_from(srv, "127.0.3.1", {"net0": mac(i, "52-54-10"), **({"poll": "1"} if i % 2 else {})})
+                   for i in range(bound + 6)]
+        registered = ['state "new"' in script for script in scripts]
+        assert registered == [True] * bound + [False] * 6, "one address registered beyond its bound"
+        for script in scripts[bound:]:
+            assert "not registered" in script and "bootid" not in script
+        # Another machine, from its own address, is not held back by that flood.
+        assert 'state "new"' in boot_from(srv, "127.0.3.2", {"net0": mac(1, "52-54-11")})
+        # And a machine the flooding address registered boots as itself.
+        assert 'state "new"' in boot_from(srv, "127.0.3.1", {"net0": mac(0, "52-54-10")})
+    database = Database(f"sqlite:///{root / 'kiwispray.db'}")
+    with database.read() as session:
+        stored = session.scalars(select(HostMac.mac).where(HostMac.mac.like("52:54:10:%"))).all()
+    database.dispose()
+    assert len(stored) == bound, "a machine turned away was stored"
+
+
+def test_a_rack_of_500_new_machines_registers_at_once_with_the_default_settings(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    rack = 500
+    with ServerProcess(root, "--workers", "2") as srv:  # the default settings
+        def power_on(i: int) -> bool:  # each machine boots from the address its DHCP lease gave it
+            return 'state "new"' in boot_from(srv, f"127.0.{4 + i // 250}.{i % 250 + 1}", {"net0": mac(i, "52-54-12")})
+
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            registered = list(pool.map(power_on, range(rack)))
+    assert registered.count(False) == 0, f"{registered.count(False)} of a rack of {rack} were turned away"
+    database = Database(f"sqlite:///{root / 'kiwispray.db'}")
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(HostMac).where(HostMac.mac.like("52:54:12:%"))) == rack
+    database.dispose()
 
 
 def test_conflicts_write_one_line_per_host_and_minute_that_counts_the_others(site, server, db):
@@ -390,7 +441,8 @@ def _stall_bodies(port: int, count: int) -> list[socket.socket]:
 
 
 def test_clients_that_stall_in_their_body_do_not_stop_the_server(site):
-    with ServerProcess(site, "--workers", "2", "--threads", "8", "--registrations-per-minute", "0") as srv:
+    with ServerProcess(site, "--workers", "2", "--threads", "8", "--registrations-per-minute", "0",
+                       "--registrations-per-source", "0") as srv:
         socks = _stall_bodies(srv.port, 40)  # 8 were enough to hold every running slot of both workers
         try:
             time.sleep(1)

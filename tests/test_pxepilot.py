@@ -13,7 +13,6 @@ import sys
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 from sqlalchemy import select
 
 from ks.app import create_app
@@ -26,7 +25,7 @@ from ks.records.models import Event, HostMac
 from ks.web import ADMIN, BOOT, LISTENER
 
 from helpers import cli_env, make_image, require_command
-from server import ServerProcess
+from server import ServerProcess, from_address
 
 PXE_SERVER = "http://pxe-server:3478"
 # USECASE.md, "Finally": the post-install script's call that ends the reinstall loop. Its MAC is a
@@ -56,23 +55,6 @@ README_DEPLOY = """{
 }"""
 MACS = {"h1": ["52:54:0b:00:00:11"], "h2": ["52:54:0b:00:00:21"], "h3": ["52:54:0b:00:00:31", "52:54:0b:00:00:32"]}
 OTHER_ADDRESS = "127.0.0.2"  # loopback too: a second machine of the boot network
-
-
-class SourceAddress(HTTPAdapter):
-    """requests from a given local address (another machine, on loopback)."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, source_address=(self.address, 0), **kwargs)
-
-
-def from_address(address: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", SourceAddress(address))
-    return session
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 ``boot`` and what it calls run in a ``ks.records.db.Transaction`` (``Database.write_direct``):
 every boot of every machine comes through here, so its statements are Core
 statements over the model tables, compiled once and run on the driver's
-cursor. The callbacks (/finish, /update, downloads) take a session. Nothing
+cursor. So do ``finish`` and ``post_install``, which every install calls once;
+the other callbacks (/update, downloads) take a session. Nothing
 here commits; every change is recorded in the host's history.
 """
 
@@ -17,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, null, select, union, update
+from sqlalchemy import JSON, bindparam, false, func, insert, literal_column, null, select, true, union, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
+from ks.boot.render import Rendered
 from ks.core import states
 from ks.core.errors import BadRequest, Conflict, IdentityConflict, Unauthorized
 from ks.core.identity import BOOT_FACTS, MAX_FACTS, MAX_MACS, Identity
@@ -59,8 +61,18 @@ _REGISTER = insert(_hosts).values({
     "facts": bindparam("facts", type_=JSON), "labels": bindparam("labels", type_=JSON),
     "hostname": bindparam("hostname"), "serial": bindparam("serial"), "uuid": bindparam("uuid"),
     "state": bindparam("state"), "boot_finished": false(), "created_at": bindparam("now"),
-    "updated_at": bindparam("now"),
+    "updated_at": bindparam("now"), "boot_address": bindparam("address"),
 }).returning(_hosts.c.id)
+# How many of the newest ``newest`` hosts of an address were registered since ``since``: the
+# registrations of one source in the last minute, read through the address's index newest first, so
+# that it costs the bound, not the hosts the address ever registered. (OFFSET 0 is written out: SQLite's
+# dialect would add a bound one of its own, which a boot-path statement is not given.)
+_NEWEST_FROM = (select(_hosts.c.created_at).where(_hosts.c.boot_address == bindparam("address"))
+                .order_by(_hosts.c.id.desc()).limit(bindparam("newest")).offset(literal_column("0")).subquery())
+_REGISTERED_FROM = select(func.count()).select_from(_NEWEST_FROM).where(
+    _NEWEST_FROM.c.created_at >= bindparam("since", type_=_hosts.c.created_at.type))
+# The window of the bound on registrations from one address.
+REGISTRATION_WINDOW = timedelta(minutes=1)
 _FACTS = update(_hosts).where(_hosts.c.id == _HOST_ID).values(facts=bindparam("facts", type_=JSON))
 # An enrollment rule's counter: counted up in the registering transaction (the row is locked until it
 # commits), created at 1 by its first machine; two first machines at once: one insert fails and its unit
@@ -175,11 +187,12 @@ def enroll(tx: Transaction, ident: Identity, rules: RuleSet) -> Enrollment | Non
 
 
 def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str,
-             enrollment: Enrollment | None = None) -> HostRecord:
+             enrollment: Enrollment | None = None, address: str | None = None) -> HostRecord:
     """Create a host for a machine seen for the first time, with its facts, as an enrollment rule says if one does.
 
     The rule's chain replaces ``chain`` (when it gives one); its hostname and
     labels are the host's. The history's ``register`` line names the rule and seq.
+    ``address`` is where the machine booted from (``registered_from`` counts it).
     """
     if not ident.macs:
         raise BadRequest("the machine reported no MAC; boot it through /bootstrap.ipxe, which sends them")
@@ -192,12 +205,17 @@ def register(tx: Transaction, ident: Identity, chain: states.Chain, source: str,
             detail += f"; {enrollment.problem}, hostname left {DEFAULT_HOSTNAME}"
     state = states.format_chain(chain)
     params = {"serial": ident.serial, "uuid": ident.uuid, "state": state, "now": utcnow(), "hostname": hostname,
-              "facts": _json(ident.facts), "labels": _json(labels)}
+              "facts": _json(ident.facts), "labels": _json(labels), "address": address}
     host_id = tx.execute(_REGISTER, params).fetchone()[0]  # a lost registration race fails here or below
     for position, mac in enumerate(ident.macs):
         tx.execute(_ADD_MAC, {"mac": mac, "host_id": host_id, "position": position})
     record(tx, host_id, EventKind.REGISTER, source, None, state, detail)
     return host_record(tx, host_id)
+
+
+def registered_from(tx: Transaction, address: str, since: datetime, newest: int) -> int:
+    """How many hosts were registered from ``address`` since ``since``, counting at most ``newest``."""
+    return tx.execute(_REGISTERED_FROM, {"address": address, "since": since, "newest": newest}).fetchone()[0]
 
 
 def refresh_facts(tx: Transaction, host: HostRecord, ident: Identity) -> HostRecord:
@@ -266,16 +284,19 @@ def boot(
     may_register: Callable[[], bool] | None = None,
     address: str | None = None,
     rules: Callable[[], RuleSet] | None = None,
+    per_source: int = 0,
 ) -> Boot:
     """Identify or register a booting machine and rotate its bootid.
 
     A machine polling while it waits (in ``new``, or failed) only refreshes
     ``last_seen_at``: polls neither rotate its bootid nor fill its history.
     Booting an image starts its deadline: ``deploy_timeout(image)`` seconds,
-    0 for none. An unknown machine is registered only if ``may_register()``
-    says so; otherwise nothing is stored and the Boot is ``busy``. ``address``
-    is the machine's network address, kept so that its installer's image
-    download can be told apart. ``rules()`` gives the enrollment rules in force
+    0 for none. An unknown machine is registered only if fewer than
+    ``per_source`` hosts were registered from its ``address`` in the last
+    minute (0: no such bound), counted in this transaction, and then only if
+    ``may_register()`` says so; otherwise nothing is stored and the Boot is
+    ``busy``. ``address`` is the machine's network address, kept so that its
+    installer's image download can be told apart. ``rules()`` gives the enrollment rules in force
     (asked only when a machine registers). The facts a boot reports are kept
     (``refresh_facts``). Runs in ``Database.write_direct``: every boot of every
     machine comes through here.
@@ -290,10 +311,13 @@ def boot(
         return Boot(host=None, conflict=conflict)
     registered, enrollment = host is None, None
     if host is None:
+        # The source's own bound first: a flood from one address takes nothing from the global ceiling.
+        if per_source and address and registered_from(tx, address, now - REGISTRATION_WINDOW, per_source) >= per_source:
+            return Boot(host=None, busy=True)
         if may_register is not None and not may_register():
             return Boot(host=None, busy=True)
         enrollment = enroll(tx, ident, rules()) if rules is not None and ident.macs else None
-        host = register(tx, ident, initial_chain, "bootstrap", enrollment)
+        host = register(tx, ident, initial_chain, "bootstrap", enrollment, address)
     else:
         host = learn(tx, host, ident, "bootstrap")
         host = refresh_facts(tx, host, ident)
@@ -316,6 +340,15 @@ def boot(
 _NO_HASH = hash_bootid("")
 
 
+# What /finish and /post-install check and change of the host's current boot, row-locked for the change
+# (SQLite's writer lock is one already).
+_BOOT_OF = select(_hosts.c.state, _hosts.c.bootid_hash, _hosts.c.boot_finished, _hosts.c.failed_at).where(
+    _hosts.c.id == _HOST_ID).with_for_update()
+_FINISHED = update(_hosts).where(_hosts.c.id == _HOST_ID).values(
+    state=bindparam("state"), boot_finished=true(), deadline_at=null(), failed_at=null(), updated_at=bindparam("now"))
+_POST_INSTALL_AT = update(_hosts).where(_hosts.c.id == _HOST_ID).values(post_install_at=bindparam("now"))
+
+
 def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool = False) -> Host:
     """The host of ``host_id`` if ``bootid`` is its current one (row-locked if asked); else Unauthorized.
 
@@ -324,7 +357,7 @@ def booted_host(session: Session, host_id: int, bootid: str | None, lock: bool =
     """
     stmt = select(Host).where(Host.id == host_id)
     host = session.scalars(stmt.with_for_update() if lock else stmt).first()
-    check_bootid(host, bootid)
+    check_bootid(host.bootid_hash if host is not None else None, bootid)
     assert host is not None, "check_bootid refuses a missing host"
     return host
 
@@ -347,36 +380,37 @@ def note_unended_download(tx: Transaction, host: HostRecord) -> None:
            "before the download did")
 
 
-def check_bootid(host: Host | None, bootid: str | None) -> str:
-    """The bootid, checked: Unauthorized unless it is the current one of ``host`` (constant-time).
+def check_bootid(bootid_hash: str | None, bootid: str | None) -> str:
+    """The bootid, checked: Unauthorized unless its hash is the host's ``bootid_hash`` (constant-time).
 
-    One message for a wrong bootid, a host that never booted and no host at all.
+    One message for a wrong bootid, a host that never booted and no host at all (both: no hash).
     """
     if not bootid:
         raise Unauthorized("a valid bootid is required; it changes on every boot")
-    expected = host.bootid_hash if host is not None and host.bootid_hash else _NO_HASH
+    expected = bootid_hash or _NO_HASH
     if not hmac.compare_digest(hash_bootid(bootid), expected) or expected is _NO_HASH:
         raise Unauthorized("wrong or outdated bootid; it changes on every boot")
     return bootid
 
 
-def finish(session: Session, host_id: int, bootid: str | None) -> tuple[Host, str | None]:
+def finish(tx: Transaction, host_id: int, bootid: str | None) -> tuple[str, str | None]:
     """Advance the chain for this boot; a retry with the same bootid advances nothing.
 
-    Returns the host and the state it finished (None if this call advanced nothing).
-    A late /finish of a boot flagged failed still counts: the machine did finish.
+    Returns the host's chain after the call and the state it finished (None if
+    this call advanced nothing). A late /finish of a boot flagged failed still
+    counts: the machine did finish. Runs in ``Database.write_direct``, as boots do.
     """
-    host = booted_host(session, host_id, bootid, lock=True)
-    if host.boot_finished:
-        return host, None
-    before = states.parse_chain(host.state)
-    late = "after its deadline" if host.failed_at else ""
-    host.state = states.format_chain(states.after_finish(before))
-    host.boot_finished = True
-    host.deadline_at = host.failed_at = None
-    host.updated_at = utcnow()
-    record(session, host.id, EventKind.FINISH, "finish", states.format_chain(before), host.state, late)
-    return host, states.current(before)
+    row = tx.execute(_BOOT_OF, {"host_id": host_id}).fetchone()
+    check_bootid(row[1] if row is not None else None, bootid)
+    chain, finished, failed_at = row[0], row[2], row[3]
+    if finished:
+        return chain, None
+    before = states.parse_chain(chain)
+    after = states.format_chain(states.after_finish(before))
+    tx.execute(_FINISHED, {"host_id": host_id, "state": after, "now": utcnow()})
+    late = "after its deadline" if failed_at else ""
+    record(tx, host_id, EventKind.FINISH, "finish", states.format_chain(before), after, late)
+    return after, states.current(before)
 
 
 def download_host(session: Session, address: str, image: str) -> tuple[int, datetime] | None:
@@ -419,10 +453,20 @@ def record_download(session: Session, address: str, image: str, name: str, sent:
     return host.id
 
 
-def post_install_fetched(session: Session, host_id: int, chain: str, template: str) -> None:
-    """The installed system fetched its post-install script: a history line and the host's progress."""
-    session.execute(update(Host).where(Host.id == host_id).values(post_install_at=utcnow()))
-    record(session, host_id, EventKind.POST_INSTALL, "post-install", chain, chain, f"template {template}")
+def post_install(tx: Transaction, host_id: int, bootid: str | None,
+                 script_of: Callable[[HostRecord], Rendered]) -> tuple[HostRecord, Rendered]:
+    """The post-install script of this boot (``script_of`` the host), with a history line and the host's progress.
+
+    The line names the template, so the script is made in the transaction: a
+    script that fails to render leaves no line. Runs in ``Database.write_direct``.
+    """
+    row = tx.execute(_BOOT_OF, {"host_id": host_id}).fetchone()
+    check_bootid(row[1] if row is not None else None, bootid)
+    host = host_record(tx, host_id)
+    script = script_of(host)
+    tx.execute(_POST_INSTALL_AT, {"host_id": host_id, "now": utcnow()})
+    record(tx, host_id, EventKind.POST_INSTALL, "post-install", host.state, host.state, f"template {script.template}")
+    return host, script
 
 
 def reported_metadata(stored: dict, documents: list[dict]) -> tuple[dict, list[str]]:

@@ -67,7 +67,7 @@ def bootstrap():
         outcome = ks.db.write_direct(
             lambda tx: booting.boot(tx, ident, initial, poll=poll, deploy_timeout=ks.deploy_timeout,
                                      may_register=ks.registrations.take, address=request.remote_addr,
-                                     rules=ks.rules.current)
+                                     rules=ks.rules.current, per_source=ks.settings.registrations_per_source)
         )
     except Unavailable as exc:
         # Nothing was written: the machine asks again, with everything it sent, until the database takes it.
@@ -125,15 +125,10 @@ def post_install():
     host_id = parse_id(one("id"))
     bootid = one("bootid")
     where = origin()
-    with ks.db.read() as session:
-        host = booting.booted_host(session, host_id, bootid)
-        script = render.post_install_script(
-            ks.renderer, HostRecord.of(host), states.parse_chain(host.state), bootid or "", where  # checked: not empty
-        )
-    # The bootid was checked above: the callback only adds its line to the history.
-    chain = host.state
-    ks.db.write(lambda session: booting.post_install_fetched(session, host_id, chain, script.template))
-    state = states.current(states.parse_chain(host.state))
+    host, script = ks.db.write_direct(lambda tx: booting.post_install(
+        tx, host_id, bootid,
+        lambda record: render.post_install_script(ks.renderer, record, record.chain, bootid or "", where)))
+    state = host.current
     log.info(
         "post-install host=%d state=%s template=%s", host.id, state, script.template,
         extra={"event": "post-install", "host_id": host.id, "state": state, "template": script.template},
@@ -188,15 +183,15 @@ def finish():
     """Advance the machine's chain once for this boot."""
     host_id = parse_id(one("id"))
     bootid = one("bootid")
-    host, finished = runtime().db.write(lambda session: booting.finish(session, host_id, bootid))
+    chain, finished = runtime().db.write_direct(lambda tx: booting.finish(tx, host_id, bootid))
     if finished:
         log.info(
-            "finish host=%d state=%s now=%s", host.id, finished, host.state,
-            extra={"event": "finish", "host_id": host.id, "state": finished, "chain": host.state},
+            "finish host=%d state=%s now=%s", host_id, finished, chain,
+            extra={"event": "finish", "host_id": host_id, "state": finished, "chain": chain},
         )
         runtime().metrics.finishes.labels(state=finished).inc()
-        return text(f"host {host.id} finished its step; next state: {host.state}\n")
-    return text(f"host {host.id} already finished this boot; state: {host.state}\n")
+        return text(f"host {host_id} finished its step; next state: {chain}\n")
+    return text(f"host {host_id} already finished this boot; state: {chain}\n")
 
 
 @bp.get("/state")

@@ -80,6 +80,7 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @setting_option("X_ACCEL_REDIRECT", metavar="PREFIX")
 @setting_option("DEPLOY_TIMEOUT")
 @setting_option("REGISTRATIONS_PER_MINUTE")
+@setting_option("REGISTRATIONS_PER_SOURCE")
 @setting_option("HEADER_TIMEOUT")
 @setting_option("BODY_TIMEOUT")
 @setting_option("PUBLIC_HOSTS")
@@ -92,8 +93,8 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
               show_default=True, help="'json' writes one JSON object per line, for log shippers (env KS_LOG_FORMAT).")
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
-          x_accel_redirect, deploy_timeout, registrations_per_minute, header_timeout, body_timeout, public_hosts,
-          pxepilot_api, tls_cert, tls_key, admin_port, access_log, log_format):
+          x_accel_redirect, deploy_timeout, registrations_per_minute, registrations_per_source, header_timeout,
+          body_timeout, public_hosts, pxepilot_api, tls_cert, tls_key, admin_port, access_log, log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
@@ -112,7 +113,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
              "DEPLOY_TIMEOUT": deploy_timeout, "X_ACCEL_REDIRECT": x_accel_redirect,
              "RUNNING_REQUESTS": running_requests, "PUBLIC_HOSTS": public_hosts or None,
              "PXEPILOT_API": pxepilot_api or None,
-             "REGISTRATIONS_PER_MINUTE": registrations_per_minute, "HEADER_TIMEOUT": header_timeout,
+             "REGISTRATIONS_PER_MINUTE": registrations_per_minute,
+             "REGISTRATIONS_PER_SOURCE": registrations_per_source, "HEADER_TIMEOUT": header_timeout,
              "BODY_TIMEOUT": body_timeout,
              "TLS_CERT": tls_cert, "TLS_KEY": tls_key, "ADMIN_PORT": admin_port}
         )

@@ -110,9 +110,15 @@ class Settings:
         "without one (docs/pxepilot.md).", option="--pxepilot-api",
     )
     registrations_per_minute: int = setting(
-        120, "KS_REGISTRATIONS_PER_MINUTE", "Unknown machines this server registers per minute (bursts of as "
-        "many); further ones get a script that asks again later and nothing is stored; 0: no limit.",
-        option="--registrations-per-minute", low=0,
+        3000, "KS_REGISTRATIONS_PER_MINUTE", "Unknown machines this server registers per minute from all addresses "
+        "together (bursts of as many); further ones get a script that asks again later and nothing is stored; "
+        "0: no limit.", option="--registrations-per-minute", low=0,
+    )
+    registrations_per_source: int = setting(
+        10, "KS_REGISTRATIONS_PER_SOURCE", "Unknown machines registered from one boot address in the last minute, "
+        "counted in the database (all workers and servers of the site together); further ones from that address "
+        "get a script that asks again later and nothing is stored; 0: no limit (behind a proxy, where every "
+        "machine has the proxy's address).", option="--registrations-per-source", low=0,
     )
     login_failures_per_minute: int = setting(
         10, "KS_LOGIN_FAILURES_PER_MINUTE", "Failed logins (a wrong or revoked token, at the dashboard or the API) "
