@@ -3,8 +3,11 @@
 # firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx, strace,
 # iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC);
 # what scripts/build-test-guest.sh builds the test machine with (cpio, kmod, xz,
-# zstd) and what scripts/build-kiwi-image.sh builds the real KIWI image with
-# (kiwi and its system dependencies, debootstrap, fdisk, rsync). The build
+# zstd) and what scripts/build-kiwi-image.sh builds the real KIWI images with
+# (kiwi and its system dependencies, debootstrap, fdisk, rsync; mtools and
+# dosfstools write the EFI partition of the UEFI image). The signed boot chain
+# the Secure Boot tests run: shim (Microsoft-signed), Debian's signed GRUB,
+# and sbsigntool to make an unsigned kernel of a signed one. The build
 # scripts and the tests install nothing: they stop and name this script. The
 # Python libraries Debian's cloud-init runs on: the NoCloud tests run its code with
 # /usr/bin/python3 from the unpacked package (below). Chromium with its WebDriver
@@ -16,6 +19,7 @@ packages=(
     qemu-system-x86 ipxe ipxe-qemu ovmf dnsmasq-base busybox-static cpio xz-utils zstd kmod
     pxelinux syslinux-common postgresql openipmi ipmitool wrk nginx-light iproute2 curl strace
     kiwi kiwi-systemdeps-core kiwi-systemdeps-filesystems kiwi-systemdeps-bootloaders debootstrap fdisk rsync
+    mtools dosfstools shim-signed grub-efi-amd64-signed grub-efi-amd64-bin sbsigntool
     python3-yaml python3-jinja2 python3-jsonschema python3-requests python3-configobj python3-jsonpatch
     python3-netifaces python3-oauthlib python3-serial
     chromium chromium-driver

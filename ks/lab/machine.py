@@ -9,6 +9,7 @@ each power-on is one QEMU run, and the guest's reboots happen inside it.
 
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from ks.lab.namespace import Namespace
 
 OVMF = "/usr/share/ovmf/OVMF.fd"
 FIRMWARES = ("bios", "uefi")
+# UEFI with Secure Boot enforcing: OVMF built with SMM and Secure Boot, its variables
+# with Microsoft's keys enrolled (a writable copy per machine). Its q35 machine and
+# secure flash are what that build needs; its network driver is OVMF's own virtio-net,
+# the NIC without option ROM: with QEMU's e1000, its iPXE ROM is the UEFI network stack,
+# and shim's fetch of grubx64.efi through it fails ("Malformed binary").
+OVMF_SECBOOT_CODE = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+OVMF_MS_VARS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 
 
 class BootFailed(AssertionError):
@@ -43,15 +51,20 @@ class Machine:
     # SMBIOS system manufacturer and product (type 1), which iPXE reports as facts; QEMU's own when None.
     manufacturer: str | None = None
     product: str | None = None
+    # OVMF only: skip its PXE boot options, so the firmware goes straight to UEFI HTTP Boot.
+    http_boot: bool = False
     boots: int = field(default=0, init=False)
 
     def argv(self, exit_on_reboot: bool = True) -> list[str]:
         """The QEMU command line of one boot (or of one power-on, without ``exit_on_reboot``)."""
+        nic = f"e1000,netdev=net0,mac={self.mac}"
+        if self.firmware == "secureboot":
+            nic = f"virtio-net-pci,netdev=net0,mac={self.mac},romfile="
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory), "-nographic",
             *(["-no-reboot"] if exit_on_reboot else []),
             "-netdev", f"tap,id=net0,ifname={self.namespace.tap},script=no,downscript=no",
-            "-device", f"e1000,netdev=net0,mac={self.mac}",
+            "-device", nic,
             "-smbios", f"type=1,serial={self.serial},uuid={self.uuid}" + "".join(
                 f",{key}={value.replace(',', ',,')}" for key, value in
                 (("manufacturer", self.manufacturer), ("product", self.product)) if value),
@@ -60,6 +73,20 @@ class Machine:
             argv += ["-drive", f"file={self.disk},if=virtio,format=raw", "-boot", "order=nc"]
         if self.firmware == "uefi":
             argv += ["-bios", OVMF]
+        if self.firmware == "secureboot":
+            variables = self.workdir / f"ovmf-vars-{self.mac.replace(':', '')}.fd"
+            if not variables.exists():
+                shutil.copy(OVMF_MS_VARS, variables)
+            argv += [
+                "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SECBOOT_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={variables}",
+            ]  # fmt: skip
+        if self.http_boot:
+            argv += [
+                "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
+            ]  # fmt: skip
         return argv
 
     def power_on(self) -> "Boot":
