@@ -277,18 +277,21 @@ class Worker(base.Worker):
                     if len(conn.received) > MAX_HEADER_BYTES:
                         self._drop(conn, b"431 Request Header Fields Too Large")
                     return None
-                conn.framing = Framing(conn.received[:head], MAX_BODY_BYTES)
+                framing = Framing(conn.received[:head], MAX_BODY_BYTES)
+                if framing.expects_continue:  # answered here, so the parser does not answer it again
+                    conn.received[:head] = answered_continue(conn.received[:head])
+                    framing.head = header_end(conn.received)
+                conn.framing = framing
                 conn.deadline = time.monotonic() + self.body_timeout
-            end = conn.framing.end(conn.received)
+                end = framing.end(conn.received)
+                if end is None and framing.expects_continue:  # the client waits for this before its body
+                    with contextlib.suppress(OSError):
+                        conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                end = conn.framing.end(conn.received)
         except Refused as refused:
             return self._drop(conn, refused.status.encode())
         if end is None:
-            if conn.framing.expects_continue:  # the client waits for this before it sends the body
-                conn.framing.expects_continue = False
-                with contextlib.suppress(OSError):
-                    conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-                conn.received[:conn.framing.head] = answered_continue(conn.received[:conn.framing.head])
-                conn.framing.head = header_end(conn.received)
             return None
         conn.request = conn.received[:end]
         del conn.received[:end]

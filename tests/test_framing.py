@@ -51,3 +51,15 @@ def test_a_client_that_expects_100_continue_is_told_once():
     assert Framing(head, MAX).expects_continue
     assert answered_continue(head) == HEAD + b"Content-Length: 3\r\n\r\n"
     assert not Framing(head.replace(b"HTTP/1.1", b"HTTP/1.0"), MAX).expects_continue
+
+
+def test_a_chunked_body_is_read_on_from_where_the_last_look_stopped():
+    framing = Framing(HEAD + b"Transfer-Encoding: chunked\r\n\r\n", MAX)
+    data = bytearray(HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+    for _ in range(300):  # one byte a chunk, one look a chunk
+        data += b"1\r\nx\r\n"
+        assert framing.end(data) is None
+    data += b"0\r\n\r\n"
+    assert framing.end(data) == len(data)
+    data[len(HEAD) + 30:len(HEAD) + 35] = b"ZZZZZ"  # the chunks read before are not read again
+    assert framing.end(data) == len(data)

@@ -60,6 +60,9 @@ class Framing:
                 raise Refused("413 Content Too Large")
         # Several or malformed lengths: the parser refuses the header block before any body.
         self.max_body = max_body
+        # Where the chunks read so far end, and their body bytes: each look goes on from there, so a
+        # body sent in many small pieces is read once, not once per piece.
+        self._chunks: tuple[int, int] | None = None
 
     def end(self, data: bytes | bytearray) -> int | None:
         """Where the request that starts ``data`` ends; None while its body is still on its way."""
@@ -69,7 +72,7 @@ class Framing:
         return self._chunked_end(data)
 
     def _chunked_end(self, data: bytes | bytearray) -> int | None:
-        pos, body = self.head, 0
+        pos, body = self._chunks or (self.head, 0)
         while True:
             line_end = data.find(b"\n", pos, pos + MAX_CHUNK_LINE)
             if line_end < 0:
@@ -95,6 +98,7 @@ class Framing:
                 pos += 1
             else:
                 raise Refused("400 Bad Request")
+            self._chunks = (pos, body)
 
     @staticmethod
     def _trailers_end(data: bytes | bytearray, pos: int) -> int | None:
