@@ -94,3 +94,11 @@ def test_a_throttle_says_a_repeated_message_once_a_while_with_how_many_were_held
     now[0] = 60.0
     assert throttle.due("streams") == 5  # said again, with the five held back since
     assert throttle.due("streams") is None
+
+
+def test_a_throttle_with_kept_forgets_the_least_recently_seen_keys():
+    from ks.core.logs import Throttle
+
+    throttle = Throttle(60, clock=lambda: 0.0, kept=2)
+    assert [throttle.due(k) for k in ("a", "b", "a", "c")] == [0, 0, None, 0]  # "b" forgotten for "c"
+    assert throttle.due("b") == 0 and throttle.due("a") == 0  # ("a" forgotten for "b")

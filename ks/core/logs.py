@@ -18,6 +18,7 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
@@ -116,21 +117,27 @@ def setup(log_format: str) -> None:
 class Throttle:
     """Whether a repeated message is logged now: once per ``seconds`` and key, with the count held back since.
 
-    A flood (refused streams, a database that refuses work) then writes one line a
-    while that says how many there were, instead of a line each.
+    A flood (refused streams, a database that refuses work, failed logins) then
+    writes one line a while that says how many there were, instead of a line each.
+    With ``kept``, at most so many keys are remembered, the least recently seen
+    forgotten first (keys a client chooses, such as its address); 0: all.
     """
 
-    def __init__(self, seconds: float, clock=time.monotonic):
+    def __init__(self, seconds: float, clock=time.monotonic, kept: int = 0):
         self.seconds = seconds
         self.clock = clock
-        self._last: dict[str, tuple[float, int]] = {}  # key: (when its last line was written, held back since)
+        self.kept = kept
+        # key: (when its last line was written, held back since), the most recently seen last
+        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def due(self, key: str) -> int | None:
         """None: hold this one back (it is counted); else log it now, saying how many were held back before it."""
         with self._lock:
             now = self.clock()
-            said, held = self._last.get(key, (None, 0))
+            said, held = self._last.pop(key, (None, 0))
+            while self.kept and len(self._last) >= self.kept:
+                self._last.popitem(last=False)
             if said is not None and now - said < self.seconds:
                 self._last[key] = (said, held + 1)
                 return None

@@ -11,8 +11,9 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import Any
+
+from ks.core.logs import Throttle
 
 
 class TokenBucket:
@@ -56,13 +57,6 @@ class TokenBucket:
         return min(self.per_minute, self._state[0] + (now - self._state[1]) * self.per_minute / 60)
 
 
-@dataclass
-class _Source:
-    bucket: TokenBucket
-    reported_at: float | None = None  # when its last log line was written
-    unreported: int = 0  # failures since
-
-
 class FailedLogins:
     """Failed logins by source address: a ``TokenBucket`` of ``per_minute`` each, and what to log of them.
 
@@ -78,28 +72,25 @@ class FailedLogins:
         self.clock = clock
         self.report_every = report_every
         self.kept = kept
-        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._reports = Throttle(report_every, clock, kept)
         self._lock = threading.Lock()
 
     def wait(self, source: str) -> float:
         """Seconds ``source`` must wait before its next attempt is checked (0: it may try now)."""
         with self._lock:
-            known = self._sources.get(source)
-        return known.bucket.wait() if known is not None else 0.0
+            bucket = self._buckets.get(source)
+        return bucket.wait() if bucket is not None else 0.0
 
     def failed(self, source: str) -> int:
         """Count a failed (or held back) attempt of ``source``: how many failures to log now, 0 for none yet."""
         with self._lock:
-            known = self._sources.pop(source, None)
-            if known is None:
-                known = _Source(TokenBucket(self.per_minute, self.clock))
-                while len(self._sources) >= self.kept:
-                    self._sources.popitem(last=False)
-            self._sources[source] = known  # the most recent last
-            known.bucket.take()
-            known.unreported += 1
-            now = self.clock()
-            if known.reported_at is not None and now - known.reported_at < self.report_every:
-                return 0
-            known.reported_at, count, known.unreported = now, known.unreported, 0
-            return count
+            bucket = self._buckets.pop(source, None)
+            if bucket is None:
+                bucket = TokenBucket(self.per_minute, self.clock)
+                while len(self._buckets) >= self.kept:
+                    self._buckets.popitem(last=False)
+            self._buckets[source] = bucket  # the most recent last
+            bucket.take()
+        held = self._reports.due(source)
+        return 0 if held is None else held + 1
