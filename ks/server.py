@@ -24,11 +24,12 @@ from gunicorn.workers import base
 
 from ks.app import create_app
 from ks.core import logs
-from ks.core.config import Settings
+from ks.core.config import Settings, tftp_address
 from ks.core.errors import ConfigError
 from ks.core.framing import MAX_HEADER_BYTES, Framing, Refused, answered_continue, header_end
 from ks.core.ratelimit import TokenBucket
 from ks.core.rules import RulesFile
+from ks.tftp import TftpServer
 from ks.web import ADMIN, BOOT, LISTENER, MAX_BODY_BYTES, SEND_TIMEOUT, STEP_ASIDE
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,12 @@ class Worker(base.Worker):
         self.selector.register(self.wake_read, selectors.EVENT_READ, self._run_calls)
         for listener in self.sockets:
             listener.setblocking(False)
+        tftp_server = None
+        if self.app.settings.tftp_listen:
+            address, port = tftp_address(self.app.settings.tftp_listen)
+            tftp_server = TftpServer(self.wsgi, address, port, self.sockets[0].getsockname()[1],
+                                     self.app.settings.tftp_transfers)
+            self.selector.register(tftp_server.sock, selectors.EVENT_READ, lambda _sock: tftp_server.on_readable())
         self._accept_while(True)
         parent = os.getppid()
         while self.alive:
@@ -170,6 +177,8 @@ class Worker(base.Worker):
             self.notify()
             self._dispatch(1.0)
         self.pool.shutdown(wait=False)
+        if tftp_server is not None:
+            tftp_server.close()
         for listener in self.sockets:
             listener.close()
 

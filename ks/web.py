@@ -31,10 +31,10 @@ MAX_METADATA_PARAMETER = 64 * 1024
 # - SEND_TIMEOUT: a call with seconds, "from now on, a send that makes no progress for this long ends the connection".
 STEP_ASIDE = "kiwispray.step_aside"
 SEND_TIMEOUT = "kiwispray.send_timeout"
-# Which of the server's listeners a request came through: BOOT (plain HTTP, --port) or
-# ADMIN (HTTPS, --admin-port). Absent under any other server.
+# Which of the server's listeners a request came through: BOOT (plain HTTP, --port),
+# ADMIN (HTTPS, --admin-port) or TFTP (a TFTP read asked as a GET, see ks.tftp). Absent under any other server.
 LISTENER = "kiwispray.listener"
-BOOT, ADMIN = "boot", "admin"
+BOOT, ADMIN, TFTP = "boot", "admin", "tftp"
 # Paths of the operator side: with TLS configured, served on the HTTPS port only.
 OPERATOR_PREFIXES = ("/api/", "/ui/")
 

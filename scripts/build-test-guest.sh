@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build the machine that end-to-end tests boot: Debian's amd64 kernel and a tiny
-# busybox initrd whose /init brings up the e1000 NIC with DHCP, fetches the URL in
+# busybox initrd whose /init brings up its NIC (e1000, or virtio-net on the Secure Boot
+# machine) with DHCP, fetches the URL in
 # razorurl= from the kernel command line, runs it (the post-install script, which
 # calls /finish) and reboots. QEMU started with -no-reboot then exits, so every
 # boot of a test machine is one QEMU run.
@@ -111,6 +112,10 @@ build_guest() {
 	# /init is a shell script: the kernel needs /bin/sh before busybox installs its links.
 	ln -s busybox "$root/bin/sh"
 	add_module e1000
+	# The Secure Boot machine's NIC, and the firmware's variables (its SecureBoot one).
+	add_module virtio_pci
+	add_module virtio_net
+	add_module efivarfs
 	cp "$repo/scripts/test-guest/init" "$root/init"
 	cp "$repo/scripts/test-guest/udhcpc.script" "$root/etc/udhcpc.script"
 	chmod 755 "$root/init" "$root/etc/udhcpc.script"

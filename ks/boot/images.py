@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ks.boot.loaders import IPXE, Loader
 from ks.core import states
 from ks.core.errors import NotFound
 
@@ -43,7 +44,8 @@ IGNITION_FILE = "config.ign"
 # Templates of what the installed system reads on its first boot.
 FIRST_BOOT_FILES = (*CLOUD_FILES, IGNITION_FILE)
 # An operator's templates in an image directory (see ks.boot.render).
-TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "post_install.sh", "post_install.tmpl", *FIRST_BOOT_FILES)
+TEMPLATE_FILES = ("host.ipxe", "host.tmpl", "host.grub", "host.grub.tmpl", "post_install.sh", "post_install.tmpl",
+                  *FIRST_BOOT_FILES)
 # Never served: templates show how a site installs its machines (and may hold
 # credentials), settings and dotfiles (.kiwispray.json: where an image came from) are
 # for this server. Everything else in an image directory is the image.
@@ -66,11 +68,12 @@ class Image:
     files: list[str] = field(default_factory=list)
 
     def context(self, base_url: str) -> dict:
-        """The ``image`` variable of templates."""
+        """The ``image`` variable of templates: ``url`` for HTTP, ``path`` on the TFTP server (GRUB)."""
         url = f"{base_url}/images/{self.name}"
         return {
             "name": self.name,
             "url": url,
+            "path": f"/images/{self.name}",
             "kernel": self.kernel,
             "initrd": self.initrd,
             "xz": self.disk,
@@ -101,10 +104,9 @@ def catalog(root: str | Path) -> dict[str, str]:
     return {name: unbootable(root, name) for name in image_names(root)}
 
 
-def own_templates(root: str | Path, name: str) -> tuple[Path, ...]:
-    """The boot templates made for state ``name`` alone, in ks.boot.render's order of lookup."""
-    image_dir, site = images_dir(root) / name, Path(root) / "templates"
-    return image_dir / "host.ipxe", image_dir / "host.tmpl", site / f"{name}.ipxe", site / f"{name}.tmpl"
+def own_templates(root: str | Path, name: str, loader: Loader = IPXE) -> tuple[Path, ...]:
+    """``loader``'s boot templates made for state ``name`` alone, in ks.boot.render's order of lookup."""
+    return loader.own_templates(images_dir(root) / name, Path(root) / "templates", name)
 
 
 def unbootable(root: str | Path, name: str) -> str:
@@ -217,6 +219,20 @@ def resolve_file(root: str | Path, relpath: str) -> Path:
     if _private(parts) or _private(candidate.relative_to(base).parts):
         raise NotFound("no such image file")
     return candidate
+
+
+def resolve_boot_file(directory: str | Path, name: str) -> Path:
+    """The real path of boot file ``name`` in ``directory`` (``KS_BOOT_FILES``); NotFound for anything else.
+
+    One file name, no dotfile; a symlink may lead anywhere (a site links Debian's
+    ``/usr/lib/shim/shimx64.efi.signed``), as long as it leads to a file.
+    """
+    if not name or "/" in name or "\x00" in name or name.startswith("."):
+        raise NotFound("no such boot file")
+    candidate = Path(directory) / name
+    if not candidate.is_file():
+        raise NotFound("no such boot file")
+    return candidate.resolve()
 
 
 def _private(parts) -> bool:

@@ -1,12 +1,15 @@
 """Scripts for machines: template lookup, Jinja2 rendering and the original's ``@VAR@``.
 
-Lookup for a state ``X`` (first hit wins), see ``candidates``:
+Lookup for a state ``X`` (first hit wins), see ``candidates``; for iPXE:
 
     images/X/host.ipxe (Jinja2)   images/X/host.tmpl (legacy)
     templates/X.ipxe   (Jinja2)   templates/X.tmpl   (legacy)      <- site overrides
     shipped X.ipxe     (new, finished)
     templates/known_host.tmpl (the original's fallback, if the site has one)
     templates/kiwi.ipxe, then shipped kiwi.ipxe: the generic KIWI template
+
+and the same for GRUB (``ks.boot.loaders``) with ``.grub`` for ``.ipxe`` and
+``.grub.tmpl`` for ``.tmpl`` (the original had no GRUB and no ``known_host`` for it).
 
 Files ending in ``.tmpl`` are legacy templates, rendered the original's way; everything
 else is Jinja2, but for a site's ``templates/bootstrap.ipxe``: the original's file of that
@@ -31,6 +34,7 @@ from pathlib import Path
 import jinja2
 
 from ks.boot import images
+from ks.boot.loaders import IPXE, Loader
 from ks.core import states, values
 from ks.core.errors import KSError
 from ks.records.record import TEMPLATE_FIELDS
@@ -82,28 +86,27 @@ class Renderer:
         self.site_dir = self.root / "templates"
         self.shipped_dir = Path(shipped)
         self.env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, undefined=jinja2.Undefined)
-        self.env.filters.update(shell=values.shell_quote, ipxe=values.ipxe_text, yaml=values.yaml_text)
+        # One word of a boot script, iPXE's or GRUB's (see ks.boot.loaders).
+        self.env.filters.update(shell=values.shell_quote, ipxe=values.ipxe_text, grub=values.ipxe_text,
+                                yaml=values.yaml_text)
         self._cache: dict[Path, tuple[float, tuple, jinja2.Template | bytes]] = {}
         self._blank: dict[Path, bool] = {}  # Jinja2 templates holding only whitespace
-        self._found: dict[tuple[str, str | None], tuple[float, tuple[Path, str, str]]] = {}
+        self._found: dict[tuple[str, str | None, str], tuple[float, tuple[Path, str, str]]] = {}
 
     # -- lookup -----------------------------------------------------------------
 
-    def candidates(self, kind: str, state: str | None = None) -> list[tuple[Path, str]]:
+    def candidates(self, kind: str, state: str | None = None, loader: Loader = IPXE) -> list[tuple[Path, str]]:
         """Where a template of ``kind`` ('host', 'post_install', or a builtin name) is looked for."""
-        site, shipped = self.site_dir, self.shipped_dir
+        site, shipped, suffix = self.site_dir, self.shipped_dir, loader.suffix
         if kind in ("host", "post_install") and state is None:
             raise ValueError(f"a {kind} template is looked up for a state")
         if kind == "host" and state is not None:
             found = [(path, LEGACY if path.suffix == ".tmpl" else JINJA)
-                     for path in images.own_templates(self.root, state)]
+                     for path in images.own_templates(self.root, state, loader)]
             if not states.is_image(state):
-                return found + [(shipped / f"{state}.ipxe", JINJA)]
-            return found + [
-                (site / "known_host.tmpl", LEGACY),
-                (site / "kiwi.ipxe", JINJA),
-                (shipped / "kiwi.ipxe", JINJA),
-            ]
+                return found + [(shipped / f"{state}{suffix}", JINJA)]
+            original = [(site / "known_host.tmpl", LEGACY)] if loader is IPXE else []
+            return found + original + [(site / f"kiwi{suffix}", JINJA), (shipped / f"kiwi{suffix}", JINJA)]
         if kind == "post_install" and state is not None:
             image_dir = images.images_dir(self.root) / state
             return [
@@ -116,23 +119,23 @@ class Renderer:
         if kind in images.FIRST_BOOT_FILES and state is not None:
             found = [(images.images_dir(self.root) / state / kind, JINJA), (site / kind, JINJA)]
             return found + [(shipped / kind, JINJA)] if kind == "user-data" else found
-        if kind == "bootstrap.ipxe":
+        if kind == "bootstrap" and loader is IPXE:
             return [(site / "bootstrap.ipxe", EITHER), (shipped / "bootstrap.ipxe", JINJA)]
-        return [(site / f"{kind}.ipxe", JINJA), (shipped / f"{kind}.ipxe", JINJA)]
+        return [(site / f"{kind}{suffix}", JINJA), (shipped / f"{kind}{suffix}", JINJA)]
 
-    def find(self, kind: str, state: str | None = None) -> tuple[Path, str, str]:
+    def find(self, kind: str, state: str | None = None, loader: Loader = IPXE) -> tuple[Path, str, str]:
         """The first existing template for ``kind``: its path, engine and short name.
 
         A template added or removed takes effect within ``check_interval`` seconds.
         """
         now = time.monotonic()
-        found = self._found.get((kind, state))
+        found = self._found.get((kind, state, loader.name))
         if found and now < found[0]:
             return found[1]
-        for path, engine in self.candidates(kind, state):
+        for path, engine in self.candidates(kind, state, loader):
             if path.is_file():
                 result = path, engine, self.display(path)
-                self._found[(kind, state)] = (now + self.check_interval, result)
+                self._found[(kind, state, loader.name)] = (now + self.check_interval, result)
                 return result
         raise TemplateError(f"no template for {kind} {state or ''}; the shipped templates are missing")
 
@@ -160,9 +163,10 @@ class Renderer:
 
     # -- rendering --------------------------------------------------------------
 
-    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], Replacements]) -> Rendered:
-        """Render the template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
-        path, engine, name = self.find(kind, state)
+    def render(self, kind: str, state: str | None, context: dict, legacy: Callable[[], Replacements],
+               loader: Loader = IPXE) -> Rendered:
+        """Render ``loader``'s template for ``kind``/``state`` with Jinja2 ``context`` or the ``legacy()`` values."""
+        path, engine, name = self.find(kind, state, loader)
         try:
             template = self._load(path, engine)
             if isinstance(template, bytes):
@@ -377,12 +381,14 @@ def context(
 
 
 def host_script(
-    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = ""
+    renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin, poll_url: str = "",
+    loader: Loader = IPXE,
 ) -> Rendered:
-    """The iPXE script for the machine's current state."""
+    """``loader``'s script for the machine's current state."""
     state = states.current(chain)
     ctx = context(renderer, host, chain, bootid, origin, poll_url)
-    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=True))
+    return renderer.render("host", state, ctx, lambda: legacy_values(host, state, origin, bootid, with_host_data=True),
+                           loader)
 
 
 def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, bootid: str, origin: Origin) -> Rendered:
@@ -394,13 +400,14 @@ def post_install_script(renderer: Renderer, host: Host, chain: states.Chain, boo
     )
 
 
-def failed_script(renderer: Renderer, host: Host, chain: states.Chain, origin: Origin, poll_url: str) -> Rendered:
+def failed_script(renderer: Renderer, host: Host, chain: states.Chain, origin: Origin, poll_url: str,
+                  loader: Loader = IPXE) -> Rendered:
     """The script of a machine flagged failed: it says why and waits for a retry."""
-    return renderer.render("failed", None, context(renderer, host, chain, "", origin, poll_url), list)
+    return renderer.render("failed", None, context(renderer, host, chain, "", origin, poll_url), list, loader)
 
 
-def plain_script(renderer: Renderer, kind: str, origin: Origin, **extra) -> Rendered:
-    """A script that belongs to no host: ``bootstrap.ipxe``, ``conflict``."""
+def plain_script(renderer: Renderer, kind: str, origin: Origin, loader: Loader = IPXE, **extra) -> Rendered:
+    """A script that belongs to no host: ``bootstrap``, ``busy``, ``conflict``."""
     ctx = {
         "base_url": origin.base_url,
         "server_ip": origin.server_ip,
@@ -409,7 +416,7 @@ def plain_script(renderer: Renderer, kind: str, origin: Origin, **extra) -> Rend
         **extra,
     }
     legacy = [("SERVER_IP", origin.server_ip), ("SERVER_PORT", origin.server_port)]
-    return renderer.render(kind, None, ctx, lambda: legacy)
+    return renderer.render(kind, None, ctx, lambda: legacy, loader)
 
 
 # Where a script shown to an operator says the server is when no base URL is configured.
@@ -417,10 +424,14 @@ PLACEHOLDER_URL = "http://SERVER:5000"
 
 
 def script_now(renderer: Renderer, host: Host, origin: Origin, state: str | None = None,
-               post_install: bool = False) -> Rendered:
-    """The script the machine would get now (or in ``state``), changing nothing; the bootid shows as BOOTID."""
+               post_install: bool = False, loader: Loader = IPXE) -> Rendered:
+    """The script the machine would get now (or in ``state``) from ``loader``, changing nothing.
+
+    The bootid shows as BOOTID.
+    """
     chain = states.parse_chain(state or host.state)
     if host.failed_at and not (state or post_install):
-        return failed_script(renderer, host, chain, origin, poll_url="")
-    make = post_install_script if post_install else host_script
-    return make(renderer, host, chain, "BOOTID", origin)
+        return failed_script(renderer, host, chain, origin, poll_url="", loader=loader)
+    if post_install:
+        return post_install_script(renderer, host, chain, "BOOTID", origin)
+    return host_script(renderer, host, chain, "BOOTID", origin, loader=loader)

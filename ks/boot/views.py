@@ -10,13 +10,12 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
-from ks.boot import booting, files, ignition, images, nocloud, render
+from ks.boot import booting, files, ignition, images, loaders, nocloud, render
 from ks.core import progress, states
 from ks.core.errors import BadRequest, Forbidden, Unavailable, UnsupportedMediaType
 from ks.core.identity import (
     MAX_FACTS,
     MAX_MACS,
-    Identity,
     check_fact_key,
     normalize_fact,
     normalize_mac,
@@ -26,7 +25,7 @@ from ks.fleet import machines, present
 from ks.records import events
 from ks.records.events import EventKind
 from ks.records.record import HostRecord
-from ks.web import one, origin, parse_id, parse_json_object, runtime, step_aside, text
+from ks.web import LISTENER, TFTP, one, origin, parse_id, parse_json_object, runtime, step_aside, text
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__)
@@ -41,22 +40,21 @@ REGISTRATIONS_BUSY = "too many new machines in the last minute, this one is not 
 
 @bp.get("/bootstrap.ipxe")
 def bootstrap_ipxe():
-    """The chain script that collects a machine's identity."""
-    return text(render.plain_script(runtime().renderer, "bootstrap.ipxe", origin()).text)
+    """iPXE's first script: it collects the machine's identity and asks /bootstrap."""
+    return text(render.plain_script(runtime().renderer, "bootstrap", origin()).text)
 
 
-def poll_url(base_url: str, ident: Identity) -> str:
-    """The /bootstrap URL a waiting machine polls, rebuilt from normalised values."""
-    query = {f"net{i}": mac.replace(":", "-") for i, mac in enumerate(ident.macs)}
-    query.update({k: v for k, v in (("serial", ident.serial), ("uuid", ident.uuid)) if v})
-    query["poll"] = "1"
-    return f"{base_url}/bootstrap?{urlencode(query)}"
+@bp.get("/bootstrap.grub")
+def bootstrap_grub():
+    """GRUB's first configuration (its grub/grub.cfg over TFTP): it asks /bootstrap, and again while it waits."""
+    return text(render.plain_script(runtime().renderer, "bootstrap", origin(), loaders.GRUB).text)
 
 
 @bp.get("/bootstrap")
 def bootstrap():
-    """Identify or register the machine, rotate its bootid, answer its state's script."""
+    """Identify or register the machine, rotate its bootid, answer its state's script in its loader's language."""
     ks = runtime()
+    loader = loaders.named(one("loader"))
     ident = parse_boot_args(request.args.to_dict(flat=False))
     if not ident.macs:
         raise BadRequest("no MAC given (net0=...); boot through /bootstrap.ipxe, which sends them")
@@ -72,10 +70,11 @@ def bootstrap():
     except Unavailable as exc:
         # Nothing was written: the machine asks again, with everything it sent, until the database takes it.
         again = f"{where.base_url}/bootstrap?{urlencode(list(request.args.items(multi=True)))}"
-        return text(render.plain_script(ks.renderer, "busy", where, poll_url=again, reason=str(exc)).text)
-    url = poll_url(where.base_url, ident)
+        return text(render.plain_script(ks.renderer, "busy", where, loader, poll_url=again, reason=str(exc)).text)
+    url = loader.poll_url(where.base_url, ident)
     if outcome.busy:
-        return text(render.plain_script(ks.renderer, "busy", where, poll_url=url, reason=REGISTRATIONS_BUSY).text)
+        return text(render.plain_script(ks.renderer, "busy", where, loader, poll_url=url,
+                                        reason=REGISTRATIONS_BUSY).text)
     if outcome.conflict:
         if not poll:
             log.warning(
@@ -84,15 +83,16 @@ def bootstrap():
             ks.metrics.conflicts.inc()
         # The boot network learns no host ids from a conflict unless the site lists hosts publicly.
         message = str(outcome.conflict) if ks.settings.public_hosts else CONFLICT_MESSAGE
-        return text(render.plain_script(ks.renderer, "conflict", where, message=message, poll_url=url).text)
+        return text(render.plain_script(ks.renderer, "conflict", where, loader, message=message, poll_url=url).text)
     host = outcome.host
     if host is None:  # neither busy nor a conflict: booting.boot found or registered the machine
         raise RuntimeError("the boot path returned no host")
     chain = host.chain
     if host.failed:
-        script = render.failed_script(ks.renderer, host, chain, where, poll_url=url)
+        script = render.failed_script(ks.renderer, host, chain, where, poll_url=url, loader=loader)
     else:
-        script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url)
+        script = render.host_script(ks.renderer, host, chain, outcome.bootid or "", where, poll_url=url,
+                                    loader=loader)
     if outcome.bootid:  # polls of a waiting machine are not boot decisions
         state = states.current(chain)
         enrolled = outcome.enrollment
@@ -102,6 +102,7 @@ def bootstrap():
         log.info(
             "boot host=%d state=%s template=%s%s", host.id, state, script.template, note,
             extra={"event": "boot", "host_id": host.id, "state": state, "template": script.template,
+                   "loader": loader.name,
                    "registered": outcome.registered, "failed": host.failed,
                    **({"rule": enrolled.rule, "seq": enrolled.seq} if enrolled else {})},
         )
@@ -264,12 +265,21 @@ def image_file(relpath: str):
     """Files of image directories: zero-copy, with Range, HEAD and conditional requests."""
     settings = runtime().settings
     path = images.resolve_file(settings.root, relpath)
-    if settings.x_accel_redirect:
+    if settings.x_accel_redirect and request.environ.get(LISTENER) != TFTP:  # nginx speaks no TFTP
         relative = path.relative_to(images.images_dir(settings.root).resolve())
         return files.accel_redirect(settings.x_accel_redirect, relative.as_posix())
     step_aside()  # what is left is sending the file, for as long as the machine takes
     return files.send(request.environ, path, settings.send_timeout, on_close=_download_recorder(relpath),
                       track=_progress_tracker(relpath))
+
+
+@bp.route("/boot-files/<name>", methods=["GET", "HEAD"])
+def boot_file(name: str):
+    """An EFI boot file by name (shim, GRUB, iPXE's .efi): what UEFI HTTP Boot and TFTP clients start with."""
+    settings = runtime().settings
+    path = images.resolve_boot_file(settings.boot_files, name)
+    step_aside()
+    return files.send(request.environ, path, settings.send_timeout)
 
 
 def _disk_of(relpath: str) -> tuple[str, str] | None:

@@ -83,6 +83,8 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @setting_option("REGISTRATIONS_PER_SOURCE")
 @setting_option("HEADER_TIMEOUT")
 @setting_option("BODY_TIMEOUT")
+@setting_option("TFTP_LISTEN", metavar="ADDRESS[:PORT]")
+@setting_option("BOOT_FILES", metavar="DIR")
 @setting_option("PUBLIC_HOSTS")
 @setting_option("PXEPILOT_API")
 @setting_option("TLS_CERT", metavar="FILE")
@@ -94,13 +96,14 @@ def cli(ctx: click.Context, root: str | None, server: str | None, token_file: st
 @click.pass_obj
 def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interval, workers, threads, running_requests,
           x_accel_redirect, deploy_timeout, registrations_per_minute, registrations_per_source, header_timeout,
-          body_timeout, public_hosts, pxepilot_api, tls_cert, tls_key, admin_port, access_log, log_format):
+          body_timeout, tftp_listen, boot_files, public_hosts, pxepilot_api, tls_cert, tls_key, admin_port, access_log,
+          log_format):
     """Run the boot service (a production WSGI server).
 
     Migrates the database to the current schema first. Stops cleanly on
     SIGTERM or Ctrl-C, finishing requests in flight.
     """
-    from ks import server
+    from ks import server, tftp
     from ks.boot import images
     from ks.core import logs, rules, states
 
@@ -115,7 +118,7 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
              "PXEPILOT_API": pxepilot_api or None,
              "REGISTRATIONS_PER_MINUTE": registrations_per_minute,
              "REGISTRATIONS_PER_SOURCE": registrations_per_source, "HEADER_TIMEOUT": header_timeout,
-             "BODY_TIMEOUT": body_timeout,
+             "BODY_TIMEOUT": body_timeout, "TFTP_LISTEN": tftp_listen, "BOOT_FILES": boot_files,
              "TLS_CERT": tls_cert, "TLS_KEY": tls_key, "ADMIN_PORT": admin_port}
         )
         states.parse_chain(settings.initial_chain)
@@ -128,6 +131,8 @@ def serve(site: Site, host, port, discover, initial_chain, base_url, poll_interv
             if taken and server.in_use(host, taken):
                 raise click.ClickException(f"port {taken} on {host} is in use (another kiwispray serve?); "
                                            f"choose another with {flag}")
+        if settings.tftp_listen and (problem := tftp.check(*config.tftp_address(settings.tftp_listen))):
+            raise click.ClickException(problem)
         rules_path = rules.path_of(settings.root)
         watched = rules.RulesFile(rules_path, settings.rules_check_interval, lambda: images.image_names(settings.root))
         enrollment = watched.prime()
@@ -211,15 +216,18 @@ PLACEHOLDER_URL = "http://SERVER:5000"
 @click.option("--serial", help="Select the host by its DMI serial.")
 @click.option("--state", "state", help="Render for this state instead of the host's current one.")
 @click.option("--post-install", is_flag=True, help="Show the post-install script instead of the boot script.")
+@click.option("--loader", type=click.Choice(["ipxe", "grub"]), default="ipxe", show_default=True,
+              help="The boot loader whose script to show: iPXE, or GRUB (Secure Boot machines, over TFTP).")
 @click.option("--base-url", metavar="URL",
               help="Base URL to put into the script [default: KS_BASE_URL, else the placeholder "
                    f"{PLACEHOLDER_URL}].")
 @click.pass_obj
-def render(site: Site, host_id, mac, serial, state, post_install, base_url):
+def render(site: Site, host_id, mac, serial, state, post_install, loader, base_url):
     """Show the script a machine would get now, changing nothing.
 
     The bootid is shown as BOOTID: the real one is made at boot time.
     """
+    from ks.boot import loaders
     from ks.boot import render as rendering
     from ks.fleet import machines
     from ks.records.record import HostRecord
@@ -238,7 +246,7 @@ def render(site: Site, host_id, mac, serial, state, post_install, base_url):
         host = HostRecord.of(
             machines.get_host(session, host_id) if host_id else machines.find_by(session, mac=mac, serial=serial)
         )
-        script = rendering.script_now(renderer, host, where, state, post_install)
+        script = rendering.script_now(renderer, host, where, state, post_install, loaders.named(loader))
     click.echo(f"# template: {script.template}", err=True)
     sys.stdout.write(script.text)
 

@@ -99,6 +99,19 @@ class Settings:
         "and let nginx send the file from an internal location (see docs/nginx.conf.example).",
         option="--x-accel-redirect",
     )
+    tftp_listen: str = setting(
+        "", "KS_TFTP_LISTEN", "Answer TFTP on ADDRESS[:PORT] (port 69 by default): shim, GRUB and their files from "
+        "the boot-files directory, GRUB's configuration from the hosts' states, the images' kernels and initrds, "
+        "for machines with Secure Boot (see docs/secure-boot.md); empty: off.", option="--tftp-listen",
+    )
+    boot_files: str = setting(
+        "", "KS_BOOT_FILES", "Directory of the EFI boot files served by name over TFTP and at /boot-files/<name> "
+        "(shimx64.efi, grubx64.efi, iPXE's .efi); empty: <root>/boot-files.", option="--boot-files",
+    )
+    tftp_transfers: int = setting(
+        64, "KS_TFTP_TRANSFERS", "TFTP transfers each worker runs at once; a request beyond gets a TFTP error and "
+        "the client asks again.", low=1, high=4096,
+    )
     public_hosts: bool = setting(
         False, "KS_PUBLIC_HOSTS", "List every host (id, hostname, state, serial) at GET /hosts and answer /state "
         "without the host's bootid, as the original did; off: both reveal nothing to the boot network.",
@@ -255,9 +268,12 @@ def resolve(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, st
                           "PXE Pilot's JSON): turn one of them off (KS_PUBLIC_HOSTS, KS_PXEPILOT_API)")
     if settings.x_accel_redirect and not settings.x_accel_redirect.startswith("/"):
         raise ConfigError(f"X-Accel-Redirect prefix {settings.x_accel_redirect!r} must be a path such as /_images")
+    if settings.tftp_listen:
+        tftp_address(settings.tftp_listen)
     return dataclasses.replace(
         settings,
         root=str(root),
+        boot_files=str(root / (settings.boot_files or "boot-files")),
         database_url=settings.database_url or f"sqlite:///{root / 'kiwispray.db'}",
         base_url=settings.base_url.rstrip("/"),
     )
@@ -278,3 +294,23 @@ def shipped(name: str) -> Path:
     package = Path(__file__).resolve().parent.parent  # ks/, beside which a checkout keeps them
     inside = package / "_shipped" / name
     return inside if inside.exists() else package.parent / name
+
+
+def tftp_address(text: str) -> tuple[str, int]:
+    """``ADDRESS[:PORT]`` of ``--tftp-listen`` (IPv4, or IPv6 in brackets) as (address, port)."""
+    import ipaddress
+
+    address, port = text, "69"
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif text.count(":") == 1:
+        address, port = text.split(":")
+    try:
+        ipaddress.ip_address(address)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"TFTP address {text!r} is not ADDRESS[:PORT], such as 192.168.42.1 or 192.168.42.1:6969")
+    return address, number

@@ -53,6 +53,48 @@ def proxy_variant(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The example's HTTP Boot URL, which its comment says to CHANGE.
+HTTP_BOOT_URL = "http://192.168.100.1:5000/boot-files/snponly.efi"
+
+
+def _sections(text: str):
+    """Each line with the heading of its section (``# --- …``)."""
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("# --- "):
+            section = line
+        yield section, line
+
+
+def tftp_off(text: str) -> str:
+    """The example without dnsmasq's own TFTP server (KIWIspray's answers, or none is needed)."""
+    return "\n".join("#" + line if re.match(r"(enable-tftp|tftp-root=)", line) else line
+                     for line in text.splitlines()) + "\n"
+
+
+def secure_boot_variant(text: str) -> str:
+    """The example changed the way its comments tell for Secure Boot: UEFI x86-64 machines get shim,
+    from KIWIspray's TFTP server (``--tftp-listen``), and dnsmasq's own TFTP is off."""
+    lines = []
+    for section, line in _sections(text):
+        if "Secure Boot" in section and line.startswith("#dhcp-boot="):
+            line = line[1:]
+        elif line == "dhcp-boot=tag:!ipxe,tag:efi-x86_64,snponly.efi":
+            line = "#" + line
+        lines.append(line)
+    return tftp_off("\n".join(lines))
+
+
+def http_boot_variant(text: str, server: str) -> str:
+    """The example with its UEFI HTTP Boot lines in, iPXE's EFI binary fetched from ``server`` (a URL)."""
+    lines = []
+    for section, line in _sections(text):
+        if "HTTP Boot" in section and re.match(r"#(dhcp-vendorclass|dhcp-option-force|dhcp-boot)=", line):
+            line = line[1:].replace(HTTP_BOOT_URL, server.rstrip("/") + "/boot-files/snponly.efi")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def subnet_of(cidr: str) -> ipaddress.IPv4Network:
     """An IPv4 subnet such as 192.168.100.0/24 (host bits set are allowed: 192.168.100.1/24)."""
     try:

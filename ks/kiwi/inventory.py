@@ -17,7 +17,7 @@ from ks.core.errors import ImageError, NotFound
 from ks.kiwi import INITRD, KERNEL, Progress, checksum, silent
 
 LIVE_ISO = re.compile(r"root=live:" + re.escape(images.IMAGE_URL) + r"/(\S+)")
-HOST_TEMPLATES = ("host.ipxe", "host.tmpl")
+HOST_TEMPLATES = ("host.ipxe", "host.tmpl", "host.grub", "host.grub.tmpl")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ks
@@ -34,6 +34,14 @@ ADDRESS = "192.168.42.1"
 PORT = 5000
 DHCP_RANGE = "192.168.42.100,192.168.42.199,1h"
 IPXE_BINARIES = ("/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi")
+# What a site's boot-files directory holds for Secure Boot and HTTP Boot (dnsmasq.conf.example):
+# the name served, and the Debian file (package) behind it.
+BOOT_FILES = {
+    "shimx64.efi": ("/usr/lib/shim/shimx64.efi.signed", "shim-signed"),
+    "grubx64.efi": ("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "grub-efi-amd64-signed"),
+    "undionly.kpxe": ("/usr/lib/ipxe/undionly.kpxe", "ipxe"),
+    "snponly.efi": ("/usr/lib/ipxe/snponly.efi", "ipxe"),
+}
 
 # GET a URL from inside the namespace, bypassing any proxy of the environment.
 FETCH = (
@@ -52,14 +60,16 @@ class Lab:
     """One private boot network with its dnsmasq, server and site root."""
 
     def __init__(self, workdir: Path, cache: Path, settings: dict | None = None, dnsmasq: Sequence[str] = (),
-                 prefix: str = "ks-e2e"):
+                 prefix: str = "ks-e2e", variants: Sequence[Callable[[str], str]] = ()):
         """``settings``: KS_* variables for the server and the commands;
         ``dnsmasq``: lines appended to the example's configuration;
-        ``prefix``: of the namespace's name."""
+        ``prefix``: of the namespace's name;
+        ``variants``: changes of the example its comments describe (``ks.core.dnsmasq``), in order."""
         self.workdir = workdir
         self.cache = cache
         self.settings = dict(settings or {})
         self.dnsmasq_additions = list(dnsmasq)
+        self.variants = list(variants)
         self.root = workdir / "site"
         self.tftp = workdir / "tftp"
         self.namespace = Namespace(ADDRESS, prefix)
@@ -89,6 +99,16 @@ class Lab:
         (build,) = self.cache.glob("*.install.tar")
         self.kiwispray("image", "import", "image1", build)
 
+    def link_boot_files(self) -> Path:
+        """``<root>/boot-files`` linked to Debian's signed shim and GRUB and to iPXE, as a site sets it up."""
+        directory = self.root / "boot-files"
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, (target, package) in BOOT_FILES.items():
+            if not Path(target).is_file():
+                raise RuntimeError(f"{target} is missing: install the Debian package {package}")
+            (directory / name).symlink_to(target)
+        return directory
+
     def close(self) -> None:
         """Stop everything and delete the network."""
         self.namespace.close()
@@ -109,8 +129,11 @@ class Lab:
             *self.dnsmasq_additions,
         ]  # fmt: skip
         conf = w / "dnsmasq.conf"
-        conf.write_text(dnsmasq_conf.configure(dnsmasq_conf.example(), self.namespace.bridge, DHCP_RANGE,
-                                               str(self.tftp), additions))
+        text = dnsmasq_conf.configure(dnsmasq_conf.example(), self.namespace.bridge, DHCP_RANGE, str(self.tftp),
+                                      additions)
+        for variant in self.variants:
+            text = variant(text)
+        conf.write_text(text)
         process = self.namespace.start(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}"], w / "dnsmasq.out")
         deadline = time.monotonic() + 10
         while "started" not in tail(self.dnsmasq_log):

@@ -58,7 +58,9 @@ class Machine:
     def argv(self, exit_on_reboot: bool = True) -> list[str]:
         """The QEMU command line of one boot (or of one power-on, without ``exit_on_reboot``)."""
         nic = f"e1000,netdev=net0,mac={self.mac}"
-        if self.firmware == "secureboot":
+        # OVMF's own virtio-net driver and network stack: with e1000, the NIC's iPXE option ROM
+        # becomes the UEFI network stack, and shim's fetch of GRUB through it fails.
+        if self.firmware == "secureboot" or self.http_boot:
             nic = f"virtio-net-pci,netdev=net0,mac={self.mac},romfile="
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory), "-nographic",

@@ -55,3 +55,20 @@ def test_as_dnsmasq_config_writes_it(tmp_path, variant):
     assert done.exit_code == 0, done.output
     assert "checked: dnsmasq --test accepts it" in done.output
     assert "syntax check OK" in dnsmasq_test(conf)
+
+
+def test_secure_boot_and_http_boot_variants(tmp_path):
+    from ks.core.dnsmasq import http_boot_variant, secure_boot_variant
+
+    text = http_boot_variant(secure_boot_variant(EXAMPLE.read_text()), "http://192.168.100.1:5000")
+    active = [line for line in text.splitlines() if line and not line.startswith("#")]
+    # UEFI x86-64 machines get shim (from KIWIspray's TFTP), BIOS ones still iPXE; dnsmasq serves no files.
+    assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,shimx64.efi" in active
+    assert "dhcp-boot=tag:!ipxe,tag:efi-x86_64,snponly.efi" not in active
+    assert "dhcp-boot=tag:!ipxe,tag:!efi-x86_64,tag:!efi-arm64,undionly.kpxe" in active
+    assert not any(line.startswith(("enable-tftp", "tftp-root")) for line in active)
+    assert {"dhcp-vendorclass=set:httpboot,HTTPClient", "dhcp-option-force=tag:httpboot,60,HTTPClient",
+            "dhcp-boot=tag:httpboot,http://192.168.100.1:5000/boot-files/snponly.efi"} <= set(active)
+    conf = tmp_path / "secure-boot.conf"
+    conf.write_text(text)
+    assert "syntax check OK" in dnsmasq_test(conf)
