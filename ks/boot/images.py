@@ -18,7 +18,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ks.boot.loaders import IPXE, Loader
+from ks.boot.loaders import IPXE, LOADERS, Loader
 from ks.core import states
 from ks.core.errors import NotFound
 
@@ -113,14 +113,14 @@ def unbootable(root: str | Path, name: str) -> str:
     """Why image ``name`` cannot boot, "" when it can.
 
     The generic KIWI template boots a kernel and an initrd; a boot template of
-    the state's own (``own_templates``) boots whatever it says.
+    the state's own (``own_templates``, of any loader) boots whatever it says.
     """
     image = load(root, name)
     if image is None:
         return f"images/{name}/ does not exist"
     if image.kernel and image.initrd:
         return ""
-    if any(path.is_file() for path in own_templates(root, name)):
+    if any(path.is_file() for loader in LOADERS.values() for path in own_templates(root, name, loader)):
         return ""
     missing = " and ".join(part for part, found in (("no kernel", image.kernel), ("no initrd", image.initrd))
                            if not found)

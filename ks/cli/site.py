@@ -85,10 +85,17 @@ def _sqlite_file(site: Site) -> Path | None:
               help="KIWIspray's address as machines reach it, e.g. http://192.168.100.1:5000 [default: this "
                    "DHCP server, port 5000].")
 @click.option("--tftp-root", metavar="DIR", help="Where the iPXE binaries are [default: /srv/tftp].")
+@click.option("--secure-boot", is_flag=True,
+              help="UEFI x86-64 machines get shim and Debian's signed GRUB from KIWIspray's own TFTP server "
+                   "(kiwispray serve --tftp-listen), so that machines with Secure Boot on install; dnsmasq's TFTP "
+                   "is off. Full DHCP only.")
+@click.option("--http-boot", is_flag=True,
+              help="Firmware booting over HTTP (UEFI HTTP Boot) gets iPXE from --server's /boot-files/, no TFTP. "
+                   "Needs --server; full DHCP only.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the configuration to this file (e.g. /etc/dnsmasq.d/kiwispray.conf) instead of stdout.")
 def dnsmasq_config(interface: str, subnet: str, proxy: bool, server: str | None, tftp_root: str | None,
-                   output: Path | None):
+                   secure_boot: bool, http_boot: bool, output: Path | None):
     """Write a dnsmasq configuration for one interface and subnet, made from dnsmasq.conf.example.
 
     Full DHCP (dnsmasq hands out addresses) or --proxy (beside an existing DHCP
@@ -96,7 +103,7 @@ def dnsmasq_config(interface: str, subnet: str, proxy: bool, server: str | None,
     """
     from ks.core import dnsmasq
 
-    text = dnsmasq.for_site(interface, subnet, proxy, server, tftp_root)
+    text = dnsmasq.for_site(interface, subnet, proxy, server, tftp_root, secure_boot, http_boot)
     checked = _check(text)
     if output is None:
         click.echo(text, nl=False)
@@ -107,8 +114,16 @@ def dnsmasq_config(interface: str, subnet: str, proxy: bool, server: str | None,
             raise click.ClickException(f"cannot write {output}: {exc}") from None
         click.echo(f"wrote {output} ({'proxy DHCP' if proxy else 'full DHCP'} on {interface}, {subnet})", err=True)
     click.echo(checked, err=True)
-    click.echo("the TFTP root needs the iPXE binaries: cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/snponly.efi "
-               f"{tftp_root or '/srv/tftp'}/", err=True)
+    if secure_boot or http_boot:
+        click.echo("KIWIspray serves the boot files from <root>/boot-files/ (docs/secure-boot.md): "
+                   "ln -s /usr/lib/shim/shimx64.efi.signed shimx64.efi; "
+                   "ln -s /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed grubx64.efi; "
+                   "ln -s /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/snponly.efi .", err=True)
+    if secure_boot:
+        click.echo("run the server with --tftp-listen <this DHCP server's address on the interface>", err=True)
+    else:
+        click.echo("the TFTP root needs the iPXE binaries: cp /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/snponly.efi "
+                   f"{tftp_root or '/srv/tftp'}/", err=True)
 
 
 def _check(text: str) -> str:

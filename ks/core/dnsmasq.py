@@ -124,8 +124,15 @@ def boot_url(server: str | None) -> str:
     return server.rstrip("/") + "/bootstrap.ipxe"
 
 
-def for_site(interface: str, cidr: str, proxy: bool, server: str | None, tftp_root: str | None) -> str:
-    """The example made for one interface and subnet, full DHCP (a pool in it) or proxy DHCP."""
+def for_site(interface: str, cidr: str, proxy: bool, server: str | None, tftp_root: str | None,
+             secure_boot: bool = False, http_boot: bool = False) -> str:
+    """The example made for one interface and subnet, full DHCP (a pool in it) or proxy DHCP;
+    with ``secure_boot`` and ``http_boot``, its variants of those names (full DHCP only)."""
+    if proxy and (secure_boot or http_boot):
+        raise BadRequest("the Secure Boot and HTTP Boot variants are written for full DHCP, not --proxy")
+    if http_boot and not server:
+        raise BadRequest("HTTP Boot needs the server's URL (--server http://ADDRESS:PORT): firmware does not "
+                         "expand ${next-server}")
     if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface):
         raise BadRequest(f"{interface!r} is not an interface name such as eth1")
     network = subnet_of(cidr)
@@ -135,4 +142,8 @@ def for_site(interface: str, cidr: str, proxy: bool, server: str | None, tftp_ro
     else:
         text = configure(example(), interface, f"{first},{last},12h", tftp_root)
     url = boot_url(server)
+    if secure_boot:
+        text = secure_boot_variant(text)
+    if http_boot and server:
+        text = http_boot_variant(text, server)
     return text.replace(DEFAULT_BOOT_URL, url) if url != DEFAULT_BOOT_URL else text

@@ -46,7 +46,7 @@ def test_as_the_tests_run_it(tmp_path):
     assert "syntax check OK" in dnsmasq_test(conf)
 
 
-@pytest.mark.parametrize("variant", [[], ["--proxy"]])
+@pytest.mark.parametrize("variant", [[], ["--proxy"], ["--secure-boot", "--http-boot"]])
 def test_as_dnsmasq_config_writes_it(tmp_path, variant):
     conf = tmp_path / "kiwispray.conf"
     args = ["dnsmasq-config", "--interface", "lo", "--subnet", "127.0.0.0/8", "--server", "http://127.0.0.1:5000",
@@ -72,3 +72,12 @@ def test_secure_boot_and_http_boot_variants(tmp_path):
     conf = tmp_path / "secure-boot.conf"
     conf.write_text(text)
     assert "syntax check OK" in dnsmasq_test(conf)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--proxy", "--secure-boot"], "full DHCP, not --proxy"),
+    (["--http-boot"], "HTTP Boot needs the server's URL"),
+])  # fmt: skip
+def test_dnsmasq_config_says_what_a_variant_needs(args, words):
+    done = CliRunner().invoke(cli, ["dnsmasq-config", "--interface", "lo", "--subnet", "127.0.0.0/8", *args])
+    assert done.exit_code != 0 and words in done.output and "Traceback" not in done.output
