@@ -58,7 +58,7 @@ def test_an_interrupted_download_says_how_far_it_got(client, db, image):
     assert not detail.startswith("Image1.xz: 300000 ")
 
 
-@pytest.mark.parametrize("case", ["other address", "other image", "not the disk", "a range"])
+@pytest.mark.parametrize("case", ["other address", "other image", "not the disk", "an initrd.xz", "a range"])
 def test_downloads_that_belong_to_no_installation_are_not_recorded(client, db, image, case):
     client.get("/bootstrap", query_string={"net0": MAC1}, environ_base={"REMOTE_ADDR": "10.1.2.3"})
     set_state(db, 1, "wipe,new" if case == "other image" else "image1")
@@ -66,6 +66,8 @@ def test_downloads_that_belong_to_no_installation_are_not_recorded(client, db, i
     before = history(db, 1)
     if case == "not the disk":
         client.get("/images/image1/pxeboot.kernel", environ_base={"REMOTE_ADDR": "10.1.2.3"}).close()
+    elif case == "an initrd.xz":  # ends in .xz, and is not the disk
+        client.get("/images/image1/pxeboot.initrd.xz", environ_base={"REMOTE_ADDR": "10.1.2.3"}).close()
     elif case == "a range":
         client.get(DISK, headers={"Range": "bytes=0-99"}, environ_base={"REMOTE_ADDR": "10.1.2.3"}).close()
     else:

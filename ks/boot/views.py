@@ -283,9 +283,16 @@ def boot_file(name: str):
 
 
 def _disk_of(relpath: str) -> tuple[str, str] | None:
-    """(image, file name) when ``relpath`` is an image's disk (``<image>/<P>.xz``) and the client has an address."""
+    """(image, file name) when ``relpath`` is an image's disk (``<image>/<P>.xz``) and the client has an address.
+
+    Only the disk: an initrd compressed with xz (``pxeboot.initrd.xz``) ends in ``.xz`` too, and is
+    neither a download of the image worth a history line nor worth giving up zero-copy for.
+    """
     image, _, name = relpath.partition("/")
     if not name.endswith(".xz") or "/" in name or not request.remote_addr:
+        return None
+    found = images.load(runtime().settings.root, image)
+    if found is None or found.disk != name:
         return None
     return image, name
 
