@@ -13,6 +13,7 @@ the server, so files on disk cannot hold it: a live ISO's ``.append`` says
 
 import logging
 import os
+import stat
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -143,12 +144,54 @@ def clean_append(text: str) -> str:
 
 
 def load(root: str | Path, name: str) -> Image | None:
-    """Describe ``images/<name>/``, or None if there is no such image."""
+    """Describe ``images/<name>/``, or None if there is no such image.
+
+    Every boot of a machine in an image asks; the answer is kept while the directory and its
+    ``.append`` file are unchanged (two ``stat`` calls instead of listing the directory). A
+    change less than ``RACY_SECONDS`` old is not trusted to be told apart by its time stamp:
+    such a directory is read every time until it is older. The ``Image`` returned may be
+    shared: callers read it, never change it.
+    """
     if not states.NAME_PATTERN.fullmatch(name) or not states.is_image(name):
         return None
     directory = images_dir(root) / name
-    if not directory.is_dir():
+    try:
+        st = os.stat(directory)
+    except OSError:
         return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    key = (st.st_ino, st.st_mtime_ns)
+    cached = _loaded.get(directory)
+    if cached is not None and cached[0] == key and cached[1] == _append_key(cached[2]):
+        return cached[2]
+    image = _read(directory, name)
+    append = _append_key(image)
+    now = time.time()
+    if now - st.st_mtime > RACY_SECONDS and (append is None or now - append[1] / 1e9 > RACY_SECONDS):
+        if len(_loaded) >= MAX_LOADED:
+            _loaded.clear()
+        _loaded[directory] = (key, append, image)
+    return image
+
+
+# What ``load`` keeps: directory -> (its validators, its .append file's, the Image).
+_loaded: dict[Path, tuple[tuple, tuple | None, "Image"]] = {}
+RACY_SECONDS = 2.0
+MAX_LOADED = 1024
+
+
+def _append_key(image: Image) -> tuple | None:
+    if not image.product:
+        return None
+    try:
+        st = os.stat(image.path / f"{image.product}.append")
+    except OSError:
+        return (0, 0, 0)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _read(directory: Path, name: str) -> Image:
     files = sorted(p.name for p in directory.iterdir() if p.is_file())
     appends = [f for f in files if f.endswith(".append")]
     product = appends[0][: -len(".append")] if appends else None
