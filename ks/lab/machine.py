@@ -71,7 +71,13 @@ class Machine:
                 f",{key}={value.replace(',', ',,')}" for key, value in
                 (("manufacturer", self.manufacturer), ("product", self.product)) if value),
         ]  # fmt: skip
-        if self.disk is not None:
+        if self.disk is not None and self.firmware == "secureboot":
+            # OVMF orders boot options by bootindex: the network (PXE over IPv4) first, then the disk,
+            # before its other network options (IPv6, HTTP), which would take minutes to time out.
+            argv[argv.index(nic)] = nic + ",bootindex=1"
+            argv += ["-drive", f"file={self.disk},if=none,id=disk0,format=raw",
+                     "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]  # fmt: skip
+        elif self.disk is not None:
             argv += ["-drive", f"file={self.disk},if=virtio,format=raw", "-boot", "order=nc"]
         if self.firmware == "uefi":
             argv += ["-bios", OVMF]

@@ -175,3 +175,67 @@ def test_a_corrupted_disk_is_caught_before_and_while_a_machine_installs_it(start
     kinds = [e["kind"] for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)]
     assert "finish" not in kinds and "post-install" not in kinds
     assert "timeout" in kinds, kinds
+
+
+# The installed system's post-install script, as a site writes one: it shows what the system
+# saw of Secure Boot, then reports the end of the installation like the shipped one.
+SECURE_BOOT_REPORT = """#!/bin/sh
+variable=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+echo "KSTEST: SecureBoot $(od -An -t u1 "$variable" | awk '{ print $5 }')" >/dev/ttyS0
+echo "KSTEST: lockdown $(cat /sys/kernel/security/lockdown)" >/dev/ttyS0
+curl -fsS -o /dev/null {{ finish_url | shell }} || wget -q -O /dev/null {{ finish_url | shell }}
+"""
+
+
+def test_the_uefi_image_installs_with_secure_boot_enforcing(start_lab, kiwi_build, tmp_path):
+    """OVMF with Microsoft's keys: shim and Debian's signed GRUB from KIWIspray's TFTP, KIWI's installer
+    (Debian's signed kernel, locked down) writes the disk and kexecs into the installed system, which calls
+    back once; the next power-on, GRUB hands the machine to its disk, which boots through its own shim."""
+    from ks.core import dnsmasq
+    from ks.lab.lab import ADDRESS
+
+    lab = start_lab(settings={"KS_TFTP_LISTEN": ADDRESS}, variants=[dnsmasq.secure_boot_variant])
+    lab.link_boot_files()
+    lab.kiwispray("image", "import", IMAGE, kiwi_build)
+    (lab.root / "images" / IMAGE / "post_install.sh").write_text(SECURE_BOOT_REPORT)
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as f:
+        f.truncate(DISK_SIZE)
+    machine = lab.machine("secureboot", mac="52:54:00:e2:e0:0b", serial="KSE2E-KIWI-SB", disk=disk, memory=1536,
+                          uuid="5a1e2e00-0000-4000-8000-00000000000b")
+
+    started = time.monotonic()
+    run = machine.power_on()
+    try:
+        run.wait_for(r"host 1 \(not-set\), state new\.", timeout=300)
+        lab.edit_host("-i", "1", "-s", IMAGE)
+        booted = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=2400)
+        wait_for_chain(lab, "finished", 900)
+        install_seconds = time.monotonic() - started
+        run.wait_for("kiwispray-callback: done", timeout=120)
+    finally:
+        run.power_off()
+    console = run.text
+    assert "boots image debian" in console  # GRUB's kiwi.grub
+    assert booted.group(2) == "kexec"  # lockdown allows kexec_file_load of a signed kernel
+    assert "KSTEST: SecureBoot 1" in console
+    assert "KSTEST: lockdown none [integrity] confidentiality" in console
+    assert not shows_bootid(console)
+
+    run = machine.power_on()
+    try:
+        run.wait_for(INSTALLED, timeout=300)
+        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=900)
+    finally:
+        run.power_off()
+    assert again.groups() == (booted.group(1), "disk")
+    assert "kiwispray-callback: done" not in run.text
+    assert "Welcome to GRUB!" in run.text and "secureboot: Secure boot enabled" in run.text
+
+    events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
+    steps = [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
+    assert steps[:6] == [("register", "new"), ("boot", "new"), ("state", IMAGE), ("boot", IMAGE),
+                         ("download", IMAGE), ("post-install", IMAGE)], steps  # fmt: skip
+    assert steps[6] == ("finish", "finished") and set(steps[7:]) == {("boot", "finished")}, steps
+    assert len(lab.hosts()) == 1
+    print(f"\nSecure Boot install (power-on to finished): {install_seconds:.0f} s")
