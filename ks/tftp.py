@@ -116,8 +116,8 @@ class TftpServer:
             self._send_error(sock, peer, exc.code, str(exc))
             return
         routed = tftp.route(request.name)
-        if routed is None:
-            log.info("tftp %s from %s: not found", request.name, peer[0])
+        if routed is None:  # GRUB's optional files (grub/x86_64-efi/*.lst) every boot: not worth a line each
+            log.debug("tftp %s from %s: not found", request.name, peer[0])
             self._send_error(sock, peer, tftp.NOT_FOUND, "file not found")
             return
         status, headers, body = self._ask(routed, peer)
