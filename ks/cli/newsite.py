@@ -27,7 +27,9 @@ Site templates override the shipped ones: templates/STATE.ipxe (Jinja2) or templ
 host.ipxe of its own; templates/new.ipxe, templates/finished.ipxe and templates/kiwi.ipxe replace
 what a waiting machine, an installed one and every KIWI image get. Empty: the shipped ones apply.
 
-`kiwispray render -i ID` shows what a machine would get now. See "Templates" in the README.
+Machines with Secure Boot boot GRUB instead of iPXE (kiwispray serve --tftp-listen): the same
+names with .grub for .ipxe and .grub.tmpl for .tmpl. `kiwispray render -i ID [--loader grub]`
+shows what a machine would get now. See docs/templates.md in KIWIspray's documentation.
 """
 
 RULES = """\
