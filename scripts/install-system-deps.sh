@@ -3,9 +3,9 @@
 # firmware, dnsmasq, PXELINUX, PostgreSQL, OpenIPMI's simulator, wrk, nginx, strace,
 # iproute2 (network namespaces, and the neighbour table that finds BMCs by MAC);
 # what scripts/build-test-guest.sh builds the test machine with (cpio, kmod, xz,
-# zstd) and what scripts/build-kiwi-image.sh builds the real KIWI images with
+# zstd) and what scripts/build-kiwi-image.sh builds the real KIWI image with
 # (kiwi and its system dependencies, debootstrap, fdisk, rsync; mtools and
-# dosfstools write the EFI partition of the UEFI image). The signed boot chain
+# dosfstools make and fill its EFI partition). The signed boot chain
 # the Secure Boot tests run: shim (Microsoft-signed), Debian's signed GRUB,
 # and sbsigntool to make an unsigned kernel of a signed one. The build
 # scripts and the tests install nothing: they stop and name this script. The

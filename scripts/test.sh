@@ -12,7 +12,7 @@ python3 -m mypy ks
 # The manual (docs/, MkDocs): a broken link or anchor is an error.
 python3 -m mkdocs build --strict --site-dir "$(mktemp -d)"
 # The test machine and the real KIWI image that tests/e2e boot; both cached,
-# so this takes seconds unless their inputs changed (the image: 12-25 min then).
+# so this takes seconds unless their inputs changed (the image: 5-20 min then).
 sh scripts/build-test-guest.sh >/dev/null
 bash scripts/build-kiwi-image.sh >/dev/null
 exec python3 -m pytest "$@"
