@@ -53,8 +53,6 @@ class Machine:
     product: str | None = None
     # OVMF only: skip its PXE boot options, so the firmware goes straight to UEFI HTTP Boot.
     http_boot: bool = False
-    # Secure Boot machine with a disk: the disk as the first boot option.
-    disk_first: bool = False
     boots: int = field(default=0, init=False)
 
     def argv(self, exit_on_reboot: bool = True) -> list[str]:
@@ -74,13 +72,10 @@ class Machine:
                 (("manufacturer", self.manufacturer), ("product", self.product)) if value),
         ]  # fmt: skip
         if self.disk is not None and self.firmware == "secureboot":
-            # OVMF orders its boot options by bootindex: the network (PXE over IPv4) first, or with
-            # disk_first the disk. (Network first, OVMF went on to its setup menu, not to the
-            # installed disk, once GRUB had exited: the next power-on puts the disk first.)
-            net, disk = (2, 1) if self.disk_first else (1, 2)
-            argv[argv.index(nic)] = f"{nic},bootindex={net}"
+            # OVMF orders its boot options by bootindex: the network (PXE over IPv4) first, then the disk.
+            argv[argv.index(nic)] = f"{nic},bootindex=1"
             argv += ["-drive", f"file={self.disk},if=none,id=disk0,format=raw",
-                     "-device", f"virtio-blk-pci,drive=disk0,bootindex={disk}"]  # fmt: skip
+                     "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]  # fmt: skip
         elif self.disk is not None:
             argv += ["-drive", f"file={self.disk},if=virtio,format=raw", "-boot", "order=nc"]
         if self.firmware == "uefi":

@@ -190,7 +190,7 @@ curl -fsS -o /dev/null {{ finish_url | shell }} || wget -q -O /dev/null {{ finis
 def test_the_uefi_image_installs_with_secure_boot_enforcing(start_lab, kiwi_build, tmp_path):
     """OVMF with Microsoft's keys: shim and Debian's signed GRUB from KIWIspray's TFTP, KIWI's installer
     (Debian's signed kernel, locked down) writes the disk and kexecs into the installed system, which calls
-    back once; the disk then boots through its own shim, GRUB and kernel, Secure Boot on."""
+    back once; the next power-on, KIWIspray's GRUB hands the machine to the installed disk's own GRUB."""
     from ks.core import dnsmasq
     from ks.lab.lab import ADDRESS
 
@@ -222,23 +222,65 @@ def test_the_uefi_image_installs_with_secure_boot_enforcing(start_lab, kiwi_buil
     assert "KSTEST: lockdown none [integrity] confidentiality" in console
     assert not shows_bootid(console)
 
-    # The next power-on boots the installed disk through its own shim, GRUB and signed kernel. (GRUB's
-    # "booting from the next device" for a finished host is shown in test_secure_boot.py; here OVMF,
-    # network first, went on to its setup menu rather than to this disk, so the disk comes first.)
-    machine.disk_first = True
+    # The next power-on: GRUB, asked over the network, hands the machine to the installed disk's own GRUB
+    # (kiwi.grub's finished twin), which boots Debian's signed kernel, Secure Boot on.
     run = machine.power_on()
     try:
+        run.wait_for(INSTALLED, timeout=300)
         again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=900)
     finally:
         run.power_off()
     assert again.groups() == (booted.group(1), "disk")
     assert "kiwispray-callback: done" not in run.text
-    assert "Welcome to GRUB!" in run.text and "secureboot: Secure boot enabled" in run.text
+    assert "secureboot: Secure boot enabled" in run.text and '"UiApp"' not in run.text
 
     events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
     steps = [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
     assert steps[:6] == [("register", "new"), ("boot", "new"), ("state", IMAGE), ("boot", IMAGE),
                          ("download", IMAGE), ("post-install", IMAGE)], steps  # fmt: skip
-    assert steps[6:] == [("finish", "finished")], steps
+    assert steps[6] == ("finish", "finished") and set(steps[7:]) == {("boot", "finished")}, steps
     assert len(lab.hosts()) == 1
     print(f"\nSecure Boot install (power-on to finished): {install_seconds:.0f} s")
+
+
+def test_the_uefi_image_installs_through_uefi_http_boot_and_ipxe(start_lab, kiwi_build, tmp_path):
+    """The same image on a UEFI machine with Secure Boot off and no TFTP at all: the firmware's HTTP Boot
+    fetches iPXE's EFI binary from KIWIspray's /boot-files/, iPXE boots KIWI's installer through kiwi.ipxe,
+    and the installed system calls back once; the next power-on, iPXE hands the machine to its disk."""
+    from ks.core import dnsmasq
+    from ks.lab.lab import ADDRESS, PORT
+
+    base = f"http://{ADDRESS}:{PORT}"
+    lab = start_lab(variants=[dnsmasq.tftp_off, lambda text: dnsmasq.http_boot_variant(text, base)])
+    lab.link_boot_files()
+    lab.kiwispray("image", "import", IMAGE, kiwi_build)
+    disk = tmp_path / "disk.raw"
+    with disk.open("wb") as f:
+        f.truncate(DISK_SIZE)
+    machine = lab.machine("uefi", mac="52:54:00:e2:e0:0c", serial="KSE2E-KIWI-HTTP", disk=disk, memory=1536,
+                          uuid="5a1e2e00-0000-4000-8000-00000000000c", http_boot=True)
+    lab.register(machine)
+    lab.edit_host("-i", "1", "-s", IMAGE)
+    run = machine.power_on()
+    try:
+        booted = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=2400)
+        wait_for_chain(lab, "finished", 900)
+        run.wait_for("kiwispray-callback: done", timeout=120)
+    finally:
+        run.power_off()
+    assert f"URI: {base}/boot-files/snponly.efi" in run.text
+    assert "boots image debian" in run.text  # kiwi.ipxe
+    assert booted.group(2) == "kexec"
+    assert "dnsmasq-tftp" not in (lab.dnsmasq_log.read_text(errors="replace"))
+
+    run = machine.power_on()
+    try:
+        run.wait_for(INSTALLED, timeout=300)
+        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=900)
+    finally:
+        run.power_off()
+    assert again.groups() == (booted.group(1), "disk")
+    steps = [(e["kind"], e["to"]) for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
+             if e["kind"] != "edit"]  # fmt: skip
+    assert steps[:7] == [("register", "new"), ("state", IMAGE), ("boot", IMAGE), ("download", IMAGE),
+                         ("post-install", IMAGE), ("finish", "finished"), ("boot", "finished")], steps  # fmt: skip

@@ -47,6 +47,22 @@ def history(lab, host_id: int = 1) -> list[tuple[str, str]]:
     return [(e["kind"], e["to"]) for e in json.loads(lab.edit_host("-i", host_id, "--history", "--json").stdout)]
 
 
+def efi_disk(path: Path) -> Path:
+    """A disk that boots under Secure Boot: a FAT file system (made without mounting it) holding
+    shim as the removable-media loader, Debian's signed disk GRUB beside it, and its configuration
+    where that GRUB looks (as on KIWI's UEFI images: EFI/debian/ and, beside itself, EFI/BOOT/)."""
+    config = path.with_suffix(".cfg")
+    config.write_text('echo "KSTEST: the disk\'s GRUB"\nsleep 600\n')
+    subprocess.run(["mkfs.fat", "-C", str(path), "65536"], check=True, capture_output=True)
+    for directory in ("::/EFI", "::/EFI/BOOT", "::/EFI/debian"):
+        subprocess.run(["mmd", "-i", str(path), directory], check=True)
+    for source, target in ((BOOT_FILES["shimx64.efi"][0], "::/EFI/BOOT/BOOTX64.EFI"),
+                           ("/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "::/EFI/BOOT/grubx64.efi"),
+                           (str(config), "::/EFI/debian/grub.cfg"), (str(config), "::/EFI/BOOT/grub.cfg")):  # fmt: skip
+        subprocess.run(["mcopy", "-i", str(path), source, target], check=True)
+    return path
+
+
 @pytest.fixture
 def grub_lab(start_lab):
     """A lab where KIWIspray answers TFTP (shim, GRUB, configurations, kernels) and dnsmasq's TFTP is off."""
@@ -82,12 +98,17 @@ def test_a_secure_boot_machine_is_installed_through_shim_and_grub(grub_lab):
     assert not shows_bootid(console)
     assert [h["chain"] for h in lab.hosts()] == [["finished"]]
 
+    # Installed: GRUB (through shim) returns to the firmware, which goes on to its next boot option,
+    # the disk — here one with shim and Debian's disk GRUB on it, whose configuration says so.
+    machine.disk = efi_disk(lab.workdir / "disk.img")
     run = machine.power_on()
     try:
         run.wait_for(INSTALLED, timeout=300)
+        run.wait_for(r"KSTEST: the disk's GRUB", timeout=120)
     finally:
         run.power_off()
     assert "KSGUEST" not in run.text
+    assert '"UiApp"' not in run.text  # not the firmware's menu
 
     assert history(lab) == [("register", "new"), ("boot", "new"), ("state", "image1"), ("boot", "image1"),
                             ("post-install", "image1"), ("finish", "finished"), ("boot", "finished")]  # fmt: skip
