@@ -71,8 +71,9 @@ class Machine:
                 f",{key}={value.replace(',', ',,')}" for key, value in
                 (("manufacturer", self.manufacturer), ("product", self.product)) if value),
         ]  # fmt: skip
-        if self.disk is not None and self.firmware == "secureboot":
-            # OVMF orders its boot options by bootindex: the network (PXE over IPv4) first, then the disk.
+        if self.disk is not None and (self.firmware == "secureboot" or self.http_boot):
+            # OVMF orders its boot options by bootindex: the network (PXE over IPv4, or HTTP Boot) first,
+            # then the disk; without, it put a disk it could boot before HTTP Boot.
             argv[argv.index(nic)] = f"{nic},bootindex=1"
             argv += ["-drive", f"file={self.disk},if=none,id=disk0,format=raw",
                      "-device", "virtio-blk-pci,drive=disk0,bootindex=2"]  # fmt: skip

@@ -282,5 +282,6 @@ def test_the_uefi_image_installs_through_uefi_http_boot_and_ipxe(start_lab, kiwi
     assert again.groups() == (booted.group(1), "disk")
     steps = [(e["kind"], e["to"]) for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
              if e["kind"] != "edit"]  # fmt: skip
-    assert steps[:7] == [("register", "new"), ("state", IMAGE), ("boot", IMAGE), ("download", IMAGE),
-                         ("post-install", IMAGE), ("finish", "finished"), ("boot", "finished")], steps  # fmt: skip
+    assert steps[:8] == [("register", "new"), ("boot", "new"), ("state", IMAGE), ("boot", IMAGE),
+                         ("download", IMAGE), ("post-install", IMAGE), ("finish", "finished"),
+                         ("boot", "finished")], steps  # fmt: skip
