@@ -11,6 +11,7 @@ given up after ``RETRIES`` resends; at most ``KS_TFTP_TRANSFERS`` transfers run 
 worker, a request beyond gets an error and its client asks again.
 """
 
+import errno
 import io
 import logging
 import socket
@@ -54,7 +55,7 @@ def check(address: str, port: int) -> str:
         except PermissionError:
             return f"TFTP port {port} needs root (or CAP_NET_BIND_SERVICE); choose a port above 1023 with --tftp-listen"
         except OSError as exc:
-            if exc.errno == 98:  # EADDRINUSE
+            if exc.errno == errno.EADDRINUSE:
                 return (f"TFTP port {port} on {address} is in use (dnsmasq's enable-tftp on that address?); "
                         "turn the other server off there or choose another --tftp-listen")
             return f"cannot answer TFTP at {address}:{port}: {exc.strerror}"
