@@ -74,11 +74,14 @@ def test_block_numbers_wrap_as_clients_expect():
 @pytest.mark.parametrize(("name", "asked"), [
     ("grub/grub.cfg", ("/bootstrap.grub", "")),
     ("/grub/grub.cfg", ("/bootstrap.grub", "")),
-    (f"/kiwispray/boot/52:54:00:00:00:01/{UUID}/SER 1",
+    (f"/kiwispray/boot/mac=52:54:00:00:00:01/uuid={UUID}/serial=SER 1",
      ("/bootstrap", f"net0=52%3A54%3A00%3A00%3A00%3A01&uuid={UUID}&serial=SER+1&loader=grub")),
-    ("kiwispray/poll/52:54:00:00:00:01//A/B",  # no UUID; a serial holding '/'
-     ("/bootstrap", "net0=52%3A54%3A00%3A00%3A00%3A01&serial=A%2FB&loader=grub&poll=1")),
-    ("kiwispray/boot/52:54:00:00:00:01//", ("/bootstrap", "net0=52%3A54%3A00%3A00%3A00%3A01&loader=grub")),
+    ("kiwispray/poll/mac=52:54:00:00:00:01/uuid=/product=R/640 (x)/platform=efi/serial=A/B",  # values holding '/'
+     ("/bootstrap", "net0=52%3A54%3A00%3A00%3A00%3A01&product=R%2F640+%28x%29&platform=efi&serial=A%2FB&loader=grub"
+                    "&poll=1")),
+    ("kiwispray/boot/mac=52:54:00:00:00:01/uuid=/serial=",
+     ("/bootstrap", "net0=52%3A54%3A00%3A00%3A00%3A01&loader=grub")),
+    ("kiwispray/boot/mac=a/mac=b/bogus=1", ("/bootstrap", "net0=a%2Fmac%3Db%2Fbogus%3D1&loader=grub")),  # once each
     ("images/image1/pxeboot.kernel", ("/images/image1/pxeboot.kernel", "")),
     ("shimx64.efi", ("/boot-files/shimx64.efi", "")),
     ("//grubx64.efi", ("/boot-files/grubx64.efi", "")),
@@ -169,7 +172,8 @@ def tight_tftp_server(root):
 def grub_boot(port: int, mac: str = MAC, ask: str = "boot", serial: str = "SER1", uuid: str = UUID) -> str:
     client = Client(port)
     try:
-        answer = client.get(f"/kiwispray/{ask}/{mac}/{uuid}/{serial}", 1024)
+        answer = client.get(f"/kiwispray/{ask}/mac={mac}/uuid={uuid}/product=Standard PC (Q35)/platform=efi/"
+                            f"serial={serial}", 1024)
     finally:
         client.close()
     assert isinstance(answer, bytes), answer
@@ -182,7 +186,7 @@ def test_a_machine_goes_through_its_states_with_grub_over_tftp(tftp_server, root
     config = client.get("grub/grub.cfg", 1024)
     assert isinstance(config, bytes)
     assert b"smbios --type 1 --get-uuid 8 --set ks_uuid" in config
-    assert b'source "/kiwispray/$ks_ask/$net_default_mac/$ks_uuid/$ks_serial"' in config
+    assert b'source "/kiwispray/$ks_ask/mac=$net_default_mac/uuid=$ks_uuid/manufacturer=' in config
 
     # Unknown: registered, and told to wait (its loop asks again).
     script = grub_boot(port)

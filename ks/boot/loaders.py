@@ -8,10 +8,10 @@ they differ in how they ask and in the language of the answer:
           iPXE                                    GRUB (Secure Boot: shim, then signed GRUB)
 ========  ======================================  ==========================================
 asks      HTTP: ``/bootstrap.ipxe``, then         TFTP (``ks.tftp``): ``grub/grub.cfg``, then
-          ``/bootstrap?net0=…&serial=…&uuid=…``   ``kiwispray/boot/<mac>/<uuid>/<serial>``,
+          ``/bootstrap?net0=…&serial=…&uuid=…``   ``kiwispray/boot/mac=…/uuid=…/…/serial=…``,
                                                   which the TFTP server asks the application
                                                   as ``/bootstrap?…&loader=grub``
-reports   every NIC's MAC, serial, UUID, facts    the boot NIC's MAC, serial and UUID (smbios)
+reports   every NIC's MAC, serial, UUID, facts    the boot NIC's MAC, serial, UUID and SMBIOS facts
 waits     the answer chains ``poll_url`` again    the first configuration's loop asks again
 templates ``X.ipxe`` (Jinja2), ``X.tmpl``         ``X.grub`` (Jinja2), ``X.grub.tmpl``
           (the original's ``@VAR@``)              (``@VAR@``)

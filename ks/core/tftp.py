@@ -12,16 +12,18 @@ answers every loader:
 TFTP name                              asked of the application as
 =====================================  ==================================================
 ``grub/grub.cfg``                      ``GET /bootstrap.grub``
-``kiwispray/boot/<mac>/<uuid>/<serial>`` ``GET /bootstrap?net0=<mac>&uuid=…&serial=…&loader=grub``
+``kiwispray/boot/mac=…/uuid=…/…``     ``GET /bootstrap?net0=<mac>&uuid=…&…&loader=grub``
 ``kiwispray/poll/…``                   the same with ``poll=1`` (a waiting machine asks again)
 ``images/<name>/<file>``               ``GET /images/<name>/<file>`` (the kernel, the initrd)
 ``<file>`` (no directory)              ``GET /boot-files/<file>`` (shim, GRUB, iPXE)
 =====================================  ==================================================
 
-A leading ``/`` (GRUB's absolute paths, shim's ``//grubx64.efi`` under HTTP) is
-ignored. A serial may hold ``/``: everything after the UUID is the serial. Anything
-else is "file not found"; no name reaches the file system but through the
-application's own checks.
+A boot request's name is ``KEY=value`` segments (``GRUB_KEYS``: the MAC, the UUID, the
+SMBIOS facts GRUB reads, the serial last); a value may hold ``/``: a segment that
+starts with no known key belongs to the value before it. A leading ``/`` (GRUB's
+absolute paths, shim's ``//grubx64.efi`` under HTTP) is ignored. Anything else is
+"file not found"; no name reaches the file system but through the application's own
+checks.
 """
 
 import struct
@@ -36,6 +38,9 @@ DEFAULT_BLOCK = 512
 MIN_BLOCK, MAX_BLOCK = 8, 65464  # RFC 2348
 MAX_NAME = 1024  # bytes of a requested name; GRUB's longest is a few hundred
 MAX_REQUEST = 2048  # bytes of a request packet: a name, a mode, a few options
+# The keys of a boot request's name (bootstrap.grub writes them), as /bootstrap's parameters;
+# ``mac`` is the boot NIC's (``net0``).
+GRUB_KEYS = ("mac", "uuid", "manufacturer", "product", "asset", "board_serial", "platform", "buildarch", "serial")
 
 
 class TftpError(Exception):
@@ -132,12 +137,19 @@ def route(name: str) -> tuple[str, str] | None:
         ask, _, identity = rest.partition("/")
         if ask not in ("boot", "poll"):
             return None
-        mac, _, rest = identity.partition("/")
-        uuid, _, serial = rest.partition("/")
-        query = {"net0": mac, "uuid": uuid, "serial": serial, "loader": "grub"}
+        values: dict[str, str] = {}
+        key = None
+        for segment in identity.split("/"):
+            name, sep, value = segment.partition("=")
+            if sep and name in GRUB_KEYS and name not in values:
+                key, values[name] = name, value
+            elif key is not None:
+                values[key] += "/" + segment
+        query = {("net0" if k == "mac" else k): v for k, v in values.items() if v}
+        query["loader"] = "grub"
         if ask == "poll":
             query["poll"] = "1"
-        return "/bootstrap", urlencode({k: v for k, v in query.items() if v})
+        return "/bootstrap", urlencode(query)
     if first == "images" and rest:
         return "/images/" + rest, ""
     if path and "/" not in path:

@@ -84,6 +84,10 @@ def test_a_secure_boot_machine_is_installed_through_shim_and_grub(grub_lab):
         run.wait_for(WAITING, timeout=300)
         (host,) = lab.hosts()
         assert (host["macs"], host["serial"], host["uuid"]) == ([machine.mac], machine.serial, machine.uuid.upper())
+        # What GRUB read of SMBIOS and of itself, kept as the facts iPXE would report.
+        facts = host["facts"]
+        assert (facts["manufacturer"], facts["platform"], facts["buildarch"]) == ("QEMU", "efi", "x86_64"), facts
+        assert facts["product"] == "Standard PC _Q35 + ICH9, 2009_", facts  # outside the alphabet: "_", as from iPXE
         run.wait_for(f"(?s){WAITING}.*{WAITING}")  # GRUB's loop asked again
         lab.edit_host("-i", "1", "-s", "image1")
         run.wait_for(r"KSGUEST: post-install ok", timeout=300)
@@ -114,8 +118,8 @@ def test_a_secure_boot_machine_is_installed_through_shim_and_grub(grub_lab):
                             ("post-install", "image1"), ("finish", "finished"), ("boot", "finished")]  # fmt: skip
     served = tail(lab.server_log, 200000)
     # Everything over KIWIspray's TFTP: firmware -> shim -> GRUB -> its configuration -> kernel and initrd.
-    for name in ("shimx64.efi", "grubx64.efi", "/grub/grub.cfg", "/kiwispray/boot/52:54:00:e2:e0:01/",
-                 "/kiwispray/poll/52:54:00:e2:e0:01/", "/images/image1/kernel", "/images/image1/initrd"):
+    for name in ("shimx64.efi", "grubx64.efi", "/grub/grub.cfg", "/kiwispray/boot/mac=52:54:00:e2:e0:01/",
+                 "/kiwispray/poll/mac=52:54:00:e2:e0:01/", "/images/image1/kernel", "/images/image1/initrd"):
         assert f"tftp sent {name}" in served, name
     assert "dnsmasq-tftp" not in tail(lab.dnsmasq_log, 200000)  # dnsmasq served no file
 
