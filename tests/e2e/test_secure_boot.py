@@ -124,6 +124,20 @@ def test_a_secure_boot_machine_is_installed_through_shim_and_grub(grub_lab):
     assert "dnsmasq-tftp" not in tail(lab.dnsmasq_log, 200000)  # dnsmasq served no file
 
 
+def test_a_bios_machine_still_boots_ipxe_beside_them(grub_lab):
+    """The Secure Boot variant changes only what UEFI x86-64 machines get: a BIOS machine still boots
+    iPXE and its bootstrap script. (QEMU's NIC ROM is iPXE already, so it fetches no undionly.kpxe;
+    a real BIOS PXE ROM would, from KIWIspray's boot files, the way shim is fetched above.)"""
+    lab = grub_lab()
+    run = lab.machine("bios").power_on()
+    try:
+        run.wait_for(r'host 1 \(not-set\), state "new"', timeout=300)
+    finally:
+        run.power_off()
+    assert "bootstrap.ipxe" in run.text
+    assert "dnsmasq-tftp" not in tail(lab.dnsmasq_log, 200000)
+
+
 def test_an_unsigned_kernel_is_refused_and_the_deadline_flags_it(grub_lab):
     require_command("sbattach", "sbsigntool")
     lab = grub_lab(KS_TIMEOUT_CHECK_INTERVAL="2")
