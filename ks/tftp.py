@@ -31,10 +31,13 @@ RETRIES = 5  # resends of one block before the transfer is given up
 MAX_PACKET = 65536
 
 
+def _family(address: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
 def bind(address: str, port: int) -> socket.socket:
     """The TFTP socket of a worker: shared by the workers (``SO_REUSEPORT``), non-blocking."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(address), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -48,8 +51,7 @@ def bind(address: str, port: int) -> socket.socket:
 
 def check(address: str, port: int) -> str:
     """Why ``kiwispray serve`` could not answer TFTP at ``address:port``; "" when it can."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+    with socket.socket(_family(address), socket.SOCK_DGRAM) as probe:
         try:
             probe.bind((address, port))
         except PermissionError:
@@ -99,9 +101,8 @@ class TftpServer:
     # -- one transfer ----------------------------------------------------------------------------
 
     def _transfer(self, packet: bytes, peer) -> None:
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            with socket.socket(self.sock.family, socket.SOCK_DGRAM) as sock:
                 sock.bind((self.address, 0))
                 sock.settimeout(TIMEOUT)
                 self._answer(sock, packet, peer)
