@@ -48,6 +48,26 @@ def wait_for_chain(lab, chain: str, timeout: float) -> None:
         time.sleep(1)
 
 
+def boot_the_installed_disk(machine, booted: re.Match, installed_timeout: float, booted_timeout: float):
+    """The power-on after an install: the boot loader says the host is installed and hands the machine
+    to its disk, which boots the system installed on the root ``booted`` named. The run, powered off."""
+    run = machine.power_on()
+    try:
+        run.wait_for(INSTALLED, timeout=installed_timeout)
+        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=booted_timeout)
+    finally:
+        run.power_off()
+    assert again.groups() == (booted.group(1), "disk")
+    assert "kiwispray-callback: done" not in run.text
+    return run
+
+
+def history(lab) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Host 1's history, and its steps as (kind, state after) without edits."""
+    events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
+    return events, [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
+
+
 def kernel_options(script: str) -> list[str]:
     """The options of the script's ``kernel`` line (without the command and the kernel's URL)."""
     (line,) = [line for line in script.splitlines() if line.startswith("kernel ")]
@@ -112,17 +132,9 @@ def test_real_kiwi_image_installs_once_then_boots_its_disk(start_lab, kiwi_build
     assert not shows_bootid(run.text)
 
     # Installed: iPXE leaves network boot, the firmware boots the disk.
-    run = machine.power_on()
-    try:
-        run.wait_for(INSTALLED, timeout=180)
-        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=600)
-    finally:
-        run.power_off()
-    assert again.groups() == (booted.group(1), "disk")
-    assert "kiwispray-callback: done" not in run.text
+    boot_the_installed_disk(machine, booted, 180, 600)
 
-    events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
-    steps = [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
+    events, steps = history(lab)
     wipe, install = f"wipe,{IMAGE}", IMAGE
     assert steps[:10] == [
         ("register", "new"), ("boot", "new"), ("state", wipe),
@@ -224,18 +236,10 @@ def test_the_uefi_image_installs_with_secure_boot_enforcing(start_lab, kiwi_buil
 
     # The next power-on: GRUB, asked over the network, hands the machine to the installed disk's own GRUB
     # (kiwi.grub's finished twin), which boots Debian's signed kernel, Secure Boot on.
-    run = machine.power_on()
-    try:
-        run.wait_for(INSTALLED, timeout=300)
-        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=900)
-    finally:
-        run.power_off()
-    assert again.groups() == (booted.group(1), "disk")
-    assert "kiwispray-callback: done" not in run.text
+    run = boot_the_installed_disk(machine, booted, 300, 900)
     assert "secureboot: Secure boot enabled" in run.text and '"UiApp"' not in run.text
 
-    events = json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
-    steps = [(e["kind"], e["to"]) for e in events if e["kind"] != "edit"]
+    _, steps = history(lab)
     assert steps[:6] == [("register", "new"), ("boot", "new"), ("state", IMAGE), ("boot", IMAGE),
                          ("download", IMAGE), ("post-install", IMAGE)], steps  # fmt: skip
     assert steps[6] == ("finish", "finished") and set(steps[7:]) == {("boot", "finished")}, steps
@@ -273,15 +277,8 @@ def test_the_uefi_image_installs_through_uefi_http_boot_and_ipxe(start_lab, kiwi
     assert booted.group(2) == "kexec"
     assert "dnsmasq-tftp" not in (lab.dnsmasq_log.read_text(errors="replace"))
 
-    run = machine.power_on()
-    try:
-        run.wait_for(INSTALLED, timeout=300)
-        again = run.wait_for(r"KSTEST-BOOTED root=(\S+) via=(\w+)", timeout=900)
-    finally:
-        run.power_off()
-    assert again.groups() == (booted.group(1), "disk")
-    steps = [(e["kind"], e["to"]) for e in json.loads(lab.edit_host("-i", "1", "--history", "--json").stdout)
-             if e["kind"] != "edit"]  # fmt: skip
+    boot_the_installed_disk(machine, booted, 300, 900)
+    _, steps = history(lab)
     assert steps[:8] == [("register", "new"), ("boot", "new"), ("state", IMAGE), ("boot", IMAGE),
                          ("download", IMAGE), ("post-install", IMAGE), ("finish", "finished"),
                          ("boot", "finished")], steps  # fmt: skip
