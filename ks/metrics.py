@@ -8,7 +8,7 @@ Labels are state names and URL rules only: no bootid, MAC or serial.
 
 import time
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, request
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
@@ -60,15 +60,19 @@ def metrics():
     return Response(encode(registry), content_type=content_type)
 
 
+# When the application began a request, kept in its WSGI environment (cheaper to reach than ``flask.g``).
+STARTED = "kiwispray.started"
+
+
 def _started() -> None:
-    g.ks_started = time.perf_counter()
+    request.environ[STARTED] = time.perf_counter()
 
 
 def _observe(response: Response) -> Response:
-    started = g.pop("ks_started", None)
+    started = request.environ.pop(STARTED, None)
     if started is not None:
         rule = request.url_rule.rule if request.url_rule else "unmatched"
-        runtime().metrics.latency.labels(endpoint=rule).observe(time.perf_counter() - started)
+        runtime().metrics.took(rule, time.perf_counter() - started)
     return response
 
 

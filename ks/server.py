@@ -142,6 +142,7 @@ class Worker(base.Worker):
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
         os.set_blocking(self.wake_write, False)
+        self.woken = False  # a byte is in the pipe that the main loop has not read
         self.accepting = False
         self.next_expiry = 0.0
         super().init_process()
@@ -336,13 +337,12 @@ class Worker(base.Worker):
             self.running += 1
             conn.counted = True
         self.busy += 1
-        future = self.pool.submit(self._serve, conn)
-        future.add_done_callback(lambda f: self.call_soon(self._finished, conn, f))
+        self.pool.submit(self._serve_then_return, conn)
 
-    def _finished(self, conn: Connection, future) -> None:
+    def _finished(self, conn: Connection, keep_open: bool) -> None:
         self.busy -= 1
         self._release(conn)
-        if not future.cancelled() and future.result() and self.alive:
+        if keep_open and self.alive:
             conn.idle = True
             self._receive_headers(conn, self.cfg.keepalive)
         else:
@@ -361,12 +361,18 @@ class Worker(base.Worker):
     def call_soon(self, function, *args) -> None:
         """Run ``function(*args)`` on the main loop; callable from any thread."""
         self.calls.put(partial(function, *args))
-        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
-            os.write(self.wake_write, b"\0")
+        # One byte wakes the loop for every call queued until it runs them: under load most
+        # calls find the loop woken already and cost no system call.
+        if not self.woken:
+            self.woken = True
+            with contextlib.suppress(BlockingIOError):  # a full pipe wakes the loop anyway
+                os.write(self.wake_write, b"\0")
 
     def _run_calls(self, _fd) -> None:
         with contextlib.suppress(BlockingIOError):
             os.read(self.wake_read, 4096)
+        # Cleared before the queue is emptied: a call queued from here on writes its own byte.
+        self.woken = False
         while True:
             try:
                 call = self.calls.get_nowait()
@@ -375,6 +381,14 @@ class Worker(base.Worker):
             call()
 
     # -- in a thread --------------------------------------------------------------------------------
+
+    def _serve_then_return(self, conn: Connection) -> None:
+        """Answer the request of ``conn``, then give the connection back to the main loop."""
+        keep_open = False
+        try:
+            keep_open = self._serve(conn)
+        finally:
+            self.call_soon(self._finished, conn, keep_open)
 
     def _serve(self, conn: Connection) -> bool:
         """Answer the request whose headers ``conn`` received; whether the connection stays open."""

@@ -392,8 +392,8 @@ def main() -> None:
                     if mode in ("fresh", "known"):
                         run.finished = finished_hosts(url, machines)
                     runs[mode].append(run)
-                    results.append(f"{mode} {run.wall:.2f} s" + (f" turned away {run.away} errors {len(run.errors)}"
-                                                                  if mode in ("fresh", "known") else ""))
+                    outcome = f" turned away {run.away} errors {len(run.errors)}" if mode in ("fresh", "known") else ""
+                    results.append(f"{mode} {run.wall:.2f} s (CPU {run.cpu:.1f} s){outcome}")
                     for line in run.errors[:5]:
                         print(f"# error: {line}")
                 print(f"round {number + 1}: " + ", ".join(results), flush=True)

@@ -108,7 +108,15 @@ def formatter(log_format: str) -> logging.Formatter:
 
 
 def setup(log_format: str) -> None:
-    """Send our own records to stderr, as text or JSON."""
+    """Send our own records to stderr, as text or JSON.
+
+    A record then skips what no line shows: the source file and line of the
+    call (a walk up the stack for each record), the thread and the
+    multiprocessing process (the logging HOWTO's "Optimization").
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

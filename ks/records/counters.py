@@ -55,6 +55,14 @@ class Metrics:
             "kiwispray_request_duration_seconds", "Time to answer a request, by URL rule.", ["endpoint"], registry=own,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self._latency_of: dict[str, Histogram] = {}  # see took()
+
+    def took(self, endpoint: str, seconds: float) -> None:
+        """Count a request to ``endpoint`` (a URL rule) that took ``seconds``."""
+        child = self._latency_of.get(endpoint)
+        if child is None:  # a URL rule's child once; labels() takes a lock and checks its values each time
+            child = self._latency_of[endpoint] = self.latency.labels(endpoint=endpoint)
+        child.observe(seconds)
 
     def counted(self) -> CollectorRegistry:
         """What a scrape shows of the counters: every worker's (from the directory), else this process's."""
