@@ -80,6 +80,7 @@ class Connection:
         self.idle = False  # kept alive, no byte of its next request yet
         self.tls = False  # came through the HTTPS listener of the operator side
         self.counted = False  # holds a place among the running requests
+        self.watched = False  # registered with the main loop's selector
         # The parser reads through ``recv`` below: first what the main loop received.
         self.parser = http.RequestParser(cfg, self, client)
 
@@ -114,7 +115,10 @@ class Worker(base.Worker):
     body after them, is answered 408 and closed; a body longer than the
     application accepts is answered 413 before it is read. A client that
     sends one byte a second therefore holds no thread and no running slot
-    (a few such clients would otherwise stop the server).
+    (a few such clients would otherwise stop the server). The listeners defer
+    a connection until its first bytes are in (TCP_DEFER_ACCEPT), so a new
+    connection's request is usually read as it is accepted, and the selector
+    watches only connections whose request is not whole yet.
 
     Built on gunicorn's base worker class (what its documentation says a
     worker class is), its HTTP parser and its WSGI environment, which all its
@@ -153,6 +157,10 @@ class Worker(base.Worker):
         self.selector.register(self.wake_read, selectors.EVENT_READ, self._run_calls)
         for listener in self.sockets:
             listener.setblocking(False)
+            # Linux hands over a connection once its first bytes are in (TCP_DEFER_ACCEPT, seconds to
+            # wait for them): the request is read at once, without a turn through the selector.
+            with contextlib.suppress(AttributeError, OSError):
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
         tftp_server = None
         if self.app.settings.tftp_listen:
             address, port = tftp_address(self.app.settings.tftp_listen)
@@ -212,7 +220,7 @@ class Worker(base.Worker):
         conn = Connection(self.cfg, sock, client, listener.getsockname())
         if self.tls is not None and conn.server[1] == self.admin_port:
             return self._start_tls(conn)
-        return self._receive_headers(conn, self.header_timeout)
+        return self._receive_headers(conn, self.header_timeout, arrived=True)
 
     def _start_tls(self, conn: Connection) -> None:
         """Wrap the connection in TLS; the handshake runs in the main loop, bounded like the headers."""
@@ -229,6 +237,7 @@ class Worker(base.Worker):
         conn.deadline = time.monotonic() + self.header_timeout
         self.receiving.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_handshake, conn))
+        conn.watched = True
 
     def _on_handshake(self, conn: Connection, _sock) -> None:
         try:
@@ -241,17 +250,28 @@ class Worker(base.Worker):
             return None
         except OSError:  # not TLS, or a certificate the client refused: nothing to answer
             return self._drop(conn)
-        self.selector.unregister(conn.sock)
+        self._unwatch(conn)
         self.receiving.discard(conn)
         return self._receive_headers(conn, max(conn.deadline - time.monotonic(), 0.0))
 
-    def _receive_headers(self, conn: Connection, wait: float) -> None:
-        """Wait in the main loop for the next request of ``conn``: headers within ``wait`` seconds, then its body."""
+    def _receive_headers(self, conn: Connection, wait: float, arrived: bool = False) -> None:
+        """Wait in the main loop for the next request of ``conn``: headers within ``wait`` seconds, then its body.
+
+        ``arrived``: a connection just accepted, whose first bytes are probably in (TCP_DEFER_ACCEPT):
+        they are read now, and the selector watches the connection only if the request is not whole.
+        """
         conn.deadline = time.monotonic() + wait
         conn.framing = None
         conn.sock.setblocking(False)  # which also ends a send timeout of the last request
         self.receiving.add(conn)
+        if arrived and not conn.tls:
+            self._on_bytes(conn, None)
+            if conn not in self.receiving:  # handed to a thread, or closed
+                return None
         self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
+        conn.watched = True
+        if arrived:
+            return None
         if conn.received:  # a pipelined request, already (partly) here
             return self._received(conn)
         if conn.tls and conn.sock.pending():  # decrypted bytes the selector cannot see
@@ -305,7 +325,7 @@ class Worker(base.Worker):
             return None
         conn.request = conn.received[:end]
         del conn.received[:end]
-        self.selector.unregister(conn.sock)
+        self._unwatch(conn)
         self.receiving.discard(conn)
         return self._enqueue(conn)
 
@@ -320,13 +340,18 @@ class Worker(base.Worker):
 
     def _drop(self, conn: Connection, status: bytes | None = None) -> None:
         """Close a connection whose request did not arrive whole, telling the client why if it still listens."""
-        self.selector.unregister(conn.sock)
+        self._unwatch(conn)
         self.receiving.discard(conn)
         if status:
             with contextlib.suppress(OSError, ValueError):
                 conn.sock.send(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         self.connections -= 1
         conn.close()
+
+    def _unwatch(self, conn: Connection) -> None:
+        if conn.watched:
+            self.selector.unregister(conn.sock)
+            conn.watched = False
 
     def _enqueue(self, conn: Connection) -> None:
         """Run the request of ``conn`` in a thread, or let it wait while ``RUNNING_REQUESTS`` run."""
