@@ -80,7 +80,6 @@ class Connection:
         self.idle = False  # kept alive, no byte of its next request yet
         self.tls = False  # came through the HTTPS listener of the operator side
         self.counted = False  # holds a place among the running requests
-        self.watched = False  # registered with the main loop's selector
         # The parser reads through ``recv`` below: first what the main loop received.
         self.parser = http.RequestParser(cfg, self, client)
 
@@ -237,7 +236,6 @@ class Worker(base.Worker):
         conn.deadline = time.monotonic() + self.header_timeout
         self.receiving.add(conn)
         self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_handshake, conn))
-        conn.watched = True
 
     def _on_handshake(self, conn: Connection, _sock) -> None:
         try:
@@ -264,13 +262,12 @@ class Worker(base.Worker):
         conn.framing = None
         conn.sock.setblocking(False)  # which also ends a send timeout of the last request
         self.receiving.add(conn)
-        if arrived and not conn.tls:
+        if arrived:
             self._on_bytes(conn, None)
             if conn not in self.receiving:  # handed to a thread, or closed
                 return None
         self.selector.register(conn.sock, selectors.EVENT_READ, partial(self._on_bytes, conn))
-        conn.watched = True
-        if arrived:
+        if arrived:  # what came with it is taken already
             return None
         if conn.received:  # a pipelined request, already (partly) here
             return self._received(conn)
@@ -349,9 +346,9 @@ class Worker(base.Worker):
         conn.close()
 
     def _unwatch(self, conn: Connection) -> None:
-        if conn.watched:
+        """Stop watching ``conn`` for bytes, if the selector does (a request read as accepted never was)."""
+        if conn.sock in self.selector.get_map():
             self.selector.unregister(conn.sock)
-            conn.watched = False
 
     def _enqueue(self, conn: Connection) -> None:
         """Run the request of ``conn`` in a thread, or let it wait while ``RUNNING_REQUESTS`` run."""

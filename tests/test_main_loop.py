@@ -1,4 +1,4 @@
-"""The server's main loop and its threads (ks.server.Worker): how finished work is handed back."""
+"""The server's main loop and its threads (ks.server.Worker): how a request reaches a thread and comes back."""
 
 import os
 import queue
