@@ -6,6 +6,11 @@ of known machines (default 10,000 and 100,000), beside a bare Flask + gunicorn
 app doing one raw SQLite write per request (the ceiling), all measured in the
 same run, and SQLite's plan for each statement of the boot path (every one must
 be a SEARCH through an index: a SCAN would grow with the number of machines).
+With the ceiling it also measures a second bare app doing exactly the boot
+path's writes of a known machine (KIWIspray's own statements in one transaction,
+nothing rendered or logged: what a boot costs at the least), and GET
+/bootstrap.ipxe on kiwispray's server and connections: a request that touches no
+database, what the server and Flask cost apart from the boot's own work.
 With ``--baseline DIR`` it also measures ``kiwispray serve`` of another checkout
 (PYTHONPATH=DIR, its own migrations and code) in the same rounds, so that a
 change is compared with the code before it on the same machine at the same time.
@@ -37,9 +42,14 @@ request = function()
   local i = math.random(1, %(n)d)
   local mac = string.format("52-54-02-%%02x-%%02x-%%02x",
                             math.floor(i / 65536) %% 256, math.floor(i / 256) %% 256, i %% 256)
-  return wrk.format("GET", "/bootstrap?net0=" .. mac .. "&serial=&uuid=%(facts)s")
+  return wrk.format("GET", "%(path)s?net0=" .. mac .. "&serial=&uuid=%(facts)s")
 end
 """
+
+
+CEILING = "ceiling: Flask + 1 SQLite write"
+BOOT_CEILING = "Flask + the boot's writes alone"
+TRIVIAL = "kiwispray /bootstrap.ipxe, no database"
 
 
 def revision(checkout: Path) -> str:
@@ -88,11 +98,15 @@ STORED_FACTS = {"manufacturer": "Dell Inc.", "product": "PowerEdge R640", "board
 
 
 def run_wrk(wrk: str, port: int, machines: int, clients: int, duration: int, workdir: Path,
-            facts: bool = False) -> dict:
-    script = workdir / f"bootstrap-{machines}.lua"
-    script.write_text(LUA % {"n": machines, "facts": FACTS if facts else ""})
-    cmd = [wrk, "-t2", f"-c{clients}", f"-d{duration}s", "--latency", "-s", str(script),
-           f"http://127.0.0.1:{port}/bootstrap"]
+            facts: bool = False, path: str = "/bootstrap") -> dict:
+    """wrk against ``path`` for random ones of ``machines`` known machines; 0 machines: a plain GET of ``path``."""
+    if machines:
+        script = workdir / f"{path.strip('/')}-{machines}.lua"
+        script.write_text(LUA % {"n": machines, "facts": FACTS if facts else "", "path": path})
+        load = ["-s", str(script), f"http://127.0.0.1:{port}{path}"]
+    else:
+        load = [f"http://127.0.0.1:{port}{path}"]
+    cmd = [wrk, "-t2", f"-c{clients}", f"-d{duration}s", "--latency", *load]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
 
@@ -114,10 +128,11 @@ def parse_wrk(out: str) -> dict:
     }
 
 
-def ceiling(port: int, workers: int, threads: int, workdir: Path) -> subprocess.Popen:
+def ceiling(port: int, workers: int, threads: int, workdir: Path, site_db: Path) -> subprocess.Popen:
+    """The ceilings' app (bench_ceiling_app.py) under gunicorn; ``site_db``: the site /boot writes to."""
     cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(workers), "--threads", str(threads),
            "-b", f"127.0.0.1:{port}", "--chdir", str(REPO / "scripts"), "--no-control-socket", "bench_ceiling_app:app"]
-    env = {**ENV, "CEILING_DB": str(workdir / "ceiling.db")}
+    env = {**ENV, "CEILING_DB": str(workdir / "ceiling.db"), "CEILING_SITE_DB": str(site_db)}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -150,16 +165,16 @@ def show(label: str, runs: list[dict]) -> dict:
     median = sorted(r["rps"] for r in runs)[len(runs) // 2]
     rates = ", ".join(f"{r['rps']:.0f}" for r in runs)
     spread = f"   median {median:.0f} of runs: {rates}" if len(runs) > 1 else ""
-    print(f"{label:<34} {best['rps']:>6.0f} req/s   p50 {best['p50']:6.1f} ms   p90 {best['p90']:6.1f} ms   "
+    print(f"{label:<40} {best['rps']:>6.0f} req/s   p50 {best['p50']:6.1f} ms   p90 {best['p90']:6.1f} ms   "
           f"p99 {best['p99']:6.1f} ms   server CPU {best['cpu_ms']:.2f} ms/req   "
           f"errors {sum(r['non2xx'] + r['socket_errors'] for r in runs)}{spread}", flush=True)
     return best
 
 
-def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, args, workdir: Path) -> dict:
+def measure(wrk: str, proc: subprocess.Popen, port: int, machines: int, path: str, args, workdir: Path) -> dict:
     """One wrk run; the result also has the server's CPU ms per request."""
     cpu = group_cpu_seconds(proc.pid)
-    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir, args.facts)
+    result = run_wrk(wrk, port, machines, args.clients, args.duration, workdir, args.facts, path)
     result["cpu_ms"] = (group_cpu_seconds(proc.pid) - cpu) * 1000 / result["requests"]
     return result
 
@@ -189,18 +204,19 @@ def main() -> None:
           f"-d{args.duration}s, server: {args.workers} workers x {args.threads} threads")
     print(f"# this checkout: {REPO} ({revision(REPO)})"
           + (f"; baseline: {baseline} ({revision(baseline)})" if baseline else ""))
-    # label -> (process, port, machines the load picks from)
-    servers: dict[str, tuple[subprocess.Popen, int, int]] = {}
+    # label -> (process, port, machines the load picks from, path)
+    servers: dict[str, tuple[subprocess.Popen, int, int, str]] = {}
     with tempfile.TemporaryDirectory(prefix="ks-bench-") as tmp:
         workdir = Path(tmp)
         try:
             if not args.no_ceiling:
+                ceiling_site = workdir / "ceiling-site"
+                ceiling_site.mkdir()
+                populate(ceiling_site, sizes[0], facts=STORED_FACTS if args.facts else None)
                 port = free_port()
-                servers["ceiling: Flask + 1 SQLite write"] = (
-                    ceiling(port, args.workers, args.threads, workdir),
-                    port,
-                    10000,
-                )
+                proc = ceiling(port, args.workers, args.threads, workdir, ceiling_site / "kiwispray.db")
+                servers[CEILING] = (proc, port, 10000, "/bootstrap")
+                servers[BOOT_CEILING] = (proc, port, sizes[0], "/boot")
             for size in sizes:
                 root = workdir / f"site-{size}"
                 root.mkdir()
@@ -211,7 +227,11 @@ def main() -> None:
                     print(f"#   {plan}")
                 port = free_port()
                 proc = start_server(root, port, "--workers", str(args.workers), "--threads", str(args.threads))
-                servers[f"kiwispray /bootstrap, {size} hosts"] = (proc, port, size)
+                servers[f"kiwispray /bootstrap, {size} hosts"] = (proc, port, size, "/bootstrap")
+                if size == sizes[0] and not args.no_ceiling:
+                    # The same server and connections, a request that touches no database: what the
+                    # transport and Flask cost, apart from the boot's own work.
+                    servers[TRIVIAL] = (proc, port, 0, "/bootstrap.ipxe")
                 if baseline is not None:
                     base_root = workdir / f"baseline-{size}"
                     base_root.mkdir()
@@ -219,28 +239,31 @@ def main() -> None:
                     port = free_port()
                     proc = start_server(base_root, port, "--workers", str(args.workers), "--threads",
                                         str(args.threads), env={"PYTHONPATH": str(baseline)})
-                    servers[f"baseline /bootstrap, {size} hosts"] = (proc, port, size)
-            for proc, port, machines in servers.values():
+                    servers[f"baseline /bootstrap, {size} hosts"] = (proc, port, size, "/bootstrap")
+            for proc, port, machines, path in servers.values():
                 wait_for(port, proc)
-                run_wrk(wrk, port, machines, args.clients, 3, workdir, args.facts)  # warm up
+                run_wrk(wrk, port, machines, args.clients, 3, workdir, args.facts, path)  # warm up
             # Rounds in turn, so that a slow spell of a shared machine hits every server alike.
             runs: dict[str, list[dict]] = {label: [] for label in servers}
             for _ in range(args.repeat):
-                for label, (proc, port, machines) in servers.items():
-                    runs[label].append(measure(wrk, proc, port, machines, args, workdir))
+                for label, (proc, port, machines, path) in servers.items():
+                    runs[label].append(measure(wrk, proc, port, machines, path, args, workdir))
         finally:
-            for proc, _port, _machines in servers.values():
+            for proc in {proc for proc, _port, _machines, _path in servers.values()}:
                 stop(proc)
     results = {label: show(label, label_runs) for label, label_runs in runs.items()}
     kiwispray = {size: results[f"kiwispray /bootstrap, {size} hosts"] for size in sizes}
-    ceiling_result = results.get("ceiling: Flask + 1 SQLite write")
+    ceiling_result = results.get(CEILING)
     if ceiling_result:
         print("# share of the ceiling: "
-              + ", ".join(f"{size} hosts {r['rps'] / ceiling_result['rps']:.2f}" for size, r in kiwispray.items()))
+              + ", ".join(f"{size} hosts {r['rps'] / ceiling_result['rps']:.2f}" for size, r in kiwispray.items())
+              + f", /bootstrap.ipxe (no database) {results[TRIVIAL]['rps'] / ceiling_result['rps']:.2f}"
+              + f", the boot's writes alone {results[BOOT_CEILING]['rps'] / ceiling_result['rps']:.2f}")
+        print(f"# share of the boot's writes alone ({sizes[0]} hosts): "
+              f"kiwispray /bootstrap {kiwispray[sizes[0]]['rps'] / results[BOOT_CEILING]['rps']:.2f}")
     cores = os.cpu_count()
     print(f"# CPU-bound bounds on an idle {cores}-core machine (cores / server CPU per request, wrk not counted): "
-          + ", ".join(f"{label.replace(' /bootstrap,', '') if 'hosts' in label else 'ceiling'} "
-                      f"{cores * 1000 / r['cpu_ms']:.0f} req/s" for label, r in results.items()))
+          + ", ".join(f"{label.split(':')[0]} {cores * 1000 / r['cpu_ms']:.0f} req/s" for label, r in results.items()))
     if baseline is not None:
         print("# this checkout vs the baseline, requests/s and server CPU per request (best rounds): " + ", ".join(
             f"{size} hosts {r['rps'] / results[f'baseline /bootstrap, {size} hosts']['rps']:.2f} and "
