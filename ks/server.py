@@ -154,12 +154,7 @@ class Worker(base.Worker):
 
     def run(self):
         self.selector.register(self.wake_read, selectors.EVENT_READ, self._run_calls)
-        for listener in self.sockets:
-            listener.setblocking(False)
-            # Linux hands over a connection once its first bytes are in (TCP_DEFER_ACCEPT, seconds to
-            # wait for them): the request is read at once, without a turn through the selector.
-            with contextlib.suppress(AttributeError, OSError):
-                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+        self._prepare_listeners()
         tftp_server = None
         if self.app.settings.tftp_listen:
             address, port = tftp_address(self.app.settings.tftp_listen)
@@ -189,6 +184,17 @@ class Worker(base.Worker):
             tftp_server.close()
         for listener in self.sockets:
             listener.close()
+
+    def _prepare_listeners(self) -> None:
+        """Listeners the main loop polls; each hands over a connection once its first bytes are in.
+
+        Linux's TCP_DEFER_ACCEPT (seconds to wait for them) lets ``_accept`` read the request at
+        once, without a turn through the selector; a silent connection still arrives after a second.
+        """
+        for listener in self.sockets:
+            listener.setblocking(False)
+            with contextlib.suppress(AttributeError, OSError):  # not Linux: accepted as they come
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def _dispatch(self, timeout: float) -> None:
         try:

@@ -81,3 +81,14 @@ def test_a_connection_accepted_before_its_request_waits_in_the_selector(accepted
     for key, _ in worker.selector.select(5):
         key.data(key.fileobj)
     assert enqueued == [conn] and not worker.selector.get_map()
+
+
+def test_listeners_hand_over_connections_once_their_first_bytes_are_in():
+    """TCP_DEFER_ACCEPT on every listener: a new connection's request is usually read as it is accepted."""
+    worker = Worker.__new__(Worker)
+    with socket.create_server(("127.0.0.1", 0)) as boot, socket.create_server(("127.0.0.1", 0)) as admin:
+        worker.sockets = [boot, admin]
+        worker._prepare_listeners()
+        for listener in (boot, admin):
+            assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0
+            assert not listener.getblocking()
