@@ -167,9 +167,14 @@ case "$1 $2" in
 esac
 """
 
-    # Exits 0 when the address is free, so that it can also run inside another namespace.
-    BIND_CHECK = (
-        "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind((sys.argv[1], int(sys.argv[2])))"
+    # Exits 0 once ipmi_sim answers an RMCP presence ping (ASF, what `ipmiping` sends): its port is
+    # bound before it has read its emulation file and entered its loop, and a BMC that takes
+    # packets without answering yet makes the first exchange of a test wait for a retransmission.
+    # A separate process, so that it can also run inside another namespace.
+    PING_CHECK = (
+        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5); "
+        "s.sendto(bytes.fromhex('0600ff06000011be80010000'), (sys.argv[1], int(sys.argv[2]))); "
+        "sys.exit(0 if s.recv(512)[8] == 0x40 else 1)"
     )
 
     def __init__(self, workdir: Path, power: bool = False, address: str = "127.0.0.1", port: int | None = None,
@@ -180,7 +185,7 @@ esac
         self.chassis = chassis
 
     def start(self) -> None:
-        """Write the configuration and run ipmi_sim until its UDP port is bound."""
+        """Write the configuration and run ipmi_sim until it answers on its UDP port."""
         binary = require_command("ipmi_sim", "openipmi")
         self.port = self.port or free_port(socket.SOCK_DGRAM)
         self.url = f"ipmi://{self.address}:{self.port}"
@@ -200,11 +205,11 @@ esac
         (self.workdir / "state").mkdir()
         # -n: no console, which ipmi_sim otherwise insists on having.
         self._spawn([binary, "-c", "lan.conf", "-f", "bmc.emu", "-s", "state", "-n"])
-        self._wait_ready(self._port_bound, "ipmi_sim")
+        self._wait_ready(self._answers, "ipmi_sim")
 
-    def _port_bound(self) -> bool:
-        check = [*self.prefix, sys.executable, "-c", self.BIND_CHECK, self.address, str(self.port)]
-        return subprocess.run(check, stderr=subprocess.DEVNULL).returncode != 0
+    def _answers(self) -> bool:
+        check = [*self.prefix, sys.executable, "-c", self.PING_CHECK, self.address, str(self.port)]
+        return subprocess.run(check, stderr=subprocess.DEVNULL).returncode == 0
 
     @property
     def power(self) -> bool:

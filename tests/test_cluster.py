@@ -118,6 +118,7 @@ def test_two_servers_ride_out_a_postgresql_restart(root):
         storm = Storm(servers)
         changes: dict[str, str] = {}
         refused: list[str] = []
+        unexpected: list[str] = []  # any other exit of edit-host, told after the thread ends
         done = threading.Event()
 
         def operator() -> None:
@@ -131,11 +132,12 @@ def test_two_servers_ride_out_a_postgresql_restart(root):
                     continue
                 target, state = rng.choice(known), rng.choice(["wipe", "image1"])
                 edit = run_edit_host(root, "--mac", target, "-s", state, check=False, env=env)
-                assert edit.returncode in (0, 75), edit.stderr
                 if edit.returncode == 0:
                     changes[target] = state
-                else:
+                elif edit.returncode == 75:
                     refused.append(edit.stderr)
+                else:
+                    unexpected.append(f"exit {edit.returncode}: {edit.stderr}")
 
         editing = threading.Thread(target=operator)
         editing.start()
@@ -151,12 +153,18 @@ def test_two_servers_ride_out_a_postgresql_restart(root):
             # Both servers answer afterwards, with connections of their own made after the restart.
             for n in range(len(servers)):
                 storm.machine(MACHINES // 2 + n, n)
+            # Each edit-host is a whole process: on a loaded machine the storm can end before one has
+            # been acknowledged. The operator goes on until one is (the database is back by now).
+            deadline = time.monotonic() + 60
+            while not changes and not unexpected and time.monotonic() < deadline:
+                time.sleep(0.1)
             logs = [srv.log() for srv in servers]
         finally:
             done.set()
             editing.join()
             for srv in servers:
                 srv.kill()
+        assert not unexpected, unexpected
         assert changes, "edit-host changed hosts"
         assert all("the database server is unreachable or restarting" in message for message in refused), refused
         storm.verify(url, MACHINES // 2 + 2, changes)
