@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import ENV, REPO, command_line, ensure_tool, free_port, group_cpu_seconds, stop, wait_for
+from benchlib import ENV, REPO, boot_statements, command_line, ensure_tool, free_port, group_cpu_seconds, stop, wait_for
 from benchlib import serve as start_server
 
 sys.path.insert(0, str(REPO))
@@ -138,17 +138,9 @@ def ceiling(port: int, workers: int, threads: int, workdir: Path, site_db: Path)
 
 def query_plans(database: Path) -> list[str]:
     """SQLite's plan for each statement /bootstrap runs for a known machine."""
-    from sqlalchemy.dialects.sqlite import dialect
-
-    from ks.boot import booting
-    from ks.records import events
-
-    named = dialect(paramstyle="named")
-    statements = [str(s.compile(dialect=named)) for s in (booting._host_ids_by_identifiers(1), booting._HOST,
-                                                          booting._MACS, booting._BOOTED, events._ADD_EVENT)]
     plans = []
     with sqlite3.connect(database) as conn:
-        for statement in statements:
+        for statement in boot_statements().values():
             steps = [row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + statement, _nulls(statement))]
             plans.append(f"{' '.join(statement.split()[:2])} ...: {'; '.join(steps) or 'no lookup'}")
     return plans

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, request
 
+from benchlib import boot_statements
+
 DB = os.environ["CEILING_DB"]
 SITE_DB = os.environ.get("CEILING_SITE_DB")
 _local = threading.local()
@@ -47,34 +49,19 @@ def bootstrap():
     return "#!ipxe\nexit\n", 200, {"Content-Type": "text/plain"}
 
 
-def _boot_statements() -> dict[str, str]:
-    """The boot path's statements as kiwispray compiles them for SQLite (named parameters)."""
-    from sqlalchemy.dialects.sqlite import dialect
-
-    from ks.boot import booting
-    from ks.records import events
-
-    named = dialect(paramstyle="named")
-    statements = {"find": booting._host_ids_by_identifiers(1), "host": booting._HOST, "macs": booting._MACS,
-                  "booted": booting._BOOTED, "event": events._ADD_EVENT}
-    return {name: str(statement.compile(dialect=named)) for name, statement in statements.items()}
-
-
-BOOT = _boot_statements() if SITE_DB else {}
+# gunicorn imports this module in each worker: the lock file's descriptor is the worker's own.
+BOOT = boot_statements() if SITE_DB else {}
 _writers = threading.Lock()
-_lock_fd: int | None = None
+_LOCK_FD = os.open(f"{SITE_DB}-ceiling-writer", os.O_RDWR | os.O_CREAT, 0o600) if SITE_DB else -1
 
 
 def site() -> sqlite3.Connection:
     """This thread's connection to the site's database; writers take turns on the locks in ``boot``."""
-    global _lock_fd
     if not hasattr(_local, "site"):
         conn = sqlite3.connect(SITE_DB, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         _local.site = conn
-    if _lock_fd is None:
-        _lock_fd = os.open(f"{SITE_DB}-ceiling-writer", os.O_RDWR | os.O_CREAT, 0o600)
     return _local.site
 
 
@@ -85,8 +72,7 @@ def boot():
     bootid_hash = hashlib.sha256(secrets.token_hex(16).encode()).hexdigest()
     conn = site()
     with _writers:
-        assert _lock_fd is not None
-        fcntl.flock(_lock_fd, fcntl.LOCK_EX)
+        fcntl.flock(_LOCK_FD, fcntl.LOCK_EX)
         try:
             cursor = conn.cursor()
             cursor.execute("BEGIN IMMEDIATE")
@@ -105,6 +91,5 @@ def boot():
                 conn.rollback()
                 raise
         finally:
-            fcntl.flock(_lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(_LOCK_FD, fcntl.LOCK_UN)
     return "#!ipxe\nexit\n", 200, {"Content-Type": "text/plain"}
-

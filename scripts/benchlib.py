@@ -143,3 +143,17 @@ def ensure_tool(name: str) -> str:
 def command_line() -> str:
     """How this benchmark was started, for the record."""
     return " ".join(["python", f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def boot_statements() -> dict[str, str]:
+    """The statements /bootstrap runs for a known machine, as kiwispray compiles them for SQLite (named
+    parameters): find the host by one MAC, read it, read its MACs, rotate its bootid, append its history line."""
+    from sqlalchemy.dialects.sqlite import dialect
+
+    from ks.boot import booting
+    from ks.records import events
+
+    named = dialect(paramstyle="named")
+    statements = {"find": booting._host_ids_by_identifiers(1), "host": booting._HOST, "macs": booting._MACS,
+                  "booted": booting._BOOTED, "event": events._ADD_EVENT}
+    return {name: str(statement.compile(dialect=named)) for name, statement in statements.items()}
